@@ -1,0 +1,93 @@
+"""The BaS network: one set of weights, three forms (frame, clip, stream)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .config import BaSConfig
+from .layers import BaSBlock, DownSample, TempLP, UpSample, activation
+
+
+def _stage(channels: int, count: int, act: str, config: BaSConfig) -> nn.Sequential:
+    return nn.Sequential(
+        *(
+            BaSBlock(channels, activation(act, config.gelu_approximate), config.mlp_ratio)
+            for _ in range(count)
+        )
+    )
+
+
+class BaS(nn.Module):
+    """BaS encoder-decoder with TempLP in the stem.
+
+    ``m(x)`` takes a frame batch (B, 3, H, W) or a clip batch (B, T, 3, H, W) of RGB in
+    [0, 1] and returns lesion logits (B, 1, H, W) or (B, T, 1, H, W). ``m.stream``
+    takes one frame and the state from the previous call. A frame is a one-frame clip,
+    which is also the first step of a stream.
+    """
+
+    def __init__(self, config: BaSConfig) -> None:
+        super().__init__()
+        self.config = config
+        c1, c2, c3 = config.channels
+        n1, n2, n3 = config.blocks
+        self.stem = DownSample(config.in_channels, c1, 4)
+        self.temporal = TempLP(c1, config.temporal_window)
+        self.down2 = DownSample(c1, c2, 2)
+        self.stage2 = _stage(c2, n2, "gelu", config)
+        self.down3 = DownSample(c2, c3, 2)
+        self.stage3 = _stage(c3, n3, "silu", config)
+        self.position = nn.Parameter(torch.zeros(1, config.bottleneck_tokens, c3))
+        nn.init.trunc_normal_(self.position, std=0.02)
+        self.up1 = UpSample(c3, c2, 2)
+        self.decoder1 = _stage(c2, n2, "gelu", config)
+        self.up2 = UpSample(c2, c1, 2)
+        self.decoder2 = _stage(c1, n1, "silu", config)
+        self.head = UpSample(c1, 1, 4, norm=config.legacy)
+
+    @property
+    def state_shape(self) -> tuple[int, int, int, int]:
+        """Shape of one stream state, without the batch dimension."""
+        side = self.config.image_size // 4
+        return (self.config.temporal_window - 1, self.config.channels[0], side, side)
+
+    def initial_state(self, batch: int = 1) -> torch.Tensor:
+        """The state before the first frame: no history (zeros)."""
+        ref = self.position
+        return torch.zeros((batch, *self.state_shape), dtype=ref.dtype, device=ref.device)
+
+    def _add_position(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        tokens = x.flatten(2).transpose(1, 2) + self.position
+        if self.config.legacy:
+            return tokens.reshape(b, c, h, w)  # the public code's reshape without transpose
+        return tokens.transpose(1, 2).reshape(b, c, h, w)
+
+    def _decode(self, stem: torch.Tensor) -> torch.Tensor:
+        skip2 = self.stage2(self.down2(stem))
+        x = self._add_position(self.stage3(self.down3(skip2)))
+        x = self.decoder1(self.up1(x) + skip2)
+        x = self.decoder2(self.up2(x) + stem)
+        return self.head(x)
+
+    def forward_frame(self, frames: torch.Tensor) -> torch.Tensor:
+        return self._decode(self.temporal.single(self.stem(frames)))
+
+    def forward_clip(self, clips: torch.Tensor) -> torch.Tensor:
+        b, t = clips.shape[:2]
+        stem = self.stem(clips.flatten(0, 1)).unflatten(0, (b, t))
+        mixed, _ = self.temporal(stem, self.initial_state(b))
+        return self._decode(mixed.flatten(0, 1)).unflatten(0, (b, t))
+
+    def stream(self, frame: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One step of streaming inference: (B, 3, H, W) frame + state -> logits, new state."""
+        mixed, new_state = self.temporal(self.stem(frame).unsqueeze(1), state)
+        return self._decode(mixed.squeeze(1)), new_state
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 4:
+            return self.forward_frame(x)
+        if x.dim() == 5:
+            return self.forward_clip(x)
+        raise ValueError(f"BaS expects (B,3,H,W) or (B,T,3,H,W), got shape {tuple(x.shape)}")

@@ -1,0 +1,230 @@
+"""Clips of consecutive labelled frames for training and evaluation, with clip-level augmentation.
+
+Work per item is decode, resize and a few tensor ops, so that two CPU workers keep up.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import ClassVar, TypedDict
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch.utils.data import Dataset
+
+from .layouts import DatasetError, DatasetIndex, Frame, Video, read_frame
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Random changes drawn once per clip and applied identically to all its frames.
+
+    The fields named in ``PROBABILITIES`` are per-clip probabilities, the others bound
+    the random strength. CutMix is the one change that differs between frames: it pastes
+    a box (image and mask) from one frame of the clip onto another at the same place.
+    """
+
+    PROBABILITIES: ClassVar[tuple[str, ...]] = (
+        "hflip",
+        "vflip",
+        "rotate",
+        "blur",
+        "brightness",
+        "contrast",
+        "cutmix",
+    )
+
+    hflip: float = 0.5
+    vflip: float = 0.2
+    rotate: float = 0.2  # a 90, 180 or 270 degree rotation, equally likely
+    blur: float = 0.2
+    blur_sigma: tuple[float, float] = (0.3, 1.5)  # Gaussian sigma in pixels of the clip
+    brightness: float = 0.3
+    brightness_delta: float = 0.1  # added to [0, 1] intensities, uniform in [-d, d]
+    contrast: float = 0.3
+    contrast_delta: float = 0.2  # scale about mid-grey, uniform in [1 - d, 1 + d]
+    cutmix: float = 0.2
+    cutmix_side: tuple[float, float] = (0.2, 0.5)  # box side as a fraction of the image side
+
+    def __post_init__(self) -> None:
+        for name in (*self.PROBABILITIES, "brightness_delta", "contrast_delta"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"Augment.{name} must be in [0, 1], got {getattr(self, name)}")
+        for name in ("blur_sigma", "cutmix_side"):
+            low, high = getattr(self, name)
+            if not 0.0 < low <= high:
+                raise ValueError(f"Augment.{name} must satisfy 0 < low <= high, got {(low, high)}")
+        if self.cutmix_side[1] > 1.0:
+            raise ValueError(f"Augment.cutmix_side must be <= 1, got {self.cutmix_side}")
+
+    def __call__(
+        self, images: torch.Tensor, masks: torch.Tensor, rng: np.random.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Augment images (T, C, H, W) in [0, 1] and masks (T, 1, H, W); inputs are not modified."""
+        if rng.random() < self.hflip:
+            images, masks = images.flip(-1), masks.flip(-1)
+        if rng.random() < self.vflip:
+            images, masks = images.flip(-2), masks.flip(-2)
+        if rng.random() < self.rotate:
+            k = int(rng.integers(1, 4))
+            images, masks = images.rot90(k, (-2, -1)), masks.rot90(k, (-2, -1))
+        if len(images) > 1 and rng.random() < self.cutmix:
+            images, masks = _cutmix(images, masks, self.cutmix_side, rng)
+        if rng.random() < self.blur:
+            images = _gaussian_blur(images, float(rng.uniform(*self.blur_sigma)))
+        if rng.random() < self.brightness:
+            images = images + float(rng.uniform(-self.brightness_delta, self.brightness_delta))
+        if rng.random() < self.contrast:
+            scale = float(rng.uniform(1 - self.contrast_delta, 1 + self.contrast_delta))
+            images = (images - 0.5) * scale + 0.5
+        return images.clamp(0.0, 1.0), masks
+
+
+def _cutmix(
+    images: torch.Tensor, masks: torch.Tensor, side: tuple[float, float], rng: np.random.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    dst, src = rng.choice(len(images), size=2, replace=False)
+    h, w = images.shape[-2:]
+    fraction = rng.uniform(*side)
+    bh, bw = max(1, round(h * fraction)), max(1, round(w * fraction))
+    y, x = int(rng.integers(0, h - bh + 1)), int(rng.integers(0, w - bw + 1))
+    images, masks = images.clone(), masks.clone()
+    images[dst, :, y : y + bh, x : x + bw] = images[src, :, y : y + bh, x : x + bw]
+    masks[dst, :, y : y + bh, x : x + bw] = masks[src, :, y : y + bh, x : x + bw]
+    return images, masks
+
+
+def _gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of (N, C, H, W) with reflected borders."""
+    radius = max(1, math.ceil(3 * sigma))
+    t = torch.arange(-radius, radius + 1, dtype=images.dtype)
+    kernel = torch.exp(-0.5 * (t / sigma) ** 2)
+    kernel = kernel / kernel.sum()
+    n, c, h, w = images.shape
+    x = F.pad(images.reshape(n * c, 1, h, w), (radius,) * 4, mode="reflect")
+    x = F.conv2d(x, kernel.view(1, 1, 1, -1))
+    x = F.conv2d(x, kernel.view(1, 1, -1, 1))
+    return x.reshape(n, c, h, w)
+
+
+class Clip(TypedDict):
+    """One item: ``images`` (T, 3, S, S) float32 in [0, 1], ``masks`` (T, 1, S, S) in {0, 1}."""
+
+    images: torch.Tensor
+    masks: torch.Tensor
+    video: str
+    frames: torch.Tensor  # (T,) int64 frame indices
+
+
+def _runs(video: Video) -> list[list[Frame]]:
+    """Maximal runs of consecutive frames that all have a mask."""
+    runs: list[list[Frame]] = [[]]
+    for frame in video.frames:
+        if frame.mask is None:
+            runs.append([])
+        else:
+            runs[-1].append(frame)
+    return [r for r in runs if r]
+
+
+def load_resized(frame: Frame, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """A labelled frame at ``size`` x ``size``: bilinear image, nearest-neighbour mask.
+
+    Nearest keeps the mask binary without the dilation that bilinear plus a threshold gives.
+    """
+    image, mask = read_frame(frame)
+    if mask is None:
+        raise DatasetError(f"{frame.image}: frame has no mask")
+    image = np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.BILINEAR))
+    mask = np.asarray(Image.fromarray(mask).resize((size, size), Image.Resampling.NEAREST))
+    return image, mask
+
+
+class ClipDataset(Dataset[Clip]):
+    """Every window of ``clip_length`` consecutive labelled frames, ``stride`` apart, per video.
+
+    Clips never cross videos or unlabelled frames; videos without a long enough labelled run
+    are skipped with a counted warning. Augmentation draws from a generator seeded by
+    (``seed``, epoch, item index), so an item is reproducible whichever worker loads it; call
+    :meth:`set_epoch` before each epoch (with ``persistent_workers=False``).
+    """
+
+    def __init__(
+        self,
+        index: DatasetIndex,
+        videos: list[str],
+        clip_length: int = 3,
+        image_size: int = 240,
+        augment: Augment | None = None,
+        stride: int = 1,
+        seed: int = 0,
+    ) -> None:
+        if clip_length < 1 or image_size < 1 or stride < 1 or seed < 0:
+            raise ValueError(
+                "clip_length, image_size and stride must be >= 1 and seed >= 0, got "
+                f"{clip_length}, {image_size}, {stride}, {seed}"
+            )
+        unknown = sorted(set(videos) - set(index.names))
+        if unknown:
+            raise DatasetError(f"{index.root}: no such video(s) {unknown[:5]}")
+        self.clip_length, self.image_size = clip_length, image_size
+        self.augment, self.seed, self.epoch = augment, seed, 0
+        self.clips: list[tuple[str, tuple[Frame, ...]]] = []
+        short = []
+        for name in videos:
+            runs = [r for r in _runs(index.video(name)) if len(r) >= clip_length]
+            if not runs:
+                short.append(name)
+            for run in runs:
+                for start in range(0, len(run) - clip_length + 1, stride):
+                    self.clips.append((name, tuple(run[start : start + clip_length])))
+        self.warnings: tuple[str, ...] = ()
+        if short:
+            self.warnings = (
+                f"{len(short)} video(s) have fewer than {clip_length} consecutive labelled "
+                f"frames; skipped: {short[:10]}{' ...' if len(short) > 10 else ''}",
+            )
+            _log.warning("%s", self.warnings[0])
+        if not self.clips:
+            raise DatasetError(
+                f"{index.root}: no run of {clip_length} consecutive labelled frames in {videos}"
+            )
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw different augmentations from the next epoch on."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, i: int) -> Clip:
+        name, frames = self.clips[i]
+        loaded = [load_resized(f, self.image_size) for f in frames]
+        images = torch.from_numpy(np.stack([im for im, _ in loaded])).permute(0, 3, 1, 2)
+        images = images.float().div_(255.0)
+        masks = torch.from_numpy(np.stack([m for _, m in loaded])).unsqueeze(1).float()
+        if self.augment is not None:
+            rng = np.random.default_rng([self.seed, self.epoch, i])
+            images, masks = self.augment(images, masks, rng)
+        return Clip(
+            images=images.contiguous(),
+            masks=masks.contiguous(),
+            video=name,
+            frames=torch.tensor([f.index for f in frames], dtype=torch.int64),
+        )
+
+
+def native_frames(
+    video: Video, labelled_only: bool = False
+) -> Iterator[tuple[int, np.ndarray, np.ndarray | None]]:
+    """(frame index, uint8 RGB image, bool mask or None) at native resolution, in order."""
+    for frame in video.labelled_frames if labelled_only else video.frames:
+        image, mask = read_frame(frame)
+        yield frame.index, image, mask

@@ -1,0 +1,275 @@
+"""Synthetic breast-ultrasound videos with lesion masks, written in the BUV layout.
+
+No real ultrasound data can be downloaded here, so everything (training, evaluation,
+calibration, the demo) runs on these. Each video is rendered the way a scanner forms
+an image: echogenicity of the tissue in beam coordinates (depth x lateral), a
+hypoechoic lesion with an irregular border and a posterior shadow or enhancement,
+Rayleigh speckle, depth attenuation and time-gain compensation, log compression, then
+scan conversion to a linear or sector (fan) field of view. Across frames the probe
+slides and presses, and the imaging plane sweeps through the lesion, so it moves,
+deforms, grows, shrinks and at times leaves the view (empty masks).
+
+Everything is drawn from ``numpy.random.default_rng((seed, video_index))``, so one
+video depends only on the seed and its index.
+
+    python -m model.data.synth --videos 20 --frames 60 --seed 0 --out DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage
+
+BEAM_DEPTH = 256  # samples along the beam
+BEAM_LINES = 256  # lateral lines in view
+MARGIN = 160  # extra lateral tissue either side, for probe sliding
+
+
+@dataclass(frozen=True)
+class VideoSpec:
+    """The random draws that define one video, all in beam-grid pixels unless named."""
+
+    height: int
+    width: int
+    sector: bool
+    sector_half_angle: float  # radians
+    lesion_radius: float
+    lesion_depth: float
+    lesion_lateral: float  # in tissue coordinates, before probe motion
+    lesion_aspect: float  # lateral / depth extent
+    lesion_tilt: float
+    lobe_amplitudes: tuple[float, ...]
+    lobe_phases: tuple[float, ...]
+    spicules: int
+    lesion_echo: float  # lesion echogenicity relative to surrounding tissue
+    posterior_gain: float  # < 1 shadowing, > 1 enhancement
+    slide_amplitude: float
+    slide_period: float  # frames
+    slide_phase: float
+    sweep_amplitude: float  # elevation sweep, in lesion radii
+    sweep_period: float
+    sweep_phase: float
+    attenuation: float  # per beam sample
+    gain: float
+    noise: float
+    contrast_gamma: float
+    dropout_rate: float  # chance of a degraded frame (gain dip, extra noise)
+
+
+def draw_spec(rng: np.random.Generator) -> VideoSpec:
+    lobes = int(rng.integers(2, 6))
+    spiculated = rng.random() < 0.35
+    return VideoSpec(
+        height=int(rng.integers(272, 337)) // 2 * 2,
+        width=int(rng.integers(320, 417)) // 2 * 2,
+        sector=bool(rng.random() < 0.5),
+        sector_half_angle=float(rng.uniform(0.45, 0.7)),
+        lesion_radius=float(rng.uniform(18, 48)),
+        lesion_depth=float(rng.uniform(80, 170)),
+        lesion_lateral=float(rng.uniform(-50, 50)),
+        lesion_aspect=float(rng.uniform(0.7, 1.8)),
+        lesion_tilt=float(rng.uniform(-0.5, 0.5)),
+        lobe_amplitudes=tuple(float(a) for a in rng.uniform(0.02, 0.16, lobes)),
+        lobe_phases=tuple(float(p) for p in rng.uniform(0, 2 * np.pi, lobes)),
+        spicules=int(rng.integers(5, 14)) if spiculated else 0,
+        lesion_echo=float(rng.uniform(0.12, 0.42)),
+        posterior_gain=float(rng.choice([rng.uniform(0.35, 0.7), rng.uniform(1.25, 1.7)])),
+        slide_amplitude=float(rng.uniform(10, 150)),
+        slide_period=float(rng.uniform(40, 140)),
+        slide_phase=float(rng.uniform(0, 2 * np.pi)),
+        sweep_amplitude=float(rng.uniform(0.2, 1.25)),
+        sweep_period=float(rng.uniform(30, 120)),
+        sweep_phase=float(rng.uniform(0, 2 * np.pi)),
+        attenuation=float(rng.uniform(0.002, 0.006)),
+        gain=float(rng.uniform(0.8, 1.3)),
+        noise=float(rng.uniform(0.01, 0.06)),
+        contrast_gamma=float(rng.uniform(0.75, 1.3)),
+        dropout_rate=float(rng.uniform(0.0, 0.08)),
+    )
+
+
+def _smooth_field(rng: np.random.Generator, shape: tuple[int, int], sigma: tuple[float, float]):
+    field = ndimage.gaussian_filter(rng.standard_normal(shape), sigma, mode="wrap")
+    return field / (field.std() + 1e-8)
+
+
+def _tissue(rng: np.random.Generator) -> np.ndarray:
+    """Echogenicity of the breast in beam coordinates: skin, fat, gland, muscle layers."""
+    depth, lines = BEAM_DEPTH, BEAM_LINES + 2 * MARGIN
+    y = np.arange(depth, dtype=np.float64)[:, None]
+    wave = _smooth_field(rng, (1, lines), (0, 25))[0]
+    skin = 8 + 2 * wave
+    fat_end = rng.uniform(45, 80) + 10 * _smooth_field(rng, (1, lines), (0, 40))[0]
+    gland_end = rng.uniform(185, 235) + 12 * _smooth_field(rng, (1, lines), (0, 50))[0]
+    echo = np.where(y < skin, 2.2, np.where(y < fat_end, 0.45, np.where(y < gland_end, 1.0, 0.7)))
+    texture = _smooth_field(rng, (depth, lines), (3, 7))
+    echo = echo * np.exp(0.3 * texture)
+    # Cooper's ligaments and muscle striations: thin bright bands.
+    bands = _smooth_field(rng, (depth, lines), (1.2, 18))
+    echo = echo + 0.5 * np.clip(bands - 1.6, 0, None)
+    # Fat lobules: oval, mildly hypoechoic, not lesions.
+    yy, xx = np.mgrid[0:depth, 0:lines]
+    for _ in range(int(rng.integers(2, 6))):
+        cy, cx = rng.uniform(20, 230), rng.uniform(0, lines)
+        ry, rx = rng.uniform(6, 16), rng.uniform(12, 30)
+        inside = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 < 1
+        echo = np.where(inside, echo * rng.uniform(0.55, 0.75), echo)
+    return echo.astype(np.float32)
+
+
+def _complex_speckle(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
+    """Band-limited complex Gaussian field; its magnitude is Rayleigh speckle."""
+    real = ndimage.gaussian_filter(rng.standard_normal(shape), (0.9, 1.8))
+    imag = ndimage.gaussian_filter(rng.standard_normal(shape), (0.9, 1.8))
+    field = real + 1j * imag
+    return (field / np.sqrt(np.mean(np.abs(field) ** 2))).astype(np.complex64)
+
+
+def _lesion_mask(spec: VideoSpec, centre: tuple[float, float], radius: float, t: int):
+    """Lesion cross-section in beam coordinates, with a border that slowly deforms."""
+    if radius <= 1.0:
+        return np.zeros((BEAM_DEPTH, BEAM_LINES), dtype=bool)
+    yy, xx = np.mgrid[0:BEAM_DEPTH, 0:BEAM_LINES].astype(np.float32)
+    dy, dx = yy - centre[0], xx - centre[1]
+    cos, sin = np.cos(spec.lesion_tilt), np.sin(spec.lesion_tilt)
+    u = (cos * dx + sin * dy) / spec.lesion_aspect
+    v = -sin * dx + cos * dy
+    rho = np.hypot(u, v)
+    theta = np.arctan2(v, u)
+    border = np.ones_like(theta)
+    for k, (amp, phase) in enumerate(zip(spec.lobe_amplitudes, spec.lobe_phases, strict=True)):
+        border += amp * np.cos((k + 2) * theta + phase + 0.03 * t * (k + 1))
+    if spec.spicules:
+        spikes = np.cos(spec.spicules * theta + 0.02 * t) ** 16
+        border += 0.22 * spikes
+    return rho < radius * border
+
+
+def _fan_mapping(spec: VideoSpec) -> tuple[np.ndarray, np.ndarray]:
+    """For each output pixel, its (depth, lateral) beam coordinate and whether it is in view."""
+    h, w = spec.height, spec.width
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    if not spec.sector:
+        depth = yy * (BEAM_DEPTH - 1) / (h - 1)
+        lateral = (xx - 0.1 * w) * (BEAM_LINES - 1) / (0.8 * w - 1)
+        valid = (lateral >= 0) & (lateral <= BEAM_LINES - 1)
+        return np.stack([depth, lateral]), valid
+    half = spec.sector_half_angle
+    apex_y = -0.18 * h  # virtual apex above the image
+    r_max = h - apex_y
+    r_min = 0.18 * h
+    dy, dx = yy - apex_y, xx - w / 2
+    radius = np.hypot(dx, dy)
+    angle = np.arctan2(dx, dy)
+    depth = (radius - r_min) / (r_max - r_min) * (BEAM_DEPTH - 1)
+    lateral = (angle + half) / (2 * half) * (BEAM_LINES - 1)
+    valid = (depth >= 0) & (depth <= BEAM_DEPTH - 1) & (np.abs(angle) <= half)
+    return np.stack([depth, lateral]), valid
+
+
+def render_video(seed: int, index: int, frames: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Yield ``frames`` (image uint8 (H, W, 3), mask bool (H, W)) pairs of one video."""
+    rng = np.random.default_rng((seed, index))
+    spec = draw_spec(rng)
+    tissue = _tissue(rng)
+    speckle = _complex_speckle(rng, tissue.shape)
+    coords, valid = _fan_mapping(spec)
+    depth_axis = np.arange(BEAM_DEPTH, dtype=np.float32)[:, None]
+    attenuation = np.exp(-spec.attenuation * depth_axis)
+    tgc_knots = rng.uniform(0.85, 1.2, 4)
+    for t in range(frames):
+        slide = spec.slide_amplitude * np.sin(2 * np.pi * t / spec.slide_period + spec.slide_phase)
+        offset = int(round(MARGIN + slide))
+        press = 1.0 + 0.05 * np.sin(2 * np.pi * t / 50 + spec.slide_phase)
+        view = tissue[:, offset : offset + BEAM_LINES]
+        fresh = _complex_speckle(rng, (BEAM_DEPTH, BEAM_LINES))
+        field = 0.9 * speckle[:, offset : offset + BEAM_LINES] + 0.436 * fresh
+
+        elevation = spec.sweep_amplitude * np.sin(
+            2 * np.pi * t / spec.sweep_period + spec.sweep_phase
+        )
+        radius = spec.lesion_radius * np.sqrt(max(0.0, 1.0 - elevation**2)) * press
+        centre = (spec.lesion_depth / press, spec.lesion_lateral + BEAM_LINES / 2 - slide)
+        lesion = _lesion_mask(spec, centre, radius, t)
+        soft = ndimage.gaussian_filter(lesion.astype(np.float32), 1.2)
+        echo = view * (1.0 - soft * (1.0 - spec.lesion_echo))
+        if lesion.any():
+            behind = np.maximum.accumulate(lesion, axis=0) & ~lesion
+            fade = np.exp(-np.cumsum(behind, axis=0) / 120.0)
+            column = ndimage.gaussian_filter(behind * fade, (0, 4.0))
+            echo = echo * (1.0 + (spec.posterior_gain - 1.0) * column)
+
+        tgc = np.interp(depth_axis[:, 0], np.linspace(0, BEAM_DEPTH, 4), tgc_knots)[:, None]
+        gain = spec.gain * (1.0 + 0.05 * rng.standard_normal())
+        degraded = rng.random() < spec.dropout_rate
+        if degraded:
+            gain *= rng.uniform(0.45, 0.7)
+        beam = echo * np.abs(field) * attenuation * tgc * gain
+        image = np.log1p(12.0 * beam) / np.log1p(12.0 * 2.5)
+        noise = spec.noise * (3.0 if degraded else 1.0)
+        image = (
+            np.clip(image + noise * rng.standard_normal(image.shape), 0, 1) ** spec.contrast_gamma
+        )
+
+        pixels = ndimage.map_coordinates(image, coords, order=1, mode="constant")
+        mask = ndimage.map_coordinates(lesion.astype(np.uint8), coords, order=0, mode="constant")
+        pixels = np.where(valid, pixels, 0.0)
+        gray = (np.clip(pixels, 0, 1) * 255).astype(np.uint8)
+        yield np.repeat(gray[:, :, None], 3, axis=2), (mask > 0) & valid
+
+
+def write_dataset(out: Path, videos: int, frames: int, seed: int, first_index: int = 0) -> Path:
+    """Render ``videos`` videos into ``out`` in the BUV layout, atomically (temp dir + rename)."""
+    out = Path(out)
+    if videos < 1 or frames < 1:
+        raise ValueError(f"need at least one video and one frame, got {videos} x {frames}")
+    if out.exists() and any(out.iterdir()):
+        raise FileExistsError(f"output folder {out} exists and is not empty")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        for v in range(first_index, first_index + videos):
+            name = f"synth_{seed:04d}_{v:04d}"
+            images, labels = staging / "images" / name, staging / "labels" / name
+            images.mkdir(parents=True)
+            labels.mkdir(parents=True)
+            for t, (image, mask) in enumerate(render_video(seed, v, frames)):
+                Image.fromarray(image).save(images / f"{t}.jpg", quality=92)
+                Image.fromarray(mask.astype(np.uint8) * 255).save(labels / f"{t}.png")
+        if out.exists():
+            out.rmdir()
+        os.replace(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--videos", type=int, default=20)
+    parser.add_argument("--frames", type=int, default=60)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--first-index", type=int, default=0, help="index of the first video")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    try:
+        out = write_dataset(args.out, args.videos, args.frames, args.seed, args.first_index)
+    except (ValueError, FileExistsError, OSError) as err:
+        parser.exit(2, f"error: {err}\n")
+    print(f"wrote {args.videos} videos x {args.frames} frames to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

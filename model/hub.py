@@ -1,0 +1,74 @@
+"""The weights this project ships, each pinned by sha256, and ``build_bas`` to load them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .bas import BaS
+from .checkpoint import CheckpointError, load_strict, read_metadata, read_state_dict, sha256
+from .config import get_config
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+
+
+@dataclass(frozen=True)
+class ShippedWeights:
+    """A trained checkpoint in ``model/weights/`` and how it was made."""
+
+    variant: str
+    filename: str
+    sha256: str
+    recipe: str  # the training config that reproduces it
+
+    @property
+    def path(self) -> Path:
+        return WEIGHTS_DIR / self.filename
+
+
+SHIPPED: dict[str, ShippedWeights] = {}
+
+
+def shipped_weights(variant: str) -> Path:
+    """Path of the shipped weights of ``variant``, after checking their sha256."""
+    get_config(variant)  # unknown variant -> clear error
+    entry = SHIPPED.get(variant)
+    if entry is None or not entry.path.is_file():
+        raise CheckpointError(f"no shipped weights for BaS-{variant} in {WEIGHTS_DIR}")
+    digest = sha256(entry.path)
+    if digest != entry.sha256:
+        raise CheckpointError(
+            f"{entry.path} is corrupt: sha256 {digest[:12]}... != registered {entry.sha256[:12]}..."
+        )
+    return entry.path
+
+
+def build_bas(
+    variant: str,
+    image_size: int = 240,
+    temporal_window: int = 3,
+    weights: str | Path | None = None,
+    **overrides: object,
+) -> BaS:
+    """Build BaS-``variant``; ``weights`` is None (random), "shipped", or a safetensors path.
+
+    Weights written by this project carry their variant in their metadata, so loading a
+    file of the other variant fails with a message that says so. A temporal window of 1
+    disables TempLP; weights trained with a longer window then load without it.
+    """
+    config = get_config(
+        variant, image_size=image_size, temporal_window=temporal_window, **overrides
+    )
+    model = BaS(config)
+    if weights is None:
+        return model
+    path = shipped_weights(variant) if weights == "shipped" else Path(weights)
+    state = read_state_dict(path)
+    if path.suffix == ".safetensors":
+        found = read_metadata(path).get("variant")
+        if found is not None and found != variant:
+            raise CheckpointError(f"{path} holds BaS-{found} weights, not BaS-{variant}")
+    if temporal_window == 1:
+        state = {k: v for k, v in state.items() if not k.startswith("temporal.")}
+    load_strict(model, state, str(path))
+    return model.eval()

@@ -1,0 +1,231 @@
+"""Parameters and FLOPs of a BaS network, in total and per stage.
+
+``python -m model.info --variant S [--image-size 240] [--temporal-window 3]``
+
+FLOPs are counted by ``torch.utils.flop_counter.FlopCounterMode`` on the frame form with batch
+1: two FLOPs per multiply-accumulate of convolutions and matrix products; normalisations,
+activations and additions are not counted (the convention of published FLOP figures).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from .bas import BaS
+from .config import get_config
+from .layers import BaSBlock
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """A named group of BaS's top-level submodules and parameters, in forward order."""
+
+    name: str
+    members: tuple[str, ...]
+
+
+STAGES: tuple[StageSpec, ...] = (
+    StageSpec("Stem", ("stem", "temporal")),
+    StageSpec("Stage 2", ("down2", "stage2")),
+    StageSpec("Stage 3", ("down3", "stage3", "position")),
+    StageSpec("Decoder 1", ("up1", "decoder1")),
+    StageSpec("Decoder 2", ("up2", "decoder2")),
+    StageSpec("Head", ("head",)),
+)
+
+
+@dataclass(frozen=True)
+class StageInfo:
+    """One row of the per-stage table; ``stride`` is input size / output size."""
+
+    name: str
+    height: int
+    width: int
+    stride: int
+    channels: int
+    blocks: int
+    params: int
+    flops: int
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Totals and per-stage rows of one BaS network at one input size."""
+
+    variant: str
+    image_size: int
+    temporal_window: int
+    params: int
+    flops: int
+    rows: tuple[StageInfo, ...]
+
+
+def _check_stages(model: BaS) -> None:
+    # Every top-level part must sit in exactly one stage, or the rows would not add up.
+    parts = [name for name, _ in model.named_children()]
+    parts += [name for name, _ in model.named_parameters(recurse=False)]
+    members = [member for stage in STAGES for member in stage.members]
+    if sorted(parts) != sorted(members):
+        raise ValueError(
+            f"BaS parts {sorted(parts)} do not match the stage table {sorted(members)}"
+        )
+
+
+def _module_flops(counts: Mapping[str, Mapping[object, int]], fqn: str, module: nn.Module) -> int:
+    """FLOPs of ``module``; a module run without its own __call__ (``temporal.single``) has
+    no entry, so its FLOPs are those of its children."""
+    if fqn in counts:
+        return sum(counts[fqn].values())
+    return sum(
+        _module_flops(counts, f"{fqn}.{name}", child) for name, child in module.named_children()
+    )
+
+
+def _profile(model: BaS) -> tuple[int, dict[str, int], dict[str, torch.Size]]:
+    """Total FLOPs, FLOPs per top-level part and output shape per top-level part called."""
+    shapes: dict[str, torch.Size] = {}
+    handles = [
+        child.register_forward_hook(
+            lambda _m, _i, out, name=name: shapes.__setitem__(name, out.shape)
+        )
+        for name, child in model.named_children()
+    ]
+    size, ref = model.config.image_size, model.position
+    shape = (1, model.config.in_channels, size, size)
+    frame = torch.zeros(shape, dtype=ref.dtype, device=ref.device)
+    training = model.training
+    model.eval()  # no BatchNorm statistics update; FLOPs are the same in both modes
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(frame)
+    finally:
+        model.train(training)
+        for handle in handles:
+            handle.remove()
+    counts = counter.get_flop_counts()
+    root = type(model).__name__
+    flops = {
+        name: _module_flops(counts, f"{root}.{name}", child)
+        for name, child in model.named_children()
+    }
+    return counter.get_total_flops(), flops, shapes
+
+
+def describe(model: BaS) -> ModelInfo:
+    """Parameter and FLOP counts of ``model``, in total and per stage (``STAGES``)."""
+    _check_stages(model)
+    total_flops, flops, shapes = _profile(model)
+    modules = dict(model.named_children())
+    size = model.config.image_size
+    rows = []
+    for stage in STAGES:
+        shape = [shapes[m] for m in stage.members if m in shapes][-1]
+        rows.append(
+            StageInfo(
+                name=stage.name,
+                height=shape[-2],
+                width=shape[-1],
+                stride=size // shape[-1],
+                channels=shape[1],
+                blocks=sum(
+                    isinstance(sub, BaSBlock)
+                    for m in stage.members
+                    if m in modules
+                    for sub in modules[m].modules()
+                ),
+                params=sum(
+                    p.numel()
+                    for name, p in model.named_parameters()
+                    if name.split(".")[0] in stage.members
+                ),
+                flops=sum(flops[m] for m in stage.members if m in flops),
+            )
+        )
+    return ModelInfo(
+        variant=model.config.variant,
+        image_size=size,
+        temporal_window=model.config.temporal_window,
+        params=sum(p.numel() for p in model.parameters()),
+        flops=total_flops,
+        rows=tuple(rows),
+    )
+
+
+def format_info(info: ModelInfo) -> str:
+    """A plain-text report: totals, then one aligned row per stage and a total row."""
+    header = ("stage", "output", "channels", "blocks", "params", "MFLOPs", "share")
+    body = [
+        (
+            row.name,
+            f"{row.height}x{row.width} (/{row.stride})",
+            str(row.channels),
+            str(row.blocks),
+            f"{row.params:,}",
+            f"{row.flops / 1e6:,.1f}",
+            f"{100 * row.flops / info.flops:.1f}%",
+        )
+        for row in info.rows
+    ]
+    body.append(
+        (
+            "Total",
+            "",
+            "",
+            str(sum(row.blocks for row in info.rows)),
+            f"{info.params:,}",
+            f"{info.flops / 1e6:,.1f}",
+            "100.0%",
+        )
+    )
+    widths = [max(len(line[i]) for line in (header, *body)) for i in range(len(header))]
+
+    def render(cells: Sequence[str]) -> str:
+        first = cells[0].ljust(widths[0])
+        rest = (cell.rjust(width) for cell, width in zip(cells[1:], widths[1:], strict=True))
+        return "  ".join((first, *rest)).rstrip()
+
+    rule = "-" * len(render(header))
+    return "\n".join(
+        [
+            f"BaS-{info.variant}, {info.image_size}x{info.image_size} input, "
+            f"temporal window {info.temporal_window}",
+            f"parameters: {info.params:,}",
+            f"FLOPs (frame form, batch 1): {info.flops / 1e9:.3f} G ({info.flops:,})",
+            "",
+            render(header),
+            rule,
+            *(render(line) for line in body[:-1]),
+            rule,
+            render(body[-1]),
+        ]
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point; invalid variant or size exits via ``parser.error``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m model.info", description="Parameters and FLOPs of a BaS network."
+    )
+    parser.add_argument("--variant", required=True, help="BaS variant, e.g. S or L")
+    parser.add_argument("--image-size", type=int, default=240, help="square input side (px)")
+    parser.add_argument("--temporal-window", type=int, default=3, help="TempLP window (frames)")
+    args = parser.parse_args(argv)
+    try:
+        config = get_config(
+            args.variant, image_size=args.image_size, temporal_window=args.temporal_window
+        )
+    except ValueError as exc:
+        parser.error(str(exc))
+    print(format_info(describe(BaS(config))))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""The building blocks of BaS, each in its export-friendly form (builtin ops only)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def activation(kind: str, gelu_approximate: str) -> nn.Module:
+    if kind == "gelu":
+        return nn.GELU(approximate=gelu_approximate)
+    if kind == "silu":
+        return nn.SiLU()
+    raise ValueError(f"unknown activation {kind!r}")
+
+
+class DownSample(nn.Module):
+    """Patchify convolution (kernel = stride = r) followed by GroupNorm with one group."""
+
+    def __init__(self, in_channels: int, out_channels: int, ratio: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size=ratio, stride=ratio)
+        self.norm = nn.GroupNorm(1, out_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.conv(x))
+
+
+class UpSample(nn.Module):
+    """Transposed convolution (kernel = stride = r), optionally GroupNorm with one group."""
+
+    def __init__(self, in_channels: int, out_channels: int, ratio: int, norm: bool = True) -> None:
+        super().__init__()
+        self.conv = nn.ConvTranspose2d(in_channels, out_channels, kernel_size=ratio, stride=ratio)
+        self.norm = nn.GroupNorm(1, out_channels) if norm else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.conv(x))
+
+
+class LocalContextIntegrator(nn.Sequential):
+    """LCI: BN -> pointwise -> depthwise 3x3 -> BN -> pointwise, all without bias."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.norm_in = nn.BatchNorm2d(channels)
+        self.pw_in = nn.Conv2d(channels, channels, 1, bias=False)
+        self.dw = nn.Conv2d(channels, channels, 3, padding=1, groups=channels, bias=False)
+        self.norm_mid = nn.BatchNorm2d(channels)
+        self.pw_out = nn.Conv2d(channels, channels, 1, bias=False)
+
+
+class AdaptiveSemanticEnhancer(nn.Sequential):
+    """ASE: pointwise expansion, activation, pointwise projection (no bias)."""
+
+    def __init__(self, channels: int, ratio: int, act: nn.Module) -> None:
+        super().__init__()
+        self.expand = nn.Conv2d(channels, channels * ratio, 1, bias=False)
+        self.act = act
+        self.project = nn.Conv2d(channels * ratio, channels, 1, bias=False)
+
+
+class BaSBlock(nn.Module):
+    """ALI, LCI and ASE, each a residual step."""
+
+    def __init__(self, channels: int, act: nn.Module, mlp_ratio: int = 4) -> None:
+        super().__init__()
+        self.ali = nn.Conv2d(channels, channels, 3, padding=1, groups=channels, bias=False)
+        self.lci = LocalContextIntegrator(channels)
+        self.ase = AdaptiveSemanticEnhancer(channels, mlp_ratio, act)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.ali(x)
+        x = x + self.lci(x)
+        return x + self.ase(x)
+
+
+class TempLP(nn.Module):
+    """Temporal Locality-based Prefetching: causal mixing of stem features over K frames.
+
+    ``y_t = x_t + P(sum_k w_k * x_{t-k})`` with a per-channel weight ``w_k`` for each of
+    the last K frames (zero before the first frame) and a pointwise projection ``P``.
+    ``P`` starts at zero, so the module starts as the identity and a single-frame
+    checkpoint loads unchanged. Only past frames are used, so it streams: the state is
+    the stem features of the previous K-1 frames, oldest first.
+    """
+
+    def __init__(self, channels: int, window: int) -> None:
+        super().__init__()
+        self.window = window
+        if window == 1:  # disabled: a pure single-frame network, nothing to learn
+            return
+        weights = torch.zeros(window, channels)
+        weights[0] = 1.0
+        self.frame_weights = nn.Parameter(weights)
+        self.project = nn.Conv2d(channels, channels, 1, bias=False)
+        nn.init.zeros_(self.project.weight)
+
+    def _weight(self, k: int) -> torch.Tensor:
+        return self.frame_weights[k].view(1, 1, -1, 1, 1)
+
+    def forward(
+        self, feats: torch.Tensor, history: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mix ``feats`` (B, T, C, h, w) with ``history`` (B, K-1, C, h, w).
+
+        Returns the mixed features (B, T, C, h, w) and the new history (the last K-1
+        frames of history followed by feats).
+        """
+        if self.window == 1:
+            return feats, history
+        batch, steps = feats.shape[:2]
+        padded = torch.cat([history, feats], dim=1)
+        last = self.window - 1
+        mixed = self._weight(0) * feats
+        for k in range(1, self.window):
+            mixed = mixed + self._weight(k) * padded[:, last - k : last - k + steps]
+        delta = self.project(mixed.flatten(0, 1)).unflatten(0, (batch, steps))
+        return feats + delta, padded[:, padded.shape[1] - last :]
+
+    def single(self, feats: torch.Tensor) -> torch.Tensor:
+        """One frame (B, C, h, w) with an all-zero history: only the k = 0 term remains."""
+        if self.window == 1:
+            return feats
+        return feats + self.project(self.frame_weights[0].view(1, -1, 1, 1) * feats)

@@ -1,0 +1,115 @@
+"""Parameter and FLOP report: reference counts, per-stage rows that add up, and the CLI."""
+
+from __future__ import annotations
+
+import pytest
+from torch import nn
+
+from model.bas import BaS
+from model.config import get_config
+from model.info import ModelInfo, describe, main
+
+
+def info(variant: str, **overrides: object) -> ModelInfo:
+    return describe(BaS(get_config(variant, **overrides)))
+
+
+@pytest.fixture(scope="module")
+def s240() -> ModelInfo:
+    return info("S", image_size=240)
+
+
+def test_reference_counts_at_240(s240: ModelInfo) -> None:
+    # Public single-frame network 1,189,971 + TempLP 2,448 - head GroupNorm 2.
+    assert s240.params == 1_192_417
+    assert 1.4e9 <= s240.flops <= 1.6e9
+    assert info("L", image_size=240).params == 1_003_873
+
+
+def test_stages_add_up(s240: ModelInfo) -> None:
+    assert sum(row.params for row in s240.rows) == s240.params
+    assert sum(row.flops for row in s240.rows) == s240.flops
+
+
+@pytest.fixture(scope="module")
+def s64_model() -> BaS:
+    return BaS(get_config("S", image_size=64))
+
+
+@pytest.fixture(scope="module")
+def s64(s64_model: BaS) -> ModelInfo:
+    return describe(s64_model)
+
+
+def test_rows_at_64(s64: ModelInfo) -> None:
+    assert [row.name for row in s64.rows] == [
+        "Stem",
+        "Stage 2",
+        "Stage 3",
+        "Decoder 1",
+        "Decoder 2",
+        "Head",
+    ]
+    assert [(row.height, row.width, row.stride) for row in s64.rows] == [
+        (16, 16, 4),
+        (8, 8, 8),
+        (4, 4, 16),
+        (8, 8, 8),
+        (16, 16, 4),
+        (64, 64, 1),
+    ]
+    assert [row.channels for row in s64.rows] == [48, 96, 120, 96, 48, 1]
+    assert [row.blocks for row in s64.rows] == [0, 3, 3, 3, 1, 0]
+    stem, head = s64.rows[0], s64.rows[-1]
+    # Stem: 4x4 patchify conv 3->48 plus TempLP's 1x1 projection 48->48, both at 16x16.
+    assert stem.flops == 2 * 16 * 16 * (48 * 3 * 4 * 4 + 48 * 48)
+    # Head: 4x4 transposed conv 48->1 from 16x16 input.
+    assert head.flops == 2 * 16 * 16 * 48 * 4 * 4
+    assert sum(row.flops for row in s64.rows) == s64.flops
+    assert sum(row.params for row in s64.rows) == s64.params
+
+
+def test_leaves_model_state_alone(s64_model: BaS, s64: ModelInfo) -> None:
+    assert s64_model.training
+    assert s64_model.stage2[0].lci.norm_in.num_batches_tracked.item() == 0
+
+
+def test_without_temporal_window(s64: ModelInfo) -> None:
+    single = info("S", image_size=64, temporal_window=1)
+    assert s64.params - single.params == 2_448  # TempLP: 3x48 frame weights + 48x48 projection
+    assert single.rows[0].flops == 2 * 16 * 16 * 48 * 3 * 4 * 4
+    assert s64.flops - single.flops == 2 * 16 * 16 * 48 * 48
+
+
+def test_rejects_parts_outside_the_stage_table() -> None:
+    model = BaS(get_config("S", image_size=64))
+    model.extra = nn.Identity()
+    with pytest.raises(ValueError, match="stage table"):
+        describe(model)
+
+
+def test_cli_prints_report(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--variant", "L", "--image-size", "64"]) == 0
+    out = capsys.readouterr().out
+    assert "BaS-L, 64x64 input, temporal window 3" in out
+    # L at 240 minus the position embedding it loses at 64: (15^2 - 4^2) tokens x 120 channels.
+    assert f"parameters: {1_003_873 - (15**2 - 4**2) * 120:,}" in out
+    assert "Decoder 2" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--variant", "XL"], "unknown BaS variant 'XL'"),
+        (["--variant", "S", "--image-size", "100"], "positive multiple of 16, got 100"),
+    ],
+)
+def test_cli_rejects_bad_config(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code != 0
+    error_lines = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert len(error_lines) == 1
+    assert message in error_lines[0]
