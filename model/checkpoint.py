@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pickle
 import re
 import tempfile
 from collections.abc import Mapping
@@ -39,6 +40,11 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             state = load_file(path)
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(
+            f"cannot read weights file {path}: it holds objects other than tensors, "
+            "which are never unpickled"
+        ) from err
     except (SafetensorError, RuntimeError, OSError, EOFError, ValueError) as err:
         raise CheckpointError(
             f"cannot read weights file {path}: {str(err).splitlines()[0]}"

@@ -1,0 +1,69 @@
+"""The shipped weights: pinned by sha256, loadable in every form, and still finding lesions."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from model import CheckpointError, build_bas
+from model.data.synth import write_dataset
+from model.demo import main as demo_main
+from model.evaluate import evaluate
+from model.data import discover
+from model.hub import SHIPPED, ShippedWeights, shipped_weights
+from model.checkpoint import sha256
+
+
+@pytest.fixture(scope="module")
+def held_out(tmp_path_factory: pytest.TempPathFactory):
+    """Videos from a seed that training never saw (training used seed 0)."""
+    return discover(write_dataset(tmp_path_factory.mktemp("h") / "d", videos=3, frames=16, seed=99))
+
+
+@pytest.mark.parametrize("variant", ["S", "L"])
+def test_registry_matches_the_files(variant: str) -> None:
+    entry = SHIPPED[variant]
+    assert sha256(entry.path) == entry.sha256
+    assert Path(entry.recipe).name == f"bas_{variant.lower()}.yml"
+
+
+@pytest.mark.parametrize("variant", ["S", "L"])
+def test_shipped_weights_segment_held_out_videos(variant: str, held_out) -> None:
+    """A loose floor (the README reports the full held-out figures): catches broken weights."""
+    model = build_bas(variant, weights="shipped")
+    summary = evaluate(model, held_out).summary()
+    assert summary["per_frame"]["dice"] >= 0.75, summary["per_frame"]
+
+
+def test_corrupt_shipped_file_is_detected(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    copy = tmp_path / "bas_s.safetensors"
+    shutil.copy(SHIPPED["S"].path, copy)
+    with open(copy, "r+b") as handle:
+        handle.seek(-16, 2)
+        handle.write(b"\0" * 16)
+    entry = ShippedWeights("S", copy.name, SHIPPED["S"].sha256, SHIPPED["S"].recipe)
+    monkeypatch.setattr("model.hub.WEIGHTS_DIR", tmp_path)
+    monkeypatch.setitem(SHIPPED, "S", entry)
+    with pytest.raises(CheckpointError, match="is corrupt: sha256"):
+        shipped_weights("S")
+
+
+def test_templp_can_be_disabled_on_shipped_weights() -> None:
+    model = build_bas("S", temporal_window=1, weights="shipped")
+    assert model.initial_state(1).shape[1] == 0
+
+
+def test_demo_writes_its_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "demo"
+    assert demo_main(["--frames", "6", "--out", str(out)]) == 0
+    assert {p.name for p in out.iterdir()} == {
+        "clip", "masks", "overlay.gif", "strip.png", "metrics.json", "metrics.md"
+    }
+    assert len(list((out / "masks").glob("*.png"))) == 6
+    record = json.loads((out / "metrics.json").read_text())
+    assert record["counts"]["frames"] == 6
+    assert "| per-frame |" in capsys.readouterr().out
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left

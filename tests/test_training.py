@@ -1,0 +1,87 @@
+"""Training (tiny, end to end, resumable), its schedule and loss, and the evaluation command."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from model import build_bas
+from model.data.synth import write_dataset
+from model.evaluate import main as evaluate_main
+from model.losses import SegmentationLoss
+from model.train import TrainConfig, load_config, lr_factor, train
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_dataset(tmp_path_factory.mktemp("d") / "synth", videos=4, frames=6, seed=11)
+
+
+def test_schedule_warms_up_then_decays_to_the_floor() -> None:
+    assert lr_factor(0, warmup=4, cycle=10, floor=0.01) == pytest.approx(0.25)
+    assert lr_factor(3, warmup=4, cycle=10, floor=0.01) == pytest.approx(1.0)
+    assert lr_factor(4, warmup=4, cycle=10, floor=0.01) == pytest.approx(1.0)
+    assert lr_factor(13, warmup=4, cycle=10, floor=0.01) < 0.05
+    assert lr_factor(14, warmup=4, cycle=10, floor=0.01) == pytest.approx(1.0)  # restart
+
+
+def test_loss_rewards_the_right_mask() -> None:
+    loss = SegmentationLoss()
+    target = torch.zeros(2, 1, 8, 8)
+    target[0, 0, 2:6, 2:6] = 1
+    right = torch.where(target > 0, 10.0, -10.0)
+    assert loss(right, target) < 0.01
+    assert loss(-right, target) > 1.0
+
+
+def test_config_file_and_overrides(tmp_path: Path) -> None:
+    path = tmp_path / "c.yml"
+    path.write_text("variant: L\nbatch_size: 3\naugment: {hflip: 0.0, blur_sigma: [0.5, 1.0]}\n")
+    config = load_config(path, ["epochs=2"])
+    assert (config.variant, config.batch_size, config.epochs) == ("L", 3, 2)
+    assert config.augment.blur_sigma == (0.5, 1.0) and config.augment.hflip == 0.0
+    path.write_text("variant: L\nbatchsize: 3\n")
+    with pytest.raises(ValueError, match="unknown TrainConfig keys: batchsize"):
+        load_config(path, [])
+
+
+def test_trains_resumes_and_the_weights_evaluate(
+    tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = TrainConfig(
+        variant="L", image_size=32, data=str(tiny_data), batch_size=2, epochs=1, lr=1e-3,
+        warmup_epochs=0, clip_stride=2, out=str(tmp_path / "run"),
+        split_fractions={"train": 0.75, "val": 0.25},
+    )
+    best = train(config)
+    assert best.is_file() and (tmp_path / "run" / "last.pt").is_file()
+    train(replace(config, epochs=2), resume=True)
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2]
+    split = json.loads((tmp_path / "run" / "split.json").read_text())["splits"]
+    assert not set(split["train"]) & set(split["val"])
+
+    model = build_bas("L", image_size=32, weights=best)
+    assert isinstance(model, torch.nn.Module)
+    capsys.readouterr()
+    code = evaluate_main(["--variant", "L", "--weights", str(best), "--data", str(tiny_data),
+                          "--image-size", "32"])
+    out = capsys.readouterr().out.strip().splitlines()
+    assert code == 0
+    assert any(line.startswith("| per-frame") for line in out)
+    record = json.loads(out[-1])
+    assert record["counts"]["frames"] == 24 and record["counts"]["videos"] == 4
+    assert 0.0 <= record["per_frame"]["dice"] <= 1.0
+
+
+def test_evaluate_reports_bad_input_in_one_line(tmp_path: Path, capsys) -> None:
+    with pytest.raises(SystemExit) as info:
+        evaluate_main(["--variant", "S", "--weights", str(tmp_path / "none.safetensors"),
+                       "--data", str(tmp_path)])
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "not found" in err and "\n" not in err
