@@ -72,13 +72,21 @@ def run_demo(out: Path, variant: str, weights: str, frames: int, seed: int) -> d
             Image.fromarray(pred.astype(np.uint8) * 255).save(staging / "masks" / f"{t}.png")
             overlays.append(overlay(image, pred, target))
         gif = [Image.fromarray(o) for o in overlays]
-        gif[0].save(staging / "overlay.gif", save_all=True, append_images=gif[1:], duration=80,
-                    loop=0)
+        gif[0].save(
+            staging / "overlay.gif", save_all=True, append_images=gif[1:], duration=80, loop=0
+        )
         _strip(overlays).save(staging / "strip.png")
 
         summary = evaluate(model, index).summary()
-        record = {"variant": variant, "weights": weights, "form": "stream", "frames": frames,
-                  "seed": seed, "ms_per_frame_pytorch_cpu": round(per_frame_ms, 1), **summary}
+        record = {
+            "variant": variant,
+            "weights": weights,
+            "form": "stream",
+            "frames": frames,
+            "seed": seed,
+            "ms_per_frame_pytorch_cpu": round(per_frame_ms, 1),
+            **summary,
+        }
         (staging / "metrics.json").write_text(json.dumps(record, indent=1, allow_nan=False))
         (staging / "metrics.md").write_text(markdown_table(summary) + "\n")
         if out.exists():
@@ -102,8 +110,10 @@ def main(argv: list[str] | None = None) -> int:
         record = run_demo(args.out, args.variant, args.weights, args.frames, args.seed)
     except (ValueError, CheckpointError, OSError) as err:
         parser.exit(2, f"error: {err}\n")
-    print(f"BaS-{args.variant} ({args.weights}) streamed {args.frames} synthetic frames "
-          f"at {record['ms_per_frame_pytorch_cpu']} ms/frame (PyTorch, CPU)\n")
+    print(
+        f"BaS-{args.variant} ({args.weights}) streamed {args.frames} synthetic frames "
+        f"at {record['ms_per_frame_pytorch_cpu']} ms/frame (PyTorch, CPU)\n"
+    )
     print((args.out / "metrics.md").read_text())
     for name in ("overlay.gif", "strip.png", "masks/", "metrics.json"):
         print(f"wrote {args.out / name}")

@@ -48,9 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--subset", default="test")
     args = parser.parse_args(argv)
     try:
-        model = build_bas(
-            args.variant, args.image_size, args.temporal_window, weights=args.weights
-        )
+        model = build_bas(args.variant, args.image_size, args.temporal_window, weights=args.weights)
         index = discover(args.data)
         videos = read_split(args.split)[args.subset] if args.split else None
         started = time.perf_counter()
@@ -59,8 +57,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(2, f"error: {err}\n")
     seconds = time.perf_counter() - started
     summary = meter.summary()
-    print(f"BaS-{args.variant} ({args.weights}), temporal window {args.temporal_window}, "
-          f"on {args.data} ({index.layout} layout), stream form, native resolution\n")
+    print(
+        f"BaS-{args.variant} ({args.weights}), temporal window {args.temporal_window}, "
+        f"on {args.data} ({index.layout} layout), stream form, native resolution\n"
+    )
     print(markdown_table(summary))
     record = {
         "variant": args.variant,

@@ -26,7 +26,14 @@ class ShippedWeights:
         return WEIGHTS_DIR / self.filename
 
 
-SHIPPED: dict[str, ShippedWeights] = {}
+SHIPPED: dict[str, ShippedWeights] = {
+    "L": ShippedWeights(
+        variant="L",
+        filename="bas_l.safetensors",
+        sha256="a27f16c86682c1d8d431785ac514ee35c99a50b3bbd6a155995de3d5e595ac45",
+        recipe="configs/bas_l_stage2.yml",
+    ),
+}
 
 
 def shipped_weights(variant: str) -> Path:

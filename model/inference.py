@@ -13,7 +13,7 @@ from .bas import BaS
 
 
 def to_input(image: np.ndarray, size: int) -> torch.Tensor:
-    """uint8 RGB (H, W, 3) -> float (1, 3, size, size) in [0, 1], resized bilinearly as in training."""
+    """uint8 RGB (H, W, 3) -> (1, 3, size, size) float in [0, 1], bilinear as in training."""
     resized = np.array(Image.fromarray(image).resize((size, size), Image.Resampling.BILINEAR))
     return torch.from_numpy(resized).permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
 

@@ -14,13 +14,36 @@ def activation(kind: str, gelu_approximate: str) -> nn.Module:
     raise ValueError(f"unknown activation {kind!r}")
 
 
+class SingleGroupNorm(nn.Module):
+    """GroupNorm with one group, written with reductions that every target delegates.
+
+    ``nn.GroupNorm`` lowers to ops that XNNPACK leaves on ExecuTorch's portable kernels
+    and to an InstanceNormalization form that onnx2tf mishandles; this computes the same
+    normalisation (same parameters and state-dict keys) from reshape, mean and rsqrt.
+    """
+
+    def __init__(self, channels: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        flat = x.reshape(b, 1, c, h * w)
+        centred = flat - flat.mean(dim=(-2, -1), keepdim=True)
+        variance = (centred * centred).mean(dim=(-2, -1), keepdim=True)
+        normalised = (centred * torch.rsqrt(variance + self.eps)).reshape(b, c, h, w)
+        return normalised * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
+
+
 class DownSample(nn.Module):
     """Patchify convolution (kernel = stride = r) followed by GroupNorm with one group."""
 
     def __init__(self, in_channels: int, out_channels: int, ratio: int) -> None:
         super().__init__()
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size=ratio, stride=ratio)
-        self.norm = nn.GroupNorm(1, out_channels)
+        self.norm = SingleGroupNorm(out_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(self.conv(x))
@@ -32,7 +55,7 @@ class UpSample(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, ratio: int, norm: bool = True) -> None:
         super().__init__()
         self.conv = nn.ConvTranspose2d(in_channels, out_channels, kernel_size=ratio, stride=ratio)
-        self.norm = nn.GroupNorm(1, out_channels) if norm else nn.Identity()
+        self.norm = SingleGroupNorm(out_channels) if norm else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(self.conv(x))

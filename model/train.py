@@ -31,6 +31,7 @@ from .bas import BaS
 from .checkpoint import save_weights
 from .config import get_config
 from .data import Augment, ClipDataset, discover, read_split, split_videos, write_split
+from .hub import build_bas
 from .losses import LossWeights, SegmentationLoss
 
 
@@ -56,6 +57,7 @@ class TrainConfig:
     loss: LossWeights = LossWeights()
     augment: Augment = Augment()
     seed: int = 0
+    init_weights: str = ""  # start from these weights (a later stage of a recipe); "" = random
     threads: int = 0  # CPU threads for torch; 0 leaves torch's default
     out: str = "runs/bas_s"
 
@@ -163,11 +165,16 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
     )
     val_loader = DataLoader(val_set, batch_size=config.batch_size)
 
-    model = BaS(
-        get_config(
-            config.variant, image_size=config.image_size, temporal_window=config.temporal_window
+    if config.init_weights:
+        model = build_bas(
+            config.variant, config.image_size, config.temporal_window, weights=config.init_weights
+        ).train()
+    else:
+        model = BaS(
+            get_config(
+                config.variant, image_size=config.image_size, temporal_window=config.temporal_window
+            )
         )
-    )
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.lr, betas=config.betas, weight_decay=config.weight_decay
     )

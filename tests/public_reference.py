@@ -19,8 +19,13 @@ def _gn(x: Tensor, sd: dict[str, Tensor], prefix: str) -> Tensor:
 
 def _bn(x: Tensor, sd: dict[str, Tensor], prefix: str) -> Tensor:
     return F.batch_norm(
-        x, sd[f"{prefix}.running_mean"], sd[f"{prefix}.running_var"],
-        sd[f"{prefix}.weight"], sd[f"{prefix}.bias"], training=False, eps=1e-5,
+        x,
+        sd[f"{prefix}.running_mean"],
+        sd[f"{prefix}.running_var"],
+        sd[f"{prefix}.weight"],
+        sd[f"{prefix}.bias"],
+        training=False,
+        eps=1e-5,
     )
 
 

@@ -110,7 +110,9 @@ def test_corrupt_and_missing_files(tmp_path: Path) -> None:
 
 
 def test_own_weights_of_other_variant_are_refused(tmp_path: Path) -> None:
-    path = save_weights(build_bas("L", image_size=SIZE), tmp_path / "l.safetensors", {"variant": "L"})
+    path = save_weights(
+        build_bas("L", image_size=SIZE), tmp_path / "l.safetensors", {"variant": "L"}
+    )
     with pytest.raises(CheckpointError, match="holds BaS-L weights, not BaS-S"):
         build_bas("S", image_size=SIZE, weights=path)
     loaded = build_bas("L", image_size=SIZE, weights=path)

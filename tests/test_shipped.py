@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 
 from model import CheckpointError, build_bas
+from model.checkpoint import sha256
+from model.data import discover
 from model.data.synth import write_dataset
 from model.demo import main as demo_main
 from model.evaluate import evaluate
-from model.data import discover
 from model.hub import SHIPPED, ShippedWeights, shipped_weights
-from model.checkpoint import sha256
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +27,7 @@ def held_out(tmp_path_factory: pytest.TempPathFactory):
 def test_registry_matches_the_files(variant: str) -> None:
     entry = SHIPPED[variant]
     assert sha256(entry.path) == entry.sha256
-    assert Path(entry.recipe).name == f"bas_{variant.lower()}.yml"
+    assert Path(entry.recipe).name == f"bas_{variant.lower()}_stage2.yml"
 
 
 @pytest.mark.parametrize("variant", ["S", "L"])
@@ -60,7 +60,12 @@ def test_demo_writes_its_report(tmp_path: Path, capsys: pytest.CaptureFixture[st
     out = tmp_path / "demo"
     assert demo_main(["--frames", "6", "--out", str(out)]) == 0
     assert {p.name for p in out.iterdir()} == {
-        "clip", "masks", "overlay.gif", "strip.png", "metrics.json", "metrics.md"
+        "clip",
+        "masks",
+        "overlay.gif",
+        "strip.png",
+        "metrics.json",
+        "metrics.md",
     }
     assert len(list((out / "masks").glob("*.png"))) == 6
     record = json.loads((out / "metrics.json").read_text())

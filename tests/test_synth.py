@@ -83,7 +83,9 @@ def test_refuses_a_non_empty_output_and_leaves_nothing_half_written(tmp_path: Pa
 
 
 def test_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["--videos", "1", "--frames", "2", "--seed", "0", "--out", str(tmp_path / "d")]) == 0
+    assert (
+        main(["--videos", "1", "--frames", "2", "--seed", "0", "--out", str(tmp_path / "d")]) == 0
+    )
     assert "wrote 1 videos x 2 frames" in capsys.readouterr().out
     with pytest.raises(SystemExit) as exit_info:
         main(["--videos", "1", "--frames", "2", "--out", str(tmp_path / "d")])

@@ -53,8 +53,15 @@ def test_trains_resumes_and_the_weights_evaluate(
     tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     config = TrainConfig(
-        variant="L", image_size=32, data=str(tiny_data), batch_size=2, epochs=1, lr=1e-3,
-        warmup_epochs=0, clip_stride=2, out=str(tmp_path / "run"),
+        variant="L",
+        image_size=32,
+        data=str(tiny_data),
+        batch_size=2,
+        epochs=1,
+        lr=1e-3,
+        warmup_epochs=0,
+        clip_stride=2,
+        out=str(tmp_path / "run"),
         split_fractions={"train": 0.75, "val": 0.25},
     )
     best = train(config)
@@ -68,8 +75,9 @@ def test_trains_resumes_and_the_weights_evaluate(
     model = build_bas("L", image_size=32, weights=best)
     assert isinstance(model, torch.nn.Module)
     capsys.readouterr()
-    code = evaluate_main(["--variant", "L", "--weights", str(best), "--data", str(tiny_data),
-                          "--image-size", "32"])
+    code = evaluate_main(
+        ["--variant", "L", "--weights", str(best), "--data", str(tiny_data), "--image-size", "32"]
+    )
     out = capsys.readouterr().out.strip().splitlines()
     assert code == 0
     assert any(line.startswith("| per-frame") for line in out)
@@ -80,8 +88,16 @@ def test_trains_resumes_and_the_weights_evaluate(
 
 def test_evaluate_reports_bad_input_in_one_line(tmp_path: Path, capsys) -> None:
     with pytest.raises(SystemExit) as info:
-        evaluate_main(["--variant", "S", "--weights", str(tmp_path / "none.safetensors"),
-                       "--data", str(tmp_path)])
+        evaluate_main(
+            [
+                "--variant",
+                "S",
+                "--weights",
+                str(tmp_path / "none.safetensors"),
+                "--data",
+                str(tmp_path),
+            ]
+        )
     assert info.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "not found" in err and "\n" not in err
