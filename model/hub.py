@@ -27,6 +27,12 @@ class ShippedWeights:
 
 
 SHIPPED: dict[str, ShippedWeights] = {
+    "S": ShippedWeights(
+        variant="S",
+        filename="bas_s.safetensors",
+        sha256="5c065a9378c7aa654ea3879887192e2f6fcff7c4882fe5cd87d359e9bf4be416",
+        recipe="configs/bas_s_stage2.yml",
+    ),
     "L": ShippedWeights(
         variant="L",
         filename="bas_l.safetensors",

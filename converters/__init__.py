@@ -1,0 +1,1 @@
+"""One converter per deployment target, all behind ``converters.base.Target``."""

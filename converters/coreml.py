@@ -1,0 +1,91 @@
+"""Core ML (iOS): an ML program, fp32 or fp16 compute, or int8 weights.
+
+    python -m converters.coreml --variant S [--precision fp16|int8] [--form stream]
+
+The stream form has an explicit state input and output (``state`` -> ``new_state``),
+which runs from iOS 17 / macOS 14 without MLState. Apple's runtime predicts only on
+macOS; elsewhere ``load`` runs the saved ML program with ``converters.mil_reference``,
+a NumPy evaluator of the operations BaS uses.
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .base import ConversionJob, Runner, Target
+
+DEPLOYMENT_TARGET = "iOS17"
+
+
+def apple_runtime_available() -> bool:
+    return platform.system() == "Darwin"
+
+
+class CoreMLTarget(Target):
+    name = "coreml"
+    suffix = ".mlpackage"
+    precisions = ("fp32", "fp16", "int8")
+    modules = ("coremltools",)
+    distributions = ("coremltools",)
+
+    def convert(self, job: ConversionJob) -> dict[str, Any]:
+        import coremltools as ct
+        import coremltools.optimize.coreml as cto
+
+        request = job.request
+        traced = torch.jit.trace(job.module, job.example_inputs)
+        compute = ct.precision.FLOAT32 if request.precision == "fp32" else ct.precision.FLOAT16
+        model = ct.convert(
+            traced,
+            inputs=[
+                ct.TensorType(name=n, shape=tuple(t.shape), dtype=np.float32)
+                for n, t in zip(request.input_names, job.example_inputs, strict=True)
+            ],
+            outputs=[ct.TensorType(name=n, dtype=np.float32) for n in request.output_names],
+            convert_to="mlprogram",
+            compute_precision=compute,
+            minimum_deployment_target=getattr(ct.target, DEPLOYMENT_TARGET),
+        )
+        options: dict[str, Any] = {
+            "model_type": "mlprogram",
+            "minimum_deployment_target": DEPLOYMENT_TARGET,
+            "compute_precision": "float32" if request.precision == "fp32" else "float16",
+            "state": "explicit input/output" if request.form == "stream" else None,
+            "frontend": "torch.jit.trace",
+        }
+        if request.precision == "int8":
+            config = cto.OptimizationConfig(
+                global_config=cto.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8")
+            )
+            model = cto.linear_quantize_weights(model, config=config)
+            options["weights"] = "int8 linear symmetric per-channel (coremltools.optimize)"
+        model.short_description = f"BaS-{request.variant} lesion segmentation, {request.form} form"
+        model.save(str(job.artifact))
+        return options
+
+    def load(self, artifact: Path, manifest: dict[str, Any]) -> Runner:
+        if apple_runtime_available():
+            import coremltools as ct
+
+            model = ct.models.MLModel(str(artifact))
+
+            def predict(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+                result = model.predict({k: v.astype(np.float32) for k, v in inputs.items()})
+                return {k: np.asarray(v, dtype=np.float32) for k, v in result.items()}
+
+            return predict
+        from .mil_reference import load_program
+
+        return load_program(artifact)
+
+
+if __name__ == "__main__":
+    from .cli import main
+
+    sys.exit(main("coreml"))

@@ -1,0 +1,76 @@
+"""What a conversion is asked for, checked before any work starts."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from model.config import VARIANTS, closest
+
+PRECISIONS = ("fp32", "fp16", "int8")
+FORMS = ("frame", "stream")
+IO_NAMES = {
+    "frame": (("frame",), ("logits",)),
+    "stream": (("frame", "state"), ("logits", "new_state")),
+}
+
+
+class ConversionError(ValueError):
+    """A conversion that cannot run or whose result is not trustworthy; one line, named."""
+
+
+@dataclass(frozen=True)
+class ConvertRequest:
+    variant: str = "S"
+    weights: str = "shipped"
+    precision: str = "fp32"
+    form: str = "frame"
+    image_size: int = 240
+    calibration: Path | None = None
+    out: Path = Path("artifacts")
+
+    @property
+    def stem(self) -> str:
+        """File name stem that says what the artifact is: ``bas_s_frame_240_int8``."""
+        return f"bas_{self.variant.lower()}_{self.form}_{self.image_size}_{self.precision}"
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        return IO_NAMES[self.form][0]
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        return IO_NAMES[self.form][1]
+
+
+def _choice(kind: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConversionError(
+            f"unknown {kind} {value!r}; choose one of {', '.join(choices)}"
+            + closest(value, choices)
+        )
+
+
+def validate(request: ConvertRequest, precisions: tuple[str, ...], target: str) -> None:
+    """Refuse, by name, anything this target cannot build, before loading a model."""
+    _choice("variant", request.variant, tuple(VARIANTS))
+    _choice("precision", request.precision, PRECISIONS)
+    _choice("form", request.form, FORMS)
+    if request.precision not in precisions:
+        raise ConversionError(
+            f"target {target} does not support precision {request.precision}; "
+            f"it supports {', '.join(precisions)}"
+        )
+    if request.image_size <= 0 or request.image_size % 16:
+        raise ConversionError(
+            f"image size must be a positive multiple of 16, got {request.image_size}"
+        )
+    if request.calibration is not None and request.precision != "int8":
+        raise ConversionError("--calibration is only used with --precision int8")
+    if request.weights != "shipped" and not Path(request.weights).is_file():
+        raise ConversionError(f"weights file not found: {request.weights}")
+    out = Path(request.out)
+    parent = next((p for p in (out, *out.parents) if p.exists()), Path("."))
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise ConversionError(f"output folder {out} cannot be written ({parent} is not writable)")

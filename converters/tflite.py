@@ -1,0 +1,195 @@
+"""TFLite / LiteRT (Android) through ONNX and onnx2tf: fp32, fp16, int8 with float I/O.
+
+    python -m converters.tflite --variant S --precision int8 [--calibration DIR]
+
+onnx2tf runs offline: every input gets calibration/test data from the project (it would
+otherwise download a sample image). The flatbuffer is checked for Flex (select-TF) ops,
+which phones without the Flex delegate cannot run; any Flex op fails the conversion.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from model.data.synth import render_video
+
+from .base import ConversionJob, Runner, Target
+from .calibration import CALIBRATION_SEED
+from .onnx import export_onnx
+from .spec import ConversionError
+
+SAMPLE_FILE = "calibration_image_sample_data_20x128x128x3_float32.npy"
+ONNX2TF_SUFFIX = {"fp32": "_float32", "fp16": "_float16", "int8": "_integer_quant"}
+
+
+def _channels_last(array: np.ndarray) -> np.ndarray:
+    return np.moveaxis(array, 1, -1) if array.ndim >= 4 else array
+
+
+def _calibration_files(job: ConversionJob, folder: Path) -> list[list[Any]]:
+    """onnx2tf's per-input sample data: channels-last float32 arrays, no normalisation."""
+    samples = (
+        list(job.calibration())
+        if job.request.precision == "int8"
+        else [tuple(t for t in job.example_inputs)]
+    )
+    entries = []
+    for i, name in enumerate(job.request.input_names):
+        data = np.concatenate([_channels_last(s[i].numpy()) for s in samples]).astype(np.float32)
+        path = folder / f"{name}.npy"
+        np.save(path, data)
+        entries.append([name, str(path), 0.0, 1.0])
+    return entries
+
+
+def _offline_sample(folder: Path) -> None:
+    """Put our own frames where onnx2tf looks before downloading its sample images.
+
+    For a model whose inputs all look like images, onnx2tf loads
+    ``./calibration_image_sample_data_20x128x128x3_float32.npy`` from the working folder
+    and downloads it when absent, whatever other data it is given.
+    """
+    frames = [
+        np.asarray(Image.fromarray(image).resize((128, 128), Image.Resampling.BILINEAR))
+        for image, _ in render_video(CALIBRATION_SEED, 0, 20)
+    ]
+    np.save(folder / SAMPLE_FILE, np.stack(frames).astype(np.float32) / 255.0)
+
+
+def flex_ops(model_path: Path) -> list[str]:
+    from ai_edge_litert.interpreter import Interpreter
+
+    details = Interpreter(model_path=str(model_path))._get_ops_details()
+    return sorted({d["op_name"] for d in details if d["op_name"].startswith("Flex")})
+
+
+def op_counts(model_path: Path) -> dict[str, int]:
+    from ai_edge_litert.interpreter import Interpreter
+
+    counts: dict[str, int] = {}
+    for d in Interpreter(model_path=str(model_path))._get_ops_details():
+        counts[d["op_name"]] = counts.get(d["op_name"], 0) + 1
+    return dict(sorted(counts.items()))
+
+
+class TFLiteTarget(Target):
+    name = "tflite"
+    suffix = ".tflite"
+    precisions = ("fp32", "fp16", "int8")
+    modules = ("onnx2tf", "tensorflow", "tf_keras", "ai_edge_litert", "onnx", "onnxslim")
+    distributions = ("onnx2tf", "tensorflow-cpu", "tf-keras", "ai-edge-litert", "onnx", "onnxslim")
+    layout = "NHWC"
+
+    def convert(self, job: ConversionJob) -> dict[str, Any]:
+        import onnx2tf
+
+        with tempfile.TemporaryDirectory(prefix="onnx2tf.") as work:
+            work = Path(work)
+            onnx_path = work / f"{job.request.stem}.onnx"
+            export_onnx(job, onnx_path)
+            options = {
+                "output_signaturedefs": True,
+                "copy_onnx_input_output_names_to_tflite": True,
+                "replace_to_pseudo_operators": ["erf"],
+                "output_integer_quantized_tflite": job.request.precision == "int8",
+                "quant_type": "per-channel",
+                "custom_input_op_name_np_data_path": _calibration_files(job, work),
+                "keep_shape_absolutely_input_names": ["state"]
+                if job.request.form == "stream"
+                else None,
+                "non_verbose": True,
+            }
+            _offline_sample(work)
+            log = io.StringIO()
+            try:
+                with contextlib.redirect_stdout(log), contextlib.chdir(work):
+                    onnx2tf.convert(
+                        input_onnx_file_path=str(onnx_path),
+                        output_folder_path=str(work / "tf"),
+                        **options,
+                    )
+            except Exception as err:  # onnx2tf raises bare Exceptions and SystemExit
+                raise ConversionError(f"onnx2tf failed: {str(err).splitlines()[0]}") from err
+            except SystemExit as err:
+                tail = log.getvalue().strip().splitlines()[-1:] or ["no output"]
+                raise ConversionError(f"onnx2tf exited ({err.code}): {tail[0]}") from err
+            produced = (
+                work / "tf" / f"{job.request.stem}{ONNX2TF_SUFFIX[job.request.precision]}.tflite"
+            )
+            if not produced.is_file():
+                raise ConversionError(f"onnx2tf wrote no {produced.name}")
+            flex = flex_ops(produced)
+            if flex:
+                raise ConversionError(f"tflite: Flex ops in the flatbuffer: {', '.join(flex)}")
+            shutil.copyfile(produced, job.artifact)
+        options.pop("custom_input_op_name_np_data_path")
+        options["calibration_samples"] = (
+            sum(1 for _ in job.calibration()) if job.request.precision == "int8" else 0
+        )
+        options["ops"] = op_counts(job.artifact)
+        return options
+
+    def load(self, artifact: Path, manifest: dict[str, Any]) -> Runner:
+        from ai_edge_litert.interpreter import Interpreter
+
+        interpreter = Interpreter(model_path=str(artifact), num_threads=2)
+        interpreter.allocate_tensors()
+        inputs = {d["name"]: d for d in interpreter.get_input_details()}
+        outputs = _match_outputs(interpreter.get_output_details(), manifest["outputs"])
+
+        def run(feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            for name, array in feed.items():
+                detail = inputs[name]
+                shape = tuple(detail["shape"])
+                value = array if array.shape == shape else _channels_last(array)
+                interpreter.set_tensor(detail["index"], value.astype(np.float32))
+            interpreter.invoke()
+            return {
+                name: _to_layout(interpreter.get_tensor(index), shape)
+                for name, (index, shape) in outputs.items()
+            }
+
+        return run
+
+
+def _match_outputs(
+    details: list[dict], specs: list[dict]
+) -> dict[str, tuple[int, tuple[int, ...]]]:
+    """Canonical output name -> (tensor index, canonical shape); onnx2tf renames outputs."""
+    matched = {}
+    for spec in specs:
+        shape = tuple(spec["shape"])
+        candidates = [
+            d
+            for d in details
+            if tuple(d["shape"]) in (shape, tuple(np.moveaxis(np.empty(shape), 1, -1).shape))
+        ]
+        if len(candidates) != 1:
+            raise ConversionError(f"tflite: cannot tell which output is {spec['name']} {shape}")
+        matched[spec["name"]] = (candidates[0]["index"], shape)
+    return matched
+
+
+def _to_layout(array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Back to the canonical NCHW-style shape if onnx2tf returned channels-last."""
+    if array.shape == shape:
+        return array
+    moved = np.moveaxis(array, -1, 1)
+    if moved.shape != shape:
+        raise ConversionError(f"tflite output shape {array.shape} does not match {shape}")
+    return moved
+
+
+if __name__ == "__main__":
+    from .cli import main
+
+    sys.exit(main("tflite"))

@@ -1,0 +1,72 @@
+"""What converters refuse, before any work: each a one-line error, exit 2, nothing written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from converters.cli import main
+from converters.manifest import artifact_sha256
+from converters.registry import TARGET_NAMES, get_target
+from converters.spec import ConversionError, ConvertRequest, validate
+
+
+def _refused(capsys, argv: list[str], target: str = "onnx") -> str:
+    with pytest.raises(SystemExit) as info:
+        main(target, argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error:")
+    return err
+
+
+@pytest.mark.parametrize(
+    ("argv", "target", "expected"),
+    [
+        (["--variant", "s"], "onnx", "did you mean 'S'"),
+        (["--precision", "int9"], "tflite", "did you mean 'int8'"),
+        (["--precision", "fp16"], "onnx", "target onnx does not support precision fp16"),
+        (
+            ["--precision", "fp16"],
+            "executorch",
+            "target executorch does not support precision fp16",
+        ),
+        (["--form", "clip"], "coreml", "unknown form 'clip'"),
+        (["--image-size", "250"], "onnx", "multiple of 16, got 250"),
+        (["--calibration", "x"], "tflite", "only used with --precision int8"),
+        (["--weights", "no/such.safetensors"], "onnx", "weights file not found"),
+    ],
+)
+def test_refused_by_name(capsys, tmp_path: Path, argv, target, expected) -> None:
+    assert expected in _refused(capsys, [*argv, "--out", str(tmp_path / "out")], target)
+    assert not (tmp_path / "out").exists()
+
+
+def test_unwritable_output_folder(capsys, tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    assert "cannot be written" in _refused(capsys, ["--out", str(blocker / "sub")])
+
+
+def test_misspelled_target_gets_a_suggestion() -> None:
+    with pytest.raises(ConversionError, match="did you mean 'tflite'"):
+        get_target("tflit")
+    assert {get_target(n).name for n in TARGET_NAMES} == set(TARGET_NAMES)
+
+
+def test_every_target_states_its_interface() -> None:
+    for name in TARGET_NAMES:
+        target = get_target(name)
+        assert target.precisions and target.suffix.startswith(".")
+        assert set(target.versions()) >= {"torch"}
+        validate(ConvertRequest(precision=target.precisions[0]), target.precisions, name)
+
+
+def test_directory_artifacts_hash_names_and_bytes(tmp_path: Path) -> None:
+    package = tmp_path / "a.mlpackage"
+    (package / "Data").mkdir(parents=True)
+    (package / "Data" / "w.bin").write_bytes(b"1234")
+    first = artifact_sha256(package)
+    (package / "Data" / "w.bin").rename(package / "Data" / "v.bin")
+    assert artifact_sha256(package) != first
