@@ -80,7 +80,16 @@ def convert(target: Target, request: ConvertRequest) -> Path:
     artifact = staging / f"{request.stem}{target.suffix}"
     try:
         started = time.perf_counter()
-        options = target.convert(ConversionJob(request, module, inputs, artifact, calibration))
+        job = ConversionJob(request, module, inputs, artifact, calibration)
+        try:
+            options = target.convert(job)
+        except ConversionError:
+            raise
+        except Exception as err:  # each toolchain raises its own types; report one line
+            first = (str(err).strip().splitlines() or [""])[0]
+            raise ConversionError(
+                f"{target.name} conversion of {request.stem} failed: {type(err).__name__}: {first}"
+            ) from err
         seconds = time.perf_counter() - started
         if not artifact.exists():
             raise ConversionError(f"target {target.name} wrote no artifact at {artifact}")

@@ -39,10 +39,11 @@ class CoreMLTarget(Target):
         import coremltools.optimize.coreml as cto
 
         request = job.request
-        traced = torch.jit.trace(job.module, job.example_inputs)
+        # torch.jit.trace fails on BaS's reshapes (a shape tensor cast to a scalar).
+        exported = torch.export.export(job.module, job.example_inputs, strict=True)
         compute = ct.precision.FLOAT32 if request.precision == "fp32" else ct.precision.FLOAT16
         model = ct.convert(
-            traced,
+            exported.run_decompositions({}),
             inputs=[
                 ct.TensorType(name=n, shape=tuple(t.shape), dtype=np.float32)
                 for n, t in zip(request.input_names, job.example_inputs, strict=True)
@@ -57,7 +58,15 @@ class CoreMLTarget(Target):
             "minimum_deployment_target": DEPLOYMENT_TARGET,
             "compute_precision": "float32" if request.precision == "fp32" else "float16",
             "state": "explicit input/output" if request.form == "stream" else None,
-            "frontend": "torch.jit.trace",
+            "frontend": "torch.export",
+            # Core ML renames some inputs (``state`` is reserved for MLState models).
+            "model_input_names": dict(
+                zip(
+                    request.input_names,
+                    [i.name for i in model.get_spec().description.input],
+                    strict=True,
+                )
+            ),
         }
         if request.precision == "int8":
             config = cto.OptimizationConfig(
@@ -70,19 +79,22 @@ class CoreMLTarget(Target):
         return options
 
     def load(self, artifact: Path, manifest: dict[str, Any]) -> Runner:
+        renamed = manifest["options"]["model_input_names"]
         if apple_runtime_available():
             import coremltools as ct
 
             model = ct.models.MLModel(str(artifact))
+            run = model.predict
+        else:
+            from .mil_reference import load_program
 
-            def predict(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-                result = model.predict({k: v.astype(np.float32) for k, v in inputs.items()})
-                return {k: np.asarray(v, dtype=np.float32) for k, v in result.items()}
+            run = load_program(artifact)
 
-            return predict
-        from .mil_reference import load_program
+        def predict(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            result = run({renamed[k]: v.astype(np.float32) for k, v in inputs.items()})
+            return {k: np.asarray(v, dtype=np.float32) for k, v in result.items()}
 
-        return load_program(artifact)
+        return predict
 
 
 if __name__ == "__main__":

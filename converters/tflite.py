@@ -143,40 +143,48 @@ class TFLiteTarget(Target):
 
         interpreter = Interpreter(model_path=str(artifact), num_threads=2)
         interpreter.allocate_tensors()
-        inputs = {d["name"]: d for d in interpreter.get_input_details()}
-        outputs = _match_outputs(interpreter.get_output_details(), manifest["outputs"])
+        inputs = _match_tensors(interpreter.get_input_details(), manifest["inputs"])
+        outputs = _match_tensors(interpreter.get_output_details(), manifest["outputs"])
 
         def run(feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
             for name, array in feed.items():
                 detail = inputs[name]
-                shape = tuple(detail["shape"])
-                value = array if array.shape == shape else _channels_last(array)
+                value = array if array.shape == tuple(detail["shape"]) else _channels_last(array)
                 interpreter.set_tensor(detail["index"], value.astype(np.float32))
             interpreter.invoke()
             return {
-                name: _to_layout(interpreter.get_tensor(index), shape)
-                for name, (index, shape) in outputs.items()
+                spec["name"]: _to_layout(
+                    interpreter.get_tensor(outputs[spec["name"]]["index"]), tuple(spec["shape"])
+                )
+                for spec in manifest["outputs"]
             }
 
         return run
 
 
-def _match_outputs(
-    details: list[dict], specs: list[dict]
-) -> dict[str, tuple[int, tuple[int, ...]]]:
-    """Canonical output name -> (tensor index, canonical shape); onnx2tf renames outputs."""
+def _match_tensors(details: list[dict], specs: list[dict]) -> dict[str, dict]:
+    """Manifest tensor name -> interpreter detail, by shape in either layout.
+
+    onnx2tf renames tensors (outputs become ``Identity``, quantized models prefix their
+    inputs), but BaS's inputs and outputs all differ in shape.
+    """
     matched = {}
     for spec in specs:
         shape = tuple(spec["shape"])
-        candidates = [
-            d
-            for d in details
-            if tuple(d["shape"]) in (shape, tuple(np.moveaxis(np.empty(shape), 1, -1).shape))
-        ]
+        layouts = {shape, _channels_last_shape(shape), _channels_first_shape(shape)}
+        candidates = [d for d in details if tuple(d["shape"]) in layouts]
         if len(candidates) != 1:
-            raise ConversionError(f"tflite: cannot tell which output is {spec['name']} {shape}")
-        matched[spec["name"]] = (candidates[0]["index"], shape)
+            raise ConversionError(f"tflite: cannot tell which tensor is {spec['name']} {shape}")
+        matched[spec["name"]] = candidates[0]
     return matched
+
+
+def _channels_last_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+    return (shape[0], *shape[2:], shape[1]) if len(shape) >= 4 else shape
+
+
+def _channels_first_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+    return (shape[0], shape[-1], *shape[1:-1]) if len(shape) >= 4 else shape
 
 
 def _to_layout(array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
