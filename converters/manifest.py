@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from model.atomic import atomic_path
 
 MANIFEST_FORMAT = "bas-deploy-manifest/1"
 
@@ -36,15 +36,9 @@ def artifact_bytes(path: Path) -> int:
 
 
 def write_json_atomic(path: Path, record: dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(record, handle, indent=1, allow_nan=False)
-            handle.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    text = json.dumps(record, indent=1, allow_nan=False) + "\n"
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
 
 
 def read_manifest(artifact: Path) -> dict[str, Any]:

@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -20,6 +17,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from .atomic import staged_folder
 from .checkpoint import CheckpointError
 from .data import discover, native_frames
 from .data.synth import write_dataset
@@ -55,9 +53,7 @@ def _strip(frames: list[np.ndarray], count: int = 6, height: int = 200) -> Image
 
 def run_demo(out: Path, variant: str, weights: str, frames: int, seed: int) -> dict:
     """Build the whole demo folder in a temporary place, then swap it in."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with staged_folder(out, replace_existing=True) as staging:
         model = build_bas(variant, weights=weights)
         index = discover(write_dataset(staging / "clip", videos=1, frames=frames, seed=seed))
         video = index.videos[0]
@@ -89,12 +85,6 @@ def run_demo(out: Path, variant: str, weights: str, frames: int, seed: int) -> d
         }
         (staging / "metrics.json").write_text(json.dumps(record, indent=1, allow_nan=False))
         (staging / "metrics.md").write_text(markdown_table(summary) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return record
 
 

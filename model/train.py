@@ -13,9 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -27,6 +25,7 @@ from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from .atomic import atomic_path
 from .bas import BaS
 from .checkpoint import save_weights
 from .config import get_config
@@ -95,17 +94,6 @@ def lr_factor(step: int, warmup: int, cycle: int, floor: float) -> float:
         return (step + 1) / warmup
     position = (step - warmup) % cycle / cycle
     return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * position))
-
-
-def _atomic_torch_save(obj: object, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _prepare_split(config: TrainConfig, out: Path) -> tuple[object, dict[str, list[str]]]:
@@ -242,17 +230,16 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
                     out / "best.safetensors",
                     {**metadata, "epoch": str(epoch + 1), "val_dice": f"{dice:.4f}"},
                 )
-            _atomic_torch_save(
-                {
-                    "model": net.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "epoch": epoch + 1,
-                    "best": best,
-                    "history": history,
-                },
-                last,
-            )
+            resume_point = {
+                "model": net.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "epoch": epoch + 1,
+                "best": best,
+                "history": history,
+            }
+            with atomic_path(last) as tmp:
+                torch.save(resume_point, tmp)
             (out / "history.json").write_text(json.dumps(history, indent=1))
     accelerator.wait_for_everyone()
     return out / "best.safetensors"

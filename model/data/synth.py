@@ -18,10 +18,7 @@ video depends only on the seed and its index.
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 import sys
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +26,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 from scipy import ndimage
+
+from ..atomic import staged_folder
 
 BEAM_DEPTH = 256  # samples along the beam
 BEAM_LINES = 256  # lateral lines in view
@@ -235,9 +234,7 @@ def write_dataset(out: Path, videos: int, frames: int, seed: int, first_index: i
         raise ValueError(f"need at least one video and one frame, got {videos} x {frames}")
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"output folder {out} exists and is not empty")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with staged_folder(out, replace_existing=False) as staging:
         for v in range(first_index, first_index + videos):
             name = f"synth_{seed:04d}_{v:04d}"
             images, labels = staging / "images" / name, staging / "labels" / name
@@ -246,12 +243,6 @@ def write_dataset(out: Path, videos: int, frames: int, seed: int, first_index: i
             for t, (image, mask) in enumerate(render_video(seed, v, frames)):
                 Image.fromarray(image).save(images / f"{t}.jpg", quality=92)
                 Image.fromarray(mask.astype(np.uint8) * 255).save(labels / f"{t}.png")
-        if out.exists():
-            out.rmdir()
-        os.replace(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return out
 
 
