@@ -38,7 +38,6 @@ class Target(ABC):
     modules: ClassVar[tuple[str, ...]]  # importable modules the target needs
     distributions: ClassVar[tuple[str, ...]]  # packages whose versions go into the manifest
     layout: ClassVar[str] = "NCHW"
-    runs_here: ClassVar[bool] = True  # False where the runtime needs other hardware or an OS
 
     @classmethod
     def is_available(cls) -> bool:

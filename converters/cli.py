@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from model.checkpoint import CheckpointError
@@ -47,7 +46,3 @@ def main(target_name: str, argv: list[str] | None = None) -> int:
         parser.exit(2, f"error: {err}\n")
     print(artifact)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1], sys.argv[2:]))

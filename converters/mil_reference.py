@@ -202,10 +202,6 @@ _OPS: dict[str, Callable[[dict[str, Any]], Any]] = {
 }
 
 
-def supported_ops() -> tuple[str, ...]:
-    return tuple(sorted(_OPS))
-
-
 def _value(var: Any, env: dict[str, Any]) -> Any:
     if isinstance(var, list | tuple):
         return [_value(v, env) for v in var]

@@ -35,13 +35,10 @@ def _channels_last(array: np.ndarray) -> np.ndarray:
     return np.moveaxis(array, 1, -1) if array.ndim >= 4 else array
 
 
-def _calibration_files(job: ConversionJob, folder: Path) -> list[list[Any]]:
+def _calibration_files(
+    samples: list[tuple[Any, ...]], job: ConversionJob, folder: Path
+) -> list[list[Any]]:
     """onnx2tf's per-input sample data: channels-last float32 arrays, no normalisation."""
-    samples = (
-        list(job.calibration())
-        if job.request.precision == "int8"
-        else [tuple(t for t in job.example_inputs)]
-    )
     entries = []
     for i, name in enumerate(job.request.input_names):
         data = np.concatenate([_channels_last(s[i].numpy()) for s in samples]).astype(np.float32)
@@ -63,13 +60,6 @@ def _offline_sample(folder: Path) -> None:
         for image, _ in render_video(CALIBRATION_SEED, 0, 20)
     ]
     np.save(folder / SAMPLE_FILE, np.stack(frames).astype(np.float32) / 255.0)
-
-
-def flex_ops(model_path: Path) -> list[str]:
-    from ai_edge_litert.interpreter import Interpreter
-
-    details = Interpreter(model_path=str(model_path))._get_ops_details()
-    return sorted({d["op_name"] for d in details if d["op_name"].startswith("Flex")})
 
 
 def op_counts(model_path: Path) -> dict[str, int]:
@@ -96,13 +86,15 @@ class TFLiteTarget(Target):
             work = Path(work)
             onnx_path = work / f"{job.request.stem}.onnx"
             export_onnx(job, onnx_path)
+            int8 = job.request.precision == "int8"
+            samples = list(job.calibration()) if int8 else [job.example_inputs]
             options = {
                 "output_signaturedefs": True,
                 "copy_onnx_input_output_names_to_tflite": True,
                 "replace_to_pseudo_operators": ["erf"],
-                "output_integer_quantized_tflite": job.request.precision == "int8",
+                "output_integer_quantized_tflite": int8,
                 "quant_type": "per-channel",
-                "custom_input_op_name_np_data_path": _calibration_files(job, work),
+                "custom_input_op_name_np_data_path": _calibration_files(samples, job, work),
                 "keep_shape_absolutely_input_names": ["state"]
                 if job.request.form == "stream"
                 else None,
@@ -127,15 +119,14 @@ class TFLiteTarget(Target):
             )
             if not produced.is_file():
                 raise ConversionError(f"onnx2tf wrote no {produced.name}")
-            flex = flex_ops(produced)
+            ops = op_counts(produced)
+            flex = [name for name in ops if name.startswith("Flex")]
             if flex:
                 raise ConversionError(f"tflite: Flex ops in the flatbuffer: {', '.join(flex)}")
             shutil.copyfile(produced, job.artifact)
         options.pop("custom_input_op_name_np_data_path")
-        options["calibration_samples"] = (
-            sum(1 for _ in job.calibration()) if job.request.precision == "int8" else 0
-        )
-        options["ops"] = op_counts(job.artifact)
+        options["calibration_samples"] = len(samples) if int8 else 0
+        options["ops"] = ops
         return options
 
     def load(self, artifact: Path, manifest: dict[str, Any]) -> Runner:

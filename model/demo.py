@@ -21,10 +21,9 @@ from .atomic import staged_folder
 from .checkpoint import CheckpointError
 from .data import discover, native_frames
 from .data.synth import write_dataset
-from .evaluate import evaluate
 from .hub import build_bas
 from .inference import stream_video
-from .metrics import markdown_table
+from .metrics import SegmentationMeter, markdown_table
 
 
 def overlay(image: np.ndarray, pred: np.ndarray, target: np.ndarray | None) -> np.ndarray:
@@ -63,17 +62,18 @@ def run_demo(out: Path, variant: str, weights: str, frames: int, seed: int) -> d
         per_frame_ms = (time.perf_counter() - started) * 1000 / len(images)
 
         (staging / "masks").mkdir()
-        overlays = []
+        overlays, meter = [], SegmentationMeter()
         for t, ((image, target), pred) in enumerate(zip(images, preds, strict=True)):
             Image.fromarray(pred.astype(np.uint8) * 255).save(staging / "masks" / f"{t}.png")
             overlays.append(overlay(image, pred, target))
+            meter.update(pred, target, video.name)
         gif = [Image.fromarray(o) for o in overlays]
         gif[0].save(
             staging / "overlay.gif", save_all=True, append_images=gif[1:], duration=80, loop=0
         )
         _strip(overlays).save(staging / "strip.png")
 
-        summary = evaluate(model, index).summary()
+        summary = meter.summary()
         record = {
             "variant": variant,
             "weights": weights,

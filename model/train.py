@@ -28,7 +28,6 @@ from tqdm import tqdm
 from .atomic import atomic_path
 from .bas import BaS
 from .checkpoint import save_weights
-from .config import get_config
 from .data import Augment, ClipDataset, discover, read_split, split_videos, write_split
 from .hub import build_bas
 from .losses import LossWeights, SegmentationLoss
@@ -153,16 +152,12 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
     )
     val_loader = DataLoader(val_set, batch_size=config.batch_size)
 
-    if config.init_weights:
-        model = build_bas(
-            config.variant, config.image_size, config.temporal_window, weights=config.init_weights
-        ).train()
-    else:
-        model = BaS(
-            get_config(
-                config.variant, image_size=config.image_size, temporal_window=config.temporal_window
-            )
-        )
+    model = build_bas(
+        config.variant,
+        config.image_size,
+        config.temporal_window,
+        weights=config.init_weights or None,
+    ).train()
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.lr, betas=config.betas, weight_decay=config.weight_decay
     )
