@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +37,20 @@ class MatrixResult:
     error: str | None = None
 
 
+def matrix(
+    variants: list[str], targets: list[str], precisions: list[str], forms: list[str]
+) -> list[tuple[str, str, str, str]]:
+    """(target, variant, precision, form) for every precision each target supports."""
+    return [
+        (name, variant, precision, form)
+        for name in targets
+        for variant in variants
+        for precision in precisions
+        if precision in get_target(name).precisions
+        for form in forms
+    ]
+
+
 def build_matrix(
     variants: list[str],
     targets: list[str],
@@ -48,39 +61,38 @@ def build_matrix(
     frames: int = 60,
 ) -> list[MatrixResult]:
     results = []
-    for name in targets:
+    for key in matrix(variants, targets, precisions, forms):
+        name, variant, precision, form = key
         target = get_target(name)
-        for variant in variants:
-            for precision in [p for p in precisions if p in target.precisions]:
-                for form in forms:
-                    key = (name, variant, precision, form)
-                    if not target.is_available():
-                        results.append(MatrixResult(*key, status="unavailable"))
-                        continue
-                    request = ConvertRequest(variant, weights, precision, form, out=out)
-                    started = time.perf_counter()
-                    try:
-                        artifact = convert(target, request)
-                    except (ConversionError, CheckpointError) as err:
-                        results.append(
-                            MatrixResult(*key, status="conversion failed", error=str(err))
-                        )
-                        continue
-                    seconds = time.perf_counter() - started
-                    manifest = json.loads(Path(f"{artifact}.json").read_text())
-                    record = record_parity(artifact, frames)
-                    results.append(
-                        MatrixResult(
-                            *key,
-                            status="passed" if record["passed"] else "failed parity",
-                            artifact=str(artifact),
-                            seconds=round(seconds, 1),
-                            bytes=manifest["artifact"]["bytes"],
-                            parity=record,
-                            error="; ".join(record["failures"]) or None,
-                        )
-                    )
+        if not target.is_available():
+            results.append(MatrixResult(*key, status="unavailable"))
+            continue
+        request = ConvertRequest(variant, weights, precision, form, out=out)
+        try:
+            artifact = convert(target, request)
+        except (ConversionError, CheckpointError) as err:
+            results.append(MatrixResult(*key, status="conversion failed", error=str(err)))
+            continue
+        record = record_parity(artifact, frames)
+        results.append(result_of(artifact, record))
     return results
+
+
+def result_of(artifact: Path, record: dict[str, Any]) -> MatrixResult:
+    """One row of the table, from an artifact's manifest and its parity record."""
+    manifest = json.loads(Path(f"{artifact}.json").read_text())
+    return MatrixResult(
+        manifest["target"],
+        manifest["variant"],
+        manifest["precision"],
+        manifest["form"],
+        status="passed" if record["passed"] else "failed parity",
+        artifact=str(artifact),
+        seconds=manifest["conversion_seconds"],
+        bytes=manifest["artifact"]["bytes"],
+        parity=record,
+        error="; ".join(record["failures"]) or None,
+    )
 
 
 def _fmt(value: float | None, spec: str) -> str:
