@@ -4,13 +4,12 @@
 
 The stream form has an explicit state input and output (``state`` -> ``new_state``),
 which runs from iOS 17 / macOS 14 without MLState. Apple's runtime predicts only on
-macOS; elsewhere ``load`` runs the saved ML program with ``converters.mil_reference``,
-a NumPy evaluator of the operations BaS uses.
+macOS 14 or later; elsewhere ``load`` runs the saved ML program with
+``converters.mil_reference``, a NumPy evaluator of the operations BaS uses.
 """
 
 from __future__ import annotations
 
-import platform
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,13 +17,31 @@ from typing import Any
 import numpy as np
 import torch
 
+from model.config import closest
+
 from .base import ConversionJob, Runner, Target
+from .spec import ConversionError
 
 DEPLOYMENT_TARGET = "iOS17"
+RUNTIMES = ("auto", "apple", "mil_reference")
 
 
 def apple_runtime_available() -> bool:
-    return platform.system() == "Darwin"
+    """Whether coremltools can predict here, as coremltools itself decides before predicting.
+
+    macOS alone is not enough: predict needs coremltools' compiled bridge to Core ML
+    (``libcoremlpython``, which Linux wheels do not ship) and an OS whose Core ML
+    runs programs of the deployment target's specification version (iOS 17: macOS 14).
+    """
+    if sys.platform != "darwin":  # coremltools' own _is_macos(); skips importing it elsewhere
+        return False
+    try:
+        import coremltools as ct
+        from coremltools.libcoremlpython import _MLModelProxy
+    except ImportError:
+        return False
+    needed = getattr(ct.target, DEPLOYMENT_TARGET).value
+    return _MLModelProxy.maximum_supported_specification_version() >= needed
 
 
 class CoreMLTarget(Target):
@@ -78,13 +95,31 @@ class CoreMLTarget(Target):
         model.save(str(job.artifact))
         return options
 
-    def load(self, artifact: Path, manifest: dict[str, Any]) -> Runner:
+    def load(self, artifact: Path, manifest: dict[str, Any], runtime: str = "auto") -> Runner:
+        """Apple's runtime where it predicts, else the ML-program reference evaluator.
+
+        ``runtime`` forces one ("apple" or "mil_reference"), so that the two can be compared;
+        the returned runner's ``runtime`` attribute says which one runs.
+        """
+        if runtime not in RUNTIMES:
+            raise ConversionError(
+                f"unknown Core ML runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}"
+                + closest(runtime, RUNTIMES)
+            )
+        if runtime == "auto":
+            runtime = "apple" if apple_runtime_available() else "mil_reference"
+        elif runtime == "apple" and not apple_runtime_available():
+            raise ConversionError(
+                f"Apple's Core ML runtime cannot predict on this machine ({sys.platform}): it "
+                "needs macOS 14 or later and coremltools' libcoremlpython; use 'mil_reference'"
+            )
         renamed = manifest["options"]["model_input_names"]
-        if apple_runtime_available():
+        if runtime == "apple":
             import coremltools as ct
 
-            model = ct.models.MLModel(str(artifact))
-            run = model.predict
+            # CPU only: parity judges the file's numerics, not which unit Core ML picks.
+            units = ct.ComputeUnit.CPU_ONLY
+            run = ct.models.MLModel(str(artifact), compute_units=units).predict
         else:
             from .mil_reference import load_program
 
@@ -94,6 +129,7 @@ class CoreMLTarget(Target):
             result = run({renamed[k]: v.astype(np.float32) for k, v in inputs.items()})
             return {k: np.asarray(v, dtype=np.float32) for k, v in result.items()}
 
+        predict.runtime = runtime  # type: ignore[attr-defined]
         return predict
 
 

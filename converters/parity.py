@@ -124,6 +124,7 @@ def measure(artifact: Path, frames: int = MIN_STREAM_FRAMES) -> dict[str, Any]:
         "variant": manifest["variant"],
         "form": form,
         "precision": manifest["precision"],
+        "runtime": getattr(runner, "runtime", manifest["target"]),
         "frames": len(errors),
         "frames_source": f"synthetic ultrasound, seed {PARITY_SEED} (held out)",
         "logits": {

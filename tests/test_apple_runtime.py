@@ -1,0 +1,194 @@
+"""Core ML parity with Apple's runtime, and the parts of that path any machine can check.
+
+The ``apple_runtime`` tests run by themselves wherever coremltools can predict (macOS 14+,
+see tests/conftest.py) and are skipped elsewhere: every artifact of the Core ML matrix is
+built once per session, measured against PyTorch with the Linux gates, and compared with
+``converters.mil_reference``, the evaluator that stands in for Apple's runtime on Linux.
+The other tests run everywhere: the marker's skip, the runtime choice, and the reference
+evaluator on one artifact.
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from converters import coreml
+from converters.base import Runner
+from converters.build import convert
+from converters.manifest import read_manifest, write_json_atomic
+from converters.parity import GATES, PARITY_SEED, describe, record_parity
+from converters.spec import FORMS, PRECISIONS, ConversionError, ConvertRequest
+from model.data.synth import render_video
+from model.hub import build_bas
+from model.inference import to_input, to_native
+from model.metrics import frame_scores
+
+MATRIX = [(v, p, f) for v in ("S", "L") for p in PRECISIONS for f in FORMS]
+FRAMES = 60  # as in tests/test_parity.py (the reference evaluator: ~0.06 s a BaS-S frame)
+APPLE = coreml.apple_runtime_available()
+
+
+@pytest.fixture(scope="session")
+def coreml_artifact(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, str, str], Path]:
+    """Build each (variant, precision, form) once per session, on first use."""
+    out = tmp_path_factory.mktemp("coreml")
+    built: dict[tuple[str, str, str], Path] = {}
+
+    def build(variant: str, precision: str, form: str) -> Path:
+        key = (variant, precision, form)
+        if key not in built:
+            request = ConvertRequest(variant, "shipped", precision, form, out=out)
+            built[key] = convert(coreml.CoreMLTarget(), request)
+        return built[key]
+
+    return build
+
+
+def compare_runners(
+    first: Runner, second: Runner, manifest: dict[str, Any], frames: int
+) -> dict[str, Any]:
+    """Logit gap and mask Dice of two runners of one artifact on the same held-out frames.
+
+    The stream form runs one continuous clip, each runner feeding back its own state, as a
+    device would; so the figures include any drift between the two.
+    """
+    form, size = manifest["form"], manifest["image_size"]
+    runners = (first, second)
+    states = [np.zeros(manifest["state"]["shape"], np.float32)] * 2 if form == "stream" else []
+    maxima, means, dice = [], [], []
+    for image, _ in render_video(PARITY_SEED, 0, frames):
+        x = to_input(image, size).numpy()
+        logits = []
+        for i, run in enumerate(runners):
+            result = run({"frame": x, "state": states[i]} if states else {"frame": x})
+            logits.append(result["logits"])
+            if states:
+                states[i] = result["new_state"]
+        gap = np.abs(logits[0].astype(np.float64) - logits[1])
+        maxima.append(float(gap.max()))
+        means.append(float(gap.mean()))
+        masks = [to_native(torch.from_numpy(lg), image.shape[:2]) for lg in logits]
+        dice.append(frame_scores(*masks).dice)
+    return {
+        "frames": len(dice),
+        "frames_source": f"synthetic ultrasound, seed {PARITY_SEED} (held out)",
+        "logits_max_abs_gap": max(maxima),
+        "logits_mean_abs_gap": float(np.mean(means)),
+        "mask_dice": float(np.mean(dice)),
+    }
+
+
+def judge(record: dict[str, Any]) -> None:
+    """Every gate holds, as in tests/test_parity.py."""
+    if not record["passed"]:
+        where = f"{describe(record)} on Apple's runtime"
+        pytest.fail(f"parity failed for {where}: {'; '.join(record['failures'])}")
+
+
+@pytest.mark.slow
+@pytest.mark.apple_runtime
+@pytest.mark.parametrize(("variant", "precision", "form"), MATRIX)
+def test_apple_runtime_meets_the_gates(coreml_artifact, variant, precision, form) -> None:
+    artifact = coreml_artifact(variant, precision, form)
+    # measure() loads with runtime "auto", which is Apple's wherever this holds.
+    assert coreml.apple_runtime_available()
+    judge(record_parity(artifact, FRAMES))
+
+
+@pytest.mark.slow
+@pytest.mark.apple_runtime
+@pytest.mark.parametrize(("variant", "precision", "form"), MATRIX)
+def test_apple_runtime_agrees_with_the_reference_evaluator(
+    coreml_artifact, record_property, variant, precision, form
+) -> None:
+    artifact = coreml_artifact(variant, precision, form)
+    manifest = read_manifest(artifact)
+    target = coreml.CoreMLTarget()
+    apple = target.load(artifact, manifest, runtime="apple")
+    reference = target.load(artifact, manifest, runtime="mil_reference")
+    record = {
+        "artifact": artifact.name,
+        "runtimes": [apple.runtime, reference.runtime],
+        "platform": platform.platform(),
+        "tools": manifest["tools"],
+        **compare_runners(apple, reference, manifest, FRAMES),
+    }
+    write_json_atomic(artifact.parent / f"{artifact.name}.apple_vs_reference.json", record)
+    record_property("apple_vs_reference", record)
+    gate = GATES[precision].dice_vs_pytorch
+    assert record["mask_dice"] >= gate, (
+        f"{describe(manifest)}: Apple's runtime vs mil_reference mask Dice "
+        f"{record['mask_dice']:.4f} < {gate} (logits max abs gap "
+        f"{record['logits_max_abs_gap']:.3g}, mean {record['logits_mean_abs_gap']:.3g})"
+    )
+
+
+def test_marker_is_registered(pytestconfig: pytest.Config) -> None:
+    assert any(m.startswith("apple_runtime:") for m in pytestconfig.getini("markers"))
+
+
+@pytest.mark.parametrize("available", [False, True])
+def test_marker_skips_only_where_core_ml_cannot_predict(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, available: bool
+) -> None:
+    pytester.makeconftest(Path(__file__).with_name("conftest.py").read_text())
+    pytester.makeini("[pytest]\nmarkers =\n    apple_runtime: needs Apple's runtime\n")
+    pytester.makepyfile(
+        "import pytest\n\n@pytest.mark.apple_runtime\ndef test_on_apple():\n    pass\n"
+    )
+    monkeypatch.setattr(coreml, "apple_runtime_available", lambda: available)
+    result = pytester.runpytest_inprocess("-rs", "-p", "no:cacheprovider")
+    if available:  # runs without -m
+        result.assert_outcomes(passed=1)
+    else:
+        result.assert_outcomes(skipped=1)
+        result.stdout.fnmatch_lines(["*Apple's Core ML runtime predicts only on macOS*"])
+
+
+@pytest.mark.skipif(APPLE, reason="checks a machine where Core ML cannot predict")
+def test_macos_alone_does_not_make_apple_runtime_available(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pytest.importorskip("coremltools")  # imported before the platform is faked
+    monkeypatch.setattr(sys, "platform", "darwin")
+    assert not coreml.apple_runtime_available()  # no libcoremlpython in this wheel
+
+
+@pytest.mark.skipif(APPLE, reason="checks a machine where Core ML cannot predict")
+def test_apple_runtime_is_refused_in_one_line(tmp_path: Path) -> None:
+    with pytest.raises(ConversionError, match="use 'mil_reference'") as info:
+        coreml.CoreMLTarget().load(tmp_path / "x.mlpackage", {}, runtime="apple")
+    assert "\n" not in str(info.value)
+
+
+def test_unknown_runtime_is_refused_by_name(tmp_path: Path) -> None:
+    with pytest.raises(ConversionError, match="did you mean 'apple'"):
+        coreml.CoreMLTarget().load(tmp_path / "x.mlpackage", {}, runtime="aple")
+
+
+@pytest.mark.slow
+def test_reference_evaluator_runs_the_program_as_pytorch_does(coreml_artifact) -> None:
+    artifact = coreml_artifact("S", "fp32", "frame")
+    manifest = read_manifest(artifact)
+    target = coreml.CoreMLTarget()
+    reference = target.load(artifact, manifest, runtime="mil_reference")
+    assert reference.runtime == "mil_reference"
+    assert target.load(artifact, manifest).runtime == ("apple" if APPLE else "mil_reference")
+    model = build_bas("S", manifest["image_size"], manifest["temporal_window"], weights="shipped")
+
+    def pytorch(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        with torch.no_grad():
+            return {"logits": model.forward_frame(torch.from_numpy(inputs["frame"])).numpy()}
+
+    record = compare_runners(reference, pytorch, manifest, frames=4)
+    assert record["frames"] == 4
+    assert record["mask_dice"] >= GATES["fp32"].dice_vs_pytorch, record
+    assert record["logits_max_abs_gap"] <= GATES["fp32"].max_abs_err, record
