@@ -14,8 +14,11 @@ $(STAMP): pyproject.toml constraints.txt requirements-nodeps.txt
 
 venv: $(STAMP)
 
+# Segment a synthetic clip, then convert BaS-S (frame form) to every target and precision
+# and print the parity table.
 demo: $(STAMP)
 	$(PY) -m model.demo --out reports/demo
+	$(PY) -m converters.all --variants S --forms frame --out reports/demo/artifacts
 
 test: $(STAMP)
 	$(PY) -m ruff check .

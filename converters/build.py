@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 import tempfile
@@ -15,6 +16,7 @@ import torch
 from model.checkpoint import sha256
 from model.forms import FrameForm, StreamForm
 from model.hub import build_bas, shipped_weights
+from model.layers import with_sigmoid_gelu
 
 from .base import ConversionJob, Target
 from .calibration import calibration_clips
@@ -66,7 +68,10 @@ def convert(target: Target, request: ConvertRequest) -> Path:
         shipped_weights(request.variant) if request.weights == "shipped" else Path(request.weights)
     )
     model = build_bas(request.variant, request.image_size, weights=request.weights).eval()
-    module = (FrameForm if request.form == "frame" else StreamForm)(model).eval()
+    # Float targets get GELU as a sigmoid (their fused tanh-GELU is coarse); int8 keeps the
+    # fused op, which quantizers map to their own GELU kernels.
+    exported = model if request.precision == "int8" else with_sigmoid_gelu(copy.deepcopy(model))
+    module = (FrameForm if request.form == "frame" else StreamForm)(exported).eval()
     size = request.image_size
     frame = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0))
     inputs = (frame,) if request.form == "frame" else (frame, model.initial_state(1))
@@ -125,6 +130,9 @@ def convert(target: Target, request: ConvertRequest) -> Path:
             },
             "postprocess": "resize logits bilinearly to the frame's size; logit > 0 is lesion",
             "temporal_window": model.config.temporal_window,
+            "export_transforms": []
+            if exported is model
+            else ["tanh-GELU written as x * sigmoid(2z) (same function)"],
             "tools": target.versions(),
             "options": {k: str(v) if isinstance(v, Path) else v for k, v in options.items()},
             "conversion_seconds": round(seconds, 2),

@@ -8,12 +8,21 @@ import torch
 from torch import nn
 
 
-class TanhGELU(nn.Module):
-    """GELU's tanh approximation, written as ``x * sigmoid(2z)`` (equal to ``0.5x(1 + tanh z)``).
+def activation(kind: str, gelu_approximate: str) -> nn.Module:
+    if kind == "gelu":
+        return nn.GELU(approximate=gelu_approximate)
+    if kind == "silu":
+        return nn.SiLU()
+    raise ValueError(f"unknown activation {kind!r}")
 
-    Targets' fused tanh-GELU kernels are coarse: XNNPACK's is off by 5e-4 on activations of
-    a few tens, which put every fp32 artifact over the 1e-3 logit gate. Their sigmoid is
-    within 1e-7, and the identity is exact, so this is the same function to fp32 rounding.
+
+class SigmoidTanhGELU(nn.Module):
+    """GELU's tanh approximation written as ``x * sigmoid(2z)`` (equal to ``0.5x(1 + tanh z)``).
+
+    For float exports: targets' fused tanh-GELU kernels are coarse (XNNPACK's is off by
+    5e-4 on activations of a few tens, which put fp32 artifacts over the 1e-3 logit gate),
+    while their sigmoid is within 1e-7. Not for int8: quantizing the cubic's intermediate
+    loses what the quantizers' own GELU kernels keep.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -23,12 +32,14 @@ class TanhGELU(nn.Module):
 SQRT_8_OVER_PI = math.sqrt(8 / math.pi)  # 2 * sqrt(2 / pi)
 
 
-def activation(kind: str, gelu_approximate: str) -> nn.Module:
-    if kind == "gelu":
-        return TanhGELU() if gelu_approximate == "tanh" else nn.GELU()
-    if kind == "silu":
-        return nn.SiLU()
-    raise ValueError(f"unknown activation {kind!r}")
+def with_sigmoid_gelu(module: nn.Module) -> nn.Module:
+    """Replace every tanh-approximate ``nn.GELU`` in ``module`` by SigmoidTanhGELU, in place."""
+    for name, child in module.named_children():
+        if isinstance(child, nn.GELU) and child.approximate == "tanh":
+            setattr(module, name, SigmoidTanhGELU())
+        else:
+            with_sigmoid_gelu(child)
+    return module
 
 
 class SingleGroupNorm(nn.Module):
