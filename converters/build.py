@@ -19,7 +19,7 @@ from model.hub import build_bas, shipped_weights
 from model.layers import with_sigmoid_gelu
 
 from .base import ConversionJob, Target
-from .calibration import calibration_clips
+from .calibration import calibration_clips, check_folder
 from .manifest import (
     MANIFEST_FORMAT,
     artifact_bytes,
@@ -60,6 +60,8 @@ def _io_specs(request: ConvertRequest, module: torch.nn.Module, inputs, layout: 
 def convert(target: Target, request: ConvertRequest) -> Path:
     """Build one artifact; on any failure nothing is left in ``request.out``."""
     validate(request, target.precisions, target.name)
+    if request.calibration is not None:
+        check_folder(request.calibration)
     if not target.is_available():
         raise ConversionError(
             f"target {target.name} needs {', '.join(target.modules)}, not all importable here"

@@ -21,6 +21,15 @@ CALIBRATION_VIDEOS = 4
 CALIBRATION_FRAMES = 16
 
 
+def check_folder(folder: Path) -> None:
+    """Refuse an unusable calibration folder before any conversion work starts."""
+    try:
+        index = discover(Path(folder))
+        next(native_frames(index.videos[0]))
+    except (DatasetError, OSError, ValueError) as err:
+        raise ConversionError(f"calibration folder {folder} unusable: {err}") from err
+
+
 def _videos(folder: Path | None) -> Iterator[Iterator[np.ndarray]]:
     if folder is None:
         for index in range(CALIBRATION_VIDEOS):

@@ -10,6 +10,8 @@ from converters.cli import main
 from converters.manifest import artifact_sha256
 from converters.registry import TARGET_NAMES, get_target
 from converters.spec import ConversionError, ConvertRequest, validate
+from model.checkpoint import save_weights
+from model.hub import build_bas
 
 
 def _refused(capsys, argv: list[str], target: str = "onnx") -> str:
@@ -70,3 +72,42 @@ def test_directory_artifacts_hash_names_and_bytes(tmp_path: Path) -> None:
     first = artifact_sha256(package)
     (package / "Data" / "w.bin").rename(package / "Data" / "v.bin")
     assert artifact_sha256(package) != first
+
+
+def _weights_file(tmp_path: Path, variant: str) -> Path:
+    path = tmp_path / f"bas_{variant.lower()}.safetensors"
+    return save_weights(build_bas(variant), path, {"variant": variant})
+
+
+@pytest.mark.parametrize(
+    ("make", "expected"),
+    [
+        (lambda d: d, "no recognised dataset layout"),
+        (lambda d: (d / "notes.txt").write_text("x") and d / "notes.txt", "does not exist"),
+    ],
+    ids=["empty folder", "a file"],
+)
+def test_unusable_calibration_folder(capsys, tmp_path: Path, make, expected) -> None:
+    folder = tmp_path / "calibration"
+    folder.mkdir()
+    argv = ["--precision", "int8", "--calibration", str(make(folder))]
+    err = _refused(capsys, [*argv, "--out", str(tmp_path / "out")], "executorch")
+    assert "calibration folder" in err and expected in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_corrupt_weights(capsys, tmp_path: Path) -> None:
+    corrupt = tmp_path / "bas_s.safetensors"
+    corrupt.write_bytes(b"\x00" * 64)
+    err = _refused(capsys, ["--weights", str(corrupt), "--out", str(tmp_path / "out")])
+    assert str(corrupt) in err
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_weights_of_the_other_variant(capsys, tmp_path: Path) -> None:
+    weights = _weights_file(tmp_path, "L")
+    err = _refused(
+        capsys, ["--variant", "S", "--weights", str(weights), "--out", str(tmp_path / "out")]
+    )
+    assert "holds BaS-L weights, not BaS-S" in err
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
