@@ -18,7 +18,9 @@ venv: $(STAMP)
 # and print the parity table.
 demo: $(STAMP)
 	$(PY) -m model.demo --out reports/demo
-	$(PY) -m converters.all --variants S --forms frame --out reports/demo/artifacts
+	@echo "Converting BaS-S to every target and checking parity (log: reports/demo/convert.log)"
+	$(PY) -m converters.all --variants S --forms frame --out reports/demo/artifacts \
+		2> reports/demo/convert.log || { tail -n 5 reports/demo/convert.log; exit 1; }
 
 test: $(STAMP)
 	$(PY) -m ruff check .
