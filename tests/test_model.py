@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
+from torch import nn
 
 from model import BaS, build_bas, get_config
 from model.forms import FORMS, example_inputs
+from model.layers import SigmoidTanhGELU, with_sigmoid_gelu
 
 SIZE = 64  # any multiple of 16 exercises the same code as 240, faster
 
@@ -132,3 +136,15 @@ def test_configs_are_frozen() -> None:
     config = get_config("S")
     with pytest.raises(AttributeError):
         config.image_size = 320  # type: ignore[misc]
+
+
+def test_sigmoid_gelu_rewrite_is_the_same_function() -> None:
+    model = build_bas("S", image_size=64).eval()
+    rewritten = with_sigmoid_gelu(copy.deepcopy(model))
+    assert not any(isinstance(m, nn.GELU) for m in rewritten.modules())
+    assert sum(isinstance(m, SigmoidTanhGELU) for m in rewritten.modules()) == sum(
+        isinstance(m, nn.GELU) for m in model.modules()
+    )
+    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(rewritten(x), model(x), rtol=0, atol=1e-5)
