@@ -42,15 +42,12 @@ def _in_layout(array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return array if array.shape == shape else _channels_last(array)
 
 
-def _calibration_files(
-    samples: list[tuple[Any, ...]], job: ConversionJob, folder: Path
-) -> list[list[Any]]:
-    """onnx2tf's per-input sample data: channels-last float32 arrays, no normalisation."""
+def _sample_files(job: ConversionJob, folder: Path) -> list[list[Any]]:
+    """onnx2tf's per-input sample data (the example inputs): channels-last float32, as is."""
     entries = []
-    for i, name in enumerate(job.request.input_names):
-        data = np.concatenate([_channels_last(s[i].numpy()) for s in samples]).astype(np.float32)
+    for name, tensor in zip(job.request.input_names, job.example_inputs, strict=True):
         path = folder / f"{name}.npy"
-        np.save(path, data)
+        np.save(path, _channels_last(tensor.numpy()).astype(np.float32))
         entries.append([name, str(path), 0.0, 1.0])
     return entries
 
@@ -81,7 +78,7 @@ QUANTIZATION = {
 
 
 def _quantize(saved_model: Path, samples: list[tuple[Any, ...]], job: ConversionJob) -> bytes:
-    """int8 from onnx2tf's float SavedModel, GroupNorm statistics denylisted (kept float)."""
+    """int8 from onnx2tf's float SavedModel, the op types in FLOAT_OPS kept float."""
     import tensorflow as tf
 
     signature = tf.saved_model.load(str(saved_model)).signatures["serving_default"]
@@ -135,12 +132,12 @@ class TFLiteTarget(Target):
             onnx_path = work / f"{job.request.stem}.onnx"
             export_onnx(job, onnx_path)
             int8 = job.request.precision == "int8"
-            samples = list(job.calibration()) if int8 else [job.example_inputs]
+            samples = list(job.calibration()) if int8 else []
             options = {
                 "output_signaturedefs": True,
                 "copy_onnx_input_output_names_to_tflite": True,
                 "replace_to_pseudo_operators": ["erf"],
-                "custom_input_op_name_np_data_path": _calibration_files(samples, job, work),
+                "custom_input_op_name_np_data_path": _sample_files(job, work),
                 "keep_shape_absolutely_input_names": ["state"]
                 if job.request.form == "stream"
                 else None,
@@ -175,7 +172,7 @@ class TFLiteTarget(Target):
                 raise ConversionError(f"tflite: Flex ops in the flatbuffer: {', '.join(flex)}")
             shutil.copyfile(produced, job.artifact)
         options.pop("custom_input_op_name_np_data_path")
-        options["calibration_samples"] = len(samples) if int8 else 0
+        options["calibration_samples"] = len(samples)
         options["ops"] = ops
         return options
 
