@@ -52,7 +52,7 @@ def _sample_files(job: ConversionJob, folder: Path) -> list[list[Any]]:
     return entries
 
 
-def _offline_sample(folder: Path) -> None:
+def write_onnx2tf_sample(folder: Path) -> None:
     """Put our own frames where onnx2tf looks before downloading its sample images.
 
     For a model whose inputs all look like images, onnx2tf loads
@@ -143,7 +143,7 @@ class TFLiteTarget(Target):
                 else None,
                 "non_verbose": True,
             }
-            _offline_sample(work)
+            write_onnx2tf_sample(work)
             log = io.StringIO()
             try:
                 with contextlib.redirect_stdout(log), contextlib.chdir(work):

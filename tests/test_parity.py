@@ -7,6 +7,7 @@ precision, form and the figure that missed (see ``converters.parity.check_gates`
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -17,11 +18,34 @@ from converters.build import convert
 from converters.parity import GATES, Gate, check_gates, describe, record_parity
 from converters.registry import TARGET_NAMES, get_target
 from converters.spec import FORMS, PRECISIONS, ConvertRequest
+from converters.tflite import write_onnx2tf_sample
 
 # The whole matrix Linux can run: every target, both variants, every precision a target
 # supports, frame and stream forms (36 artifacts; ~12 min on two cores with `-n 2`).
 CI_MATRIX = matrix(["S", "L"], list(TARGET_NAMES), list(PRECISIONS), list(FORMS))
 FRAMES = 60
+
+
+def _refuse_download(url: str, *args, **kwargs):
+    raise AssertionError(f"network download attempted: {url}")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def offline() -> Iterator[None]:
+    """Every conversion here runs with HTTP GETs refused: onnx2tf must never fetch its samples."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("requests.get", _refuse_download)
+        yield
+
+
+def test_onnx2tf_finds_the_project_s_sample_file(tmp_path: Path, monkeypatch) -> None:
+    common = pytest.importorskip("onnx2tf.utils.common_functions")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(AssertionError, match="network download attempted"):
+        common.download_test_image_data()  # the guard above holds
+    write_onnx2tf_sample(tmp_path)
+    frames = common.download_test_image_data()
+    assert frames.shape == (20, 128, 128, 3) and 0 <= frames.min() < frames.max() <= 1
 
 
 @pytest.fixture(scope="session")
