@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy.special import expit  # sigmoid without exp's overflow
 
 from .spec import ConversionError
 
@@ -172,8 +173,8 @@ _OPS: dict[str, Callable[[dict[str, Any]], Any]] = {
     "instance_norm": _instance_norm,
     "layer_norm": _layer_norm,
     "gelu": _gelu,
-    "silu": lambda a: (a["x"] / (1 + np.exp(-a["x"].astype(np.float32)))).astype(a["x"].dtype),
-    "sigmoid": lambda a: (1 / (1 + np.exp(-a["x"].astype(np.float32)))).astype(a["x"].dtype),
+    "silu": lambda a: (a["x"] * expit(a["x"].astype(np.float32))).astype(a["x"].dtype),
+    "sigmoid": lambda a: expit(a["x"].astype(np.float32)).astype(a["x"].dtype),
     "tanh": lambda a: np.tanh(a["x"]),
     "add": lambda a: a["x"] + a["y"],
     "sub": lambda a: a["x"] - a["y"],
