@@ -60,7 +60,7 @@ def _delegation(edge_program: Any) -> dict[str, Any]:
         if "executorch_call_delegate" in name:
             delegated += 1
         elif not name.startswith("<built-in") and "getitem" not in name:
-            left[name.split("::")[-1].split(".")[0].replace("aten_", "")] += 1
+            left[name.split("::")[-1].split("(")[0].split(".")[0].replace("aten_", "")] += 1
     return {"delegate_calls": delegated, "portable_ops": dict(sorted(left.items()))}
 
 

@@ -61,7 +61,11 @@ class SingleGroupNorm(nn.Module):
 
     @staticmethod
     def _mean(x: torch.Tensor) -> torch.Tensor:
-        return x.mean(dim=(2, 3), keepdim=True).mean(dim=1, keepdim=True)
+        # Both means over the last two dims: the form XNNPACK delegates (a mean over dim 1
+        # stays on ExecuTorch's portable kernels and splits the graph).
+        b, c = x.shape[:2]
+        per_channel = x.mean(dim=(2, 3), keepdim=True)
+        return per_channel.reshape(b, 1, c, 1).mean(dim=(2, 3), keepdim=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         centred = x - self._mean(x)

@@ -24,6 +24,7 @@ from converters.tflite import write_onnx2tf_sample
 # supports, frame and stream forms (36 artifacts; ~12 min on two cores with `-n 2`).
 CI_MATRIX = matrix(["S", "L"], list(TARGET_NAMES), list(PRECISIONS), list(FORMS))
 FRAMES = 60
+PORTABLE_DATA_MOVEMENT = {"select_copy", "squeeze_copy", "unsqueeze_copy"}
 
 
 def _refuse_download(url: str, *args, **kwargs):
@@ -74,6 +75,8 @@ def test_artifact_matches_pytorch(artifact_dir, target, variant, precision, form
     manifest = json.loads(Path(f"{artifact}.json").read_text())
     assert manifest["parity"] == record
     assert manifest["artifact"]["bytes"] > 100_000
+    if target == "executorch":  # all compute inside XNNPACK; only TempLP's slicing outside
+        assert set(manifest["options"]["portable_ops"]) <= PORTABLE_DATA_MOVEMENT, manifest
     if not record["passed"]:
         pytest.fail(f"parity failed for {describe(record)}: {'; '.join(record['failures'])}")
 
