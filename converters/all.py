@@ -18,6 +18,7 @@ from typing import Any
 from model.checkpoint import CheckpointError
 
 from .build import convert
+from .manifest import read_manifest
 from .parity import record_parity
 from .registry import TARGET_NAMES, get_target
 from .spec import FORMS, PRECISIONS, ConversionError, ConvertRequest
@@ -80,7 +81,7 @@ def build_matrix(
 
 def result_of(artifact: Path, record: dict[str, Any]) -> MatrixResult:
     """One row of the table, from an artifact's manifest and its parity record."""
-    manifest = json.loads(Path(f"{artifact}.json").read_text())
+    manifest = read_manifest(artifact)
     return MatrixResult(
         manifest["target"],
         manifest["variant"],

@@ -3,10 +3,11 @@
     python -m converters.tflite --variant S --precision int8 [--calibration DIR]
 
 onnx2tf writes the float model and a SavedModel; int8 is quantized from that SavedModel
-by TensorFlow's converter on our calibration frames, with GroupNorm's statistics kept in
-float. onnx2tf runs offline: every input gets calibration/test data from the project (it
-would otherwise download a sample image). The flatbuffer is checked for Flex (select-TF) ops,
-which phones without the Flex delegate cannot run; any Flex op fails the conversion.
+by TensorFlow's converter on our calibration frames, with the op types in ``FLOAT_OPS``
+(GroupNorm's statistics, and MUL) kept in float. onnx2tf runs offline: every input gets
+sample data from the project (it would otherwise download a sample image). The flatbuffer
+is checked for Flex (select-TF) ops, which phones without the Flex delegate cannot run;
+any Flex op fails the conversion.
 """
 
 from __future__ import annotations

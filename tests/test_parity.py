@@ -6,7 +6,6 @@ precision, form and the figure that missed (see ``converters.parity.check_gates`
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import pytest
 
 from converters.all import matrix
 from converters.build import convert
+from converters.manifest import read_manifest
 from converters.parity import GATES, Gate, check_gates, describe, record_parity
 from converters.registry import TARGET_NAMES, get_target
 from converters.spec import FORMS, PRECISIONS, ConvertRequest
@@ -72,7 +72,7 @@ def test_artifact_matches_pytorch(artifact_dir, target, variant, precision, form
     request = ConvertRequest(variant, "shipped", precision, form, out=artifact_dir)
     artifact = convert(get_target(target), request)
     record = record_parity(artifact, FRAMES)
-    manifest = json.loads(Path(f"{artifact}.json").read_text())
+    manifest = read_manifest(artifact)
     assert manifest["parity"] == record
     assert manifest["artifact"]["bytes"] > 100_000
     if target == "executorch":  # all compute inside XNNPACK; only TempLP's slicing outside
