@@ -21,6 +21,11 @@ def _stage(channels: int, count: int, act: str, config: BaSConfig) -> nn.Sequent
 class BaS(nn.Module):
     """BaS encoder-decoder with TempLP in the stem.
 
+    Activations follow the authors' ``src/bas.py`` (``LGL(shallow=True)`` is GELU, else
+    Swish): GELU in encoder stage 2 and in the last decoder stage (``decoder2``, their
+    ``Decoder.block1``); SiLU in encoder stage 3 and the first decoder stage (``decoder1``,
+    their ``Decoder.block2``).
+
     ``m(x)`` takes a frame batch (B, 3, H, W) or a clip batch (B, T, 3, H, W) of RGB in
     [0, 1] and returns lesion logits (B, 1, H, W) or (B, T, 1, H, W). ``m.stream``
     takes one frame and the state from the previous call. A frame is a one-frame clip,
@@ -41,9 +46,9 @@ class BaS(nn.Module):
         self.position = nn.Parameter(torch.zeros(1, config.bottleneck_tokens, c3))
         nn.init.trunc_normal_(self.position, std=0.02)
         self.up1 = UpSample(c3, c2, 2)
-        self.decoder1 = _stage(c2, n2, "gelu", config)
+        self.decoder1 = _stage(c2, n2, "silu", config)
         self.up2 = UpSample(c2, c1, 2)
-        self.decoder2 = _stage(c1, n1, "silu", config)
+        self.decoder2 = _stage(c1, n1, "gelu", config)
         self.head = UpSample(c1, 1, 4, norm=config.legacy)
 
     @property
