@@ -25,10 +25,19 @@ def to_native(logits: torch.Tensor, shape: tuple[int, int]) -> np.ndarray:
 
 
 @torch.no_grad()
-def stream_video(model: BaS, images: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
-    """Segment frames one by one in the stream form, as a device would; yields native masks."""
+def stream_video(
+    model: BaS, images: Iterable[np.ndarray], history: bool = True
+) -> Iterator[np.ndarray]:
+    """Segment frames one by one in the stream form, as a device would; yields native masks.
+
+    ``history=False`` runs the frame form instead (every frame with an empty history): the
+    ablation that shows what TempLP takes from the past.
+    """
     state = model.initial_state(1)
     size = model.config.image_size
     for image in images:
-        logits, state = model.stream(to_input(image, size), state)
+        if history:
+            logits, state = model.stream(to_input(image, size), state)
+        else:
+            logits = model.forward_frame(to_input(image, size))
         yield to_native(logits, image.shape[:2])

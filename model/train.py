@@ -15,9 +15,10 @@ import json
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 import yaml
 from accelerate import Accelerator
@@ -44,6 +45,11 @@ class TrainConfig:
     split_fractions: dict[str, float] = field(default_factory=lambda: {"train": 0.85, "val": 0.15})
     clip_length: int = 3
     clip_stride: int = 1
+    # The first ``warm_frames`` of a clip only give TempLP its history (no loss), so every
+    # scored frame sees the past as it would deep into a stream; a ``cold_start`` share
+    # of batches drops them, scoring frames with no history as at a video's start.
+    warm_frames: int = 0
+    cold_start: float = 0.0
     batch_size: int = 70
     epochs: int = 200
     lr: float = 1e-4
@@ -57,6 +63,9 @@ class TrainConfig:
     seed: int = 0
     init_weights: str = ""  # start from these weights (a later stage of a recipe); "" = random
     threads: int = 0  # CPU threads for torch; 0 leaves torch's default
+    workers: int = 0  # data-loading worker processes
+    preload: bool = False  # decode every training frame once, up front
+    mixed_precision: str = "no"  # accelerate's: "no", "bf16" or "fp16"
     out: str = "runs/bas_s"
 
 
@@ -68,7 +77,7 @@ def _coerce(cls: type, values: dict) -> object:
     converted = {}
     for name, value in values.items():
         default = getattr(cls(), name)
-        if isinstance(default, LossWeights | Augment):
+        if is_dataclass(default):
             value = _coerce(type(default), value)
         elif isinstance(default, tuple):
             value = tuple(value)
@@ -122,10 +131,38 @@ def validation_dice(model: BaS, loader: DataLoader, accelerator: Accelerator) ->
     return torch.cat(scores).mean().item()
 
 
+def _check(config: TrainConfig) -> None:
+    if not 0 <= config.warm_frames < config.clip_length:
+        raise ValueError(
+            f"warm_frames must be in [0, clip_length), got {config.warm_frames} "
+            f"with clip_length {config.clip_length}"
+        )
+    if not 0.0 <= config.cold_start <= 1.0:
+        raise ValueError(f"cold_start must be in [0, 1], got {config.cold_start}")
+    if config.mixed_precision not in ("no", "bf16", "fp16"):
+        raise ValueError(
+            f"mixed_precision must be no, bf16 or fp16, got {config.mixed_precision!r}"
+        )
+
+
+def _hardware() -> str:
+    """What trained the weights, for their metadata."""
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name()} (CUDA), torch {torch.__version__}"
+    return f"CPU, {torch.get_num_threads()} threads, torch {torch.__version__}"
+
+
+def _one_thread(_: int) -> None:
+    """Data workers use one thread each: many workers times many threads oversubscribe."""
+    torch.set_num_threads(1)
+
+
 def train(config: TrainConfig, resume: bool = False) -> Path:
-    accelerator = Accelerator()
+    _check(config)
+    accelerator = Accelerator(mixed_precision=config.mixed_precision)
     if config.threads:
         torch.set_num_threads(config.threads)
+    torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick its kernels
     set_seed(config.seed)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -139,6 +176,7 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
         config.augment,
         stride=config.clip_stride,
         seed=config.seed,
+        preload=config.preload,
     )
     val_set = ClipDataset(
         index, split["val"], config.clip_length, config.image_size, stride=config.clip_length
@@ -149,8 +187,15 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
         shuffle=True,
         drop_last=True,
         generator=torch.Generator().manual_seed(config.seed),
+        num_workers=config.workers,
+        worker_init_fn=_one_thread,
     )
-    val_loader = DataLoader(val_set, batch_size=config.batch_size)
+    val_loader = DataLoader(
+        val_set,
+        batch_size=config.batch_size,
+        num_workers=config.workers,
+        worker_init_fn=_one_thread,
+    )
 
     model = build_bas(
         config.variant,
@@ -189,7 +234,9 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
         "image_size": str(config.image_size),
         "temporal_window": str(config.temporal_window),
         "recipe": json.dumps(asdict(config), default=list),
+        "trained_on": _hardware(),
     }
+    cold = np.random.default_rng([config.seed, 1])
     for epoch in range(start_epoch, config.epochs):
         train_set.set_epoch(epoch)
         started, total, count = time.time(), 0.0, 0
@@ -200,7 +247,10 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
             mininterval=5,
         )
         for batch in bar:
-            loss = criterion(model(batch["images"]), batch["masks"])
+            images, masks, warm = batch["images"], batch["masks"], config.warm_frames
+            if warm and cold.random() < config.cold_start:
+                images, masks, warm = images[:, warm:], masks[:, warm:], 0
+            loss = criterion(model(images)[:, warm:], masks[:, warm:])
             optimizer.zero_grad(set_to_none=True)
             accelerator.backward(loss)
             optimizer.step()

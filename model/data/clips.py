@@ -6,17 +6,17 @@ Work per item is decode, resize and a few tensor ops, so that two CPU workers ke
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import ClassVar, TypedDict
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
+from scipy import ndimage
 from torch.utils.data import Dataset
 
+from .framing import ScreenAugment
 from .layouts import DatasetError, DatasetIndex, Frame, Video, read_frame
 
 _log = logging.getLogger(__name__)
@@ -27,8 +27,12 @@ class Augment:
     """Random changes drawn once per clip and applied identically to all its frames.
 
     The fields named in ``PROBABILITIES`` are per-clip probabilities, the others bound
-    the random strength. CutMix is the one change that differs between frames: it pastes
-    a box (image and mask) from one frame of the clip onto another at the same place.
+    the random strength. Two changes differ between frames: CutMix pastes a box (image
+    and mask) from one frame of the clip onto another at the same place, and ``weak`` is
+    the chance that a frame after the first loses its own evidence (a gain dip, heavy
+    noise, or the probe losing contact over part of the image) while its mask stays: the
+    lesion is still there, and only the clip's earlier frames can say where. Last, the
+    clip is put in a random scanner screen (``screen``).
     """
 
     PROBABILITIES: ClassVar[tuple[str, ...]] = (
@@ -52,12 +56,16 @@ class Augment:
     contrast_delta: float = 0.2  # scale about mid-grey, uniform in [1 - d, 1 + d]
     cutmix: float = 0.2
     cutmix_side: tuple[float, float] = (0.2, 0.5)  # box side as a fraction of the image side
+    weak: float = 0.0  # per frame after the first
+    weak_gain: tuple[float, float] = (0.15, 0.5)  # intensity factor of a gain dip
+    weak_noise: tuple[float, float] = (0.08, 0.25)  # standard deviation of heavy noise
+    screen: ScreenAugment = ScreenAugment()
 
     def __post_init__(self) -> None:
-        for name in (*self.PROBABILITIES, "brightness_delta", "contrast_delta"):
+        for name in (*self.PROBABILITIES, "weak", "brightness_delta", "contrast_delta"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"Augment.{name} must be in [0, 1], got {getattr(self, name)}")
-        for name in ("blur_sigma", "cutmix_side"):
+        for name in ("blur_sigma", "cutmix_side", "weak_gain", "weak_noise"):
             low, high = getattr(self, name)
             if not 0.0 < low <= high:
                 raise ValueError(f"Augment.{name} must satisfy 0 < low <= high, got {(low, high)}")
@@ -84,7 +92,30 @@ class Augment:
         if rng.random() < self.contrast:
             scale = float(rng.uniform(1 - self.contrast_delta, 1 + self.contrast_delta))
             images = (images - 0.5) * scale + 0.5
-        return images.clamp(0.0, 1.0), masks
+        if self.weak:
+            images = self._weaken(images, rng)
+        return self.screen(images.clamp(0.0, 1.0), masks, rng)
+
+    def _weaken(self, images: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+        images = images.clone()
+        width = images.shape[-1]
+        for t in range(1, len(images)):
+            if rng.random() >= self.weak:
+                continue
+            kind = rng.integers(3)
+            if kind < 2:
+                # A gain dip alone would be undone by the stem's normalisation; with the
+                # noise that a dip brings out (or heavy noise alone) the evidence is gone.
+                if kind == 0:
+                    images[t] *= float(rng.uniform(*self.weak_gain))
+                sigma = float(rng.uniform(*self.weak_noise)) * (0.5 if kind == 0 else 1.0)
+                generator = torch.Generator().manual_seed(int(rng.integers(2**31)))
+                images[t] += sigma * torch.randn(images[t].shape, generator=generator)
+            else:
+                band = int(width * rng.uniform(0.2, 0.6))
+                cols = slice(0, band) if rng.random() < 0.5 else slice(width - band, width)
+                images[t, :, :, cols] *= float(rng.uniform(0.05, 0.2))
+        return images.clamp(0.0, 1.0)
 
 
 def _cutmix(
@@ -102,16 +133,15 @@ def _cutmix(
 
 
 def _gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of (N, C, H, W) with reflected borders."""
-    radius = max(1, math.ceil(3 * sigma))
-    t = torch.arange(-radius, radius + 1, dtype=images.dtype)
-    kernel = torch.exp(-0.5 * (t / sigma) ** 2)
-    kernel = kernel / kernel.sum()
-    n, c, h, w = images.shape
-    x = F.pad(images.reshape(n * c, 1, h, w), (radius,) * 4, mode="reflect")
-    x = F.conv2d(x, kernel.view(1, 1, 1, -1))
-    x = F.conv2d(x, kernel.view(1, 1, -1, 1))
-    return x.reshape(n, c, h, w)
+    """Gaussian blur of (N, C, H, W) over H and W with mirrored borders.
+
+    scipy's separable filter: ten times faster on one core than the same blur as a
+    torch convolution, which kept training workers behind a GPU.
+    """
+    blurred = ndimage.gaussian_filter(
+        images.numpy(), (0, 0, sigma, sigma), mode="mirror", truncate=3.0
+    )
+    return torch.from_numpy(blurred)
 
 
 class Clip(TypedDict):
@@ -153,7 +183,9 @@ class ClipDataset(Dataset[Clip]):
     Clips never cross videos or unlabelled frames; videos without a long enough labelled run
     are skipped with a counted warning. Augmentation draws from a generator seeded by
     (``seed``, epoch, item index), so an item is reproducible whichever worker loads it; call
-    :meth:`set_epoch` before each epoch (with ``persistent_workers=False``).
+    :meth:`set_epoch` before each epoch (with ``persistent_workers=False``). ``preload``
+    decodes every frame once, up front, so that a fast accelerator is not left waiting on
+    JPEG decoding (forked workers share the decoded frames).
     """
 
     def __init__(
@@ -165,6 +197,7 @@ class ClipDataset(Dataset[Clip]):
         augment: Augment | None = None,
         stride: int = 1,
         seed: int = 0,
+        preload: bool = False,
     ) -> None:
         if clip_length < 1 or image_size < 1 or stride < 1 or seed < 0:
             raise ValueError(
@@ -196,6 +229,12 @@ class ClipDataset(Dataset[Clip]):
             raise DatasetError(
                 f"{index.root}: no run of {clip_length} consecutive labelled frames in {videos}"
             )
+        self._decoded: dict[Frame, tuple[np.ndarray, np.ndarray]] = {}
+        if preload:
+            for _, frames in self.clips:
+                for frame in frames:
+                    if frame not in self._decoded:
+                        self._decoded[frame] = load_resized(frame, image_size)
 
     def set_epoch(self, epoch: int) -> None:
         """Draw different augmentations from the next epoch on."""
@@ -206,7 +245,7 @@ class ClipDataset(Dataset[Clip]):
 
     def __getitem__(self, i: int) -> Clip:
         name, frames = self.clips[i]
-        loaded = [load_resized(f, self.image_size) for f in frames]
+        loaded = [self._decoded.get(f) or load_resized(f, self.image_size) for f in frames]
         images = torch.from_numpy(np.stack([im for im, _ in loaded])).permute(0, 3, 1, 2)
         images = images.float().div_(255.0)
         masks = torch.from_numpy(np.stack([m for _, m in loaded])).unsqueeze(1).float()

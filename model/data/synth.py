@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -227,22 +228,41 @@ def render_video(seed: int, index: int, frames: int) -> Iterator[tuple[np.ndarra
         yield np.repeat(gray[:, :, None], 3, axis=2), (mask > 0) & valid
 
 
-def write_dataset(out: Path, videos: int, frames: int, seed: int, first_index: int = 0) -> Path:
-    """Render ``videos`` videos into ``out`` in the BUV layout, atomically (temp dir + rename)."""
+def _write_video(staging: Path, seed: int, index: int, frames: int) -> None:
+    name = f"synth_{seed:04d}_{index:04d}"
+    images, labels = staging / "images" / name, staging / "labels" / name
+    images.mkdir(parents=True)
+    labels.mkdir(parents=True)
+    for t, (image, mask) in enumerate(render_video(seed, index, frames)):
+        Image.fromarray(image).save(images / f"{t}.jpg", quality=92)
+        Image.fromarray(mask.astype(np.uint8) * 255).save(labels / f"{t}.png")
+
+
+def write_dataset(
+    out: Path, videos: int, frames: int, seed: int, first_index: int = 0, workers: int = 1
+) -> Path:
+    """Render ``videos`` videos into ``out`` in the BUV layout, atomically (temp dir + rename).
+
+    ``workers`` processes render videos side by side; a video depends only on (seed,
+    index), so the result is the same for any number of workers.
+    """
     out = Path(out)
-    if videos < 1 or frames < 1:
-        raise ValueError(f"need at least one video and one frame, got {videos} x {frames}")
+    if videos < 1 or frames < 1 or workers < 1:
+        raise ValueError(
+            f"need at least one video, frame and worker, got {videos} x {frames}, {workers}"
+        )
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"output folder {out} exists and is not empty")
+    indices = range(first_index, first_index + videos)
     with staged_folder(out, replace_existing=False) as staging:
-        for v in range(first_index, first_index + videos):
-            name = f"synth_{seed:04d}_{v:04d}"
-            images, labels = staging / "images" / name, staging / "labels" / name
-            images.mkdir(parents=True)
-            labels.mkdir(parents=True)
-            for t, (image, mask) in enumerate(render_video(seed, v, frames)):
-                Image.fromarray(image).save(images / f"{t}.jpg", quality=92)
-                Image.fromarray(mask.astype(np.uint8) * 255).save(labels / f"{t}.png")
+        if workers == 1:
+            for v in indices:
+                _write_video(staging, seed, v, frames)
+        else:
+            with ProcessPoolExecutor(workers) as pool:
+                jobs = [pool.submit(_write_video, staging, seed, v, frames) for v in indices]
+                for job in jobs:
+                    job.result()
     return out
 
 
@@ -253,9 +273,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--first-index", type=int, default=0, help="index of the first video")
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--workers", type=int, default=1, help="render videos in N processes")
     args = parser.parse_args(argv)
     try:
-        out = write_dataset(args.out, args.videos, args.frames, args.seed, args.first_index)
+        out = write_dataset(
+            args.out, args.videos, args.frames, args.seed, args.first_index, args.workers
+        )
     except (ValueError, FileExistsError, OSError) as err:
         parser.exit(2, f"error: {err}\n")
     print(f"wrote {args.videos} videos x {args.frames} frames to {out}")

@@ -1,0 +1,248 @@
+"""Scanner screens: the B-mode image at some place and scale inside a captured screen.
+
+Real frames are captures of a scanner's screen: the image (a fan or a rectangle) sits
+inside a wider dark area, at a position and scale set by the machine and its depth, with
+text, a depth scale, calipers and markers around or over it. A model that only ever saw
+images filling the frame learns that framing instead of lesions (the first shipped
+weights marked the edges of a letterboxed rectangle as lesion). One code path places
+clips in screens: at random as a training augmentation (:class:`ScreenAugment`), and in
+fixed named screens for the held-out evaluation (:data:`SCREENS`).
+"""
+
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageDraw, ImageFont
+
+# Colours scanners draw their annotations in (RGB in [0, 1]).
+_INK = ((1.0, 1.0, 1.0), (0.75, 0.75, 0.75), (1.0, 0.9, 0.2), (0.3, 1.0, 0.4), (0.3, 0.9, 1.0))
+_TEXT = string.ascii_uppercase + string.digits + " .-:/"
+
+
+@dataclass(frozen=True)
+class Box:
+    """Where the image lies in the screen, in screen pixels."""
+
+    top: int
+    left: int
+    height: int
+    width: int
+
+    def crop(self, array: np.ndarray) -> np.ndarray:
+        """The part of a screen-sized (H, W, ...) array that holds the image."""
+        return array[self.top : self.top + self.height, self.left : self.left + self.width]
+
+
+def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    try:
+        return ImageFont.load_default(size=max(8, size))
+    except TypeError:  # Pillow < 10.1: one bitmap size only
+        return ImageFont.load_default()
+
+
+def draw_overlay(
+    height: int, width: int, box: Box, rng: np.random.Generator, over_image: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random scanner annotations: RGB (3, H, W) in [0, 1] and their coverage (1, H, W).
+
+    Text lines (probe, preset, depth, gain), a depth scale beside the image, a focus
+    marker, and, when ``over_image``, calipers and a dotted measurement over the image.
+    """
+    canvas = Image.new("RGB", (width, height))
+    cover = Image.new("L", (width, height))
+    draws = (ImageDraw.Draw(canvas), ImageDraw.Draw(cover))
+    unit = max(6, min(height, width) // 40)
+
+    def ink() -> tuple[int, int, int]:
+        return tuple(int(255 * c) for c in _INK[int(rng.integers(len(_INK)))])
+
+    def line(points: list[tuple[float, float]], colour, thickness: int) -> None:
+        draws[0].line(points, fill=colour, width=thickness)
+        draws[1].line(points, fill=255, width=thickness)
+
+    font = _font(int(unit * rng.uniform(1.3, 2.2)))
+    for _ in range(int(rng.integers(2, 7))):
+        text = "".join(rng.choice(list(_TEXT), size=int(rng.integers(3, 14))))
+        xy = (float(rng.uniform(0, width * 0.85)), float(rng.uniform(0, height * 0.95)))
+        colour = ink()
+        draws[0].text(xy, text, fill=colour, font=font)
+        draws[1].text(xy, text, fill=255, font=font)
+    # Depth scale: a ruler with ticks on one side of the image.
+    side = box.left + box.width + unit if rng.random() < 0.5 else box.left - unit
+    colour, step = ink(), max(4, box.height // int(rng.integers(5, 12)))
+    line([(side, box.top), (side, box.top + box.height)], colour, 1)
+    for y in range(box.top, box.top + box.height, step):
+        line([(side - unit // 2, y), (side + unit // 2, y)], colour, 1)
+    # Focus marker: a small triangle at the image's edge.
+    y = box.top + rng.uniform(0.2, 0.8) * box.height
+    x = box.left + box.width + 2 if rng.random() < 0.5 else box.left - 2 - unit
+    triangle = [(x, y - unit / 2), (x + unit, y), (x, y + unit / 2)]
+    draws[0].polygon(triangle, fill=ink())
+    draws[1].polygon(triangle, fill=255)
+    if over_image:
+        for _ in range(int(rng.integers(0, 3))):
+            cx = box.left + rng.uniform(0.1, 0.9) * box.width
+            cy = box.top + rng.uniform(0.1, 0.9) * box.height
+            colour, arm = ink(), unit * rng.uniform(0.6, 1.2)
+            line([(cx - arm, cy), (cx + arm, cy)], colour, 1)
+            line([(cx, cy - arm), (cx, cy + arm)], colour, 1)
+        if rng.random() < 0.4:
+            colour = ink()
+            x0, y0 = (
+                box.left + rng.uniform(0.1, 0.9) * box.width,
+                box.top + rng.uniform(0.1, 0.9) * box.height,
+            )
+            x1, y1 = (
+                box.left + rng.uniform(0.1, 0.9) * box.width,
+                box.top + rng.uniform(0.1, 0.9) * box.height,
+            )
+            for t in np.linspace(0, 1, 24):
+                px, py = x0 + t * (x1 - x0), y0 + t * (y1 - y0)
+                line([(px, py), (px + 1, py)], colour, 2)
+    rgb = torch.from_numpy(np.array(canvas)).permute(2, 0, 1).float().div_(255.0)
+    alpha = torch.from_numpy(np.array(cover)).unsqueeze(0).float().div_(255.0)
+    return rgb, alpha
+
+
+def place(
+    images: torch.Tensor,
+    masks: torch.Tensor,
+    size: tuple[int, int],
+    box: Box,
+    background: float = 0.0,
+    overlay: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Put images (T, C, h, w) in [0, 1] and masks (T, 1, h, w) into a screen of ``size``.
+
+    The image is resized into ``box`` (bilinear with antialiasing; masks nearest), the
+    rest of the screen is ``background``, and an overlay (RGB, coverage) is drawn on top.
+    Masks keep the lesion under annotations: it is still there.
+    """
+    if box.height < 1 or box.width < 1:
+        raise ValueError(f"image box must be at least 1 x 1 pixel, got {box}")
+    resized = F.interpolate(
+        images, size=(box.height, box.width), mode="bilinear", antialias=True, align_corners=False
+    )
+    small = F.interpolate(masks, size=(box.height, box.width), mode="nearest")
+    screen = images.new_full((*images.shape[:2], *size), background)
+    screen_masks = masks.new_zeros((*masks.shape[:2], *size))
+    rows = slice(box.top, box.top + box.height)
+    cols = slice(box.left, box.left + box.width)
+    screen[:, :, rows, cols] = resized
+    screen_masks[:, :, rows, cols] = small
+    if overlay is not None:
+        rgb, alpha = overlay
+        screen = screen * (1 - alpha) + rgb[: images.shape[1]] * alpha
+    return screen.clamp(0.0, 1.0), screen_masks
+
+
+@dataclass(frozen=True)
+class ScreenAugment:
+    """Random screens for training, drawn once per clip (a video keeps its framing).
+
+    With probability ``screen`` the clip shrinks into a random box of the same canvas
+    (height and width scales drawn apart, so the aspect changes too) on a dark
+    background; with probability ``overlay`` annotations are drawn, over the image as
+    well as around it.
+    """
+
+    screen: float = 0.0
+    scale: tuple[float, float] = (0.45, 1.0)
+    background: tuple[float, float] = (0.0, 0.08)
+    overlay: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("screen", "overlay"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(
+                    f"ScreenAugment.{name} must be in [0, 1], got {getattr(self, name)}"
+                )
+        low, high = self.scale
+        if not 0.0 < low <= high <= 1.0:
+            raise ValueError(
+                f"ScreenAugment.scale must satisfy 0 < low <= high <= 1, got {self.scale}"
+            )
+
+    def __call__(
+        self, images: torch.Tensor, masks: torch.Tensor, rng: np.random.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        size = tuple(images.shape[-2:])
+        box = Box(0, 0, *size)
+        background = 0.0
+        if rng.random() < self.screen:
+            height = max(8, round(size[0] * rng.uniform(*self.scale)))
+            width = max(8, round(size[1] * rng.uniform(*self.scale)))
+            top = int(rng.integers(0, size[0] - height + 1))
+            left = int(rng.integers(0, size[1] - width + 1))
+            box = Box(top, left, height, width)
+            background = float(rng.uniform(*self.background))
+        overlay = None
+        if rng.random() < self.overlay:
+            overlay = draw_overlay(*size, box, rng)
+        if overlay is None and box == Box(0, 0, *size):
+            return images, masks
+        return place(images, masks, size, box, background, overlay)
+
+
+@dataclass(frozen=True)
+class Screen:
+    """A fixed screen for evaluation: its size, where the image goes, what is drawn.
+
+    The image keeps its aspect and is scaled to ``image_height`` (a fraction of the
+    screen's height, reduced if it would not fit the width); ``anchor`` places it,
+    (0.5, 0.5) centred. Overlays come from ``seed`` and are the same in every frame.
+    """
+
+    name: str
+    height: int
+    width: int
+    image_height: float
+    anchor: tuple[float, float] = (0.5, 0.5)
+    overlays: bool = False
+    seed: int = 0
+
+    def box(self, image_shape: tuple[int, int]) -> Box:
+        h, w = image_shape
+        scale = min(self.image_height * self.height / h, 0.98 * self.width / w)
+        bh, bw = max(1, round(h * scale)), max(1, round(w * scale))
+        top = round((self.height - bh) * self.anchor[0])
+        left = round((self.width - bw) * self.anchor[1])
+        return Box(top, left, bh, bw)
+
+    def apply(
+        self, image: np.ndarray, mask: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray | None, Box]:
+        """A uint8 RGB frame (H, W, 3) and its mask in this screen, and the image's box."""
+        box = self.box(image.shape[:2])
+        overlay = None
+        if self.overlays:
+            overlay = draw_overlay(self.height, self.width, box, np.random.default_rng(self.seed))
+        tensor = torch.from_numpy(image).permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
+        target = (
+            torch.zeros((1, 1, *image.shape[:2]))
+            if mask is None
+            else (torch.from_numpy(mask.astype(np.float32))[None, None])
+        )
+        screen, screen_mask = place(tensor, target, (self.height, self.width), box, 0.0, overlay)
+        pixels = (screen[0].permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
+        return pixels, None if mask is None else screen_mask[0, 0].numpy() > 0.5, box
+
+
+SCREENS: dict[str, Screen] = {
+    # The plane-wave case that exposed the framing problem: a rectangle letterboxed,
+    # centred in a 600 x 800 screen, black bands on all four sides, no annotations.
+    "letterbox": Screen("letterbox", 600, 800, image_height=0.8),
+    # A typical capture: image left of centre, text, depth scale, calipers, marker.
+    "annotated": Screen(
+        "annotated", 600, 800, image_height=0.72, anchor=(0.6, 0.3), overlays=True, seed=7
+    ),
+    # A shallow preset on a wide screen: a small image near the top left corner.
+    "small": Screen(
+        "small", 768, 1024, image_height=0.5, anchor=(0.15, 0.2), overlays=True, seed=11
+    ),
+}
