@@ -31,11 +31,13 @@ data: $(STAMP)
 	test -d data/synth_train || $(PY) -m model.data.synth --videos 128 --frames 60 --seed 0 --workers 2 --out data/synth_train
 	test -d data/synth_test || $(PY) -m model.data.synth --videos 12 --frames 60 --seed 1 --out data/synth_test
 
-# Reproduce the shipped weights (see configs/; they were trained on one GPU, which
-# accelerate uses when there is one).
+# Reproduce the shipped weights: two stages per variant (see configs/; they were trained
+# on one GPU, which accelerate uses when there is one).
 train: data
 	$(PY) -m model.train --config configs/bas_s.yml
+	$(PY) -m model.train --config configs/bas_s_stage2.yml
 	$(PY) -m model.train --config configs/bas_l.yml
+	$(PY) -m model.train --config configs/bas_l_stage2.yml
 
 lint: $(STAMP)
 	$(PY) -m ruff check . && $(PY) -m ruff format --check .

@@ -21,12 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from .bas import BaS
 from .checkpoint import CheckpointError
 from .data import DatasetError, DatasetIndex, discover, native_frames, read_split
-from .data.framing import SCREENS, Box, Screen
+from .data.framing import SCREENS, Screen
 from .hub import build_bas
 from .inference import stream_video
 from .metrics import SegmentationMeter, frame_scores, markdown_table
@@ -41,12 +40,6 @@ class ScreenResult:
 
     def summary(self) -> dict[str, object]:
         return {**self.meter.summary(), "agreement_dice": float(np.mean(self.agreement))}
-
-
-def _uncrop(mask: np.ndarray, box: Box, shape: tuple[int, int]) -> np.ndarray:
-    """The image's part of a screen-sized mask, back at the image's own size (nearest)."""
-    crop = Image.fromarray(box.crop(mask).astype(np.uint8))
-    return np.asarray(crop.resize(shape[::-1], Image.Resampling.NEAREST)) > 0
 
 
 def evaluate(
@@ -72,7 +65,7 @@ def evaluate(
             for (_, target, box), pred, ref in zip(shown, preds, plain, strict=True):
                 if target is not None:
                     result.meter.update(pred, target, name)
-                result.agreement.append(frame_scores(_uncrop(pred, box, ref.shape), ref).dice)
+                result.agreement.append(frame_scores(box.uncrop(pred, ref.shape), ref).dice)
     return meter, placed
 
 

@@ -30,13 +30,13 @@ SHIPPED: dict[str, ShippedWeights] = {
     "S": ShippedWeights(
         variant="S",
         filename="bas_s.safetensors",
-        sha256="5c065a9378c7aa654ea3879887192e2f6fcff7c4882fe5cd87d359e9bf4be416",
+        sha256="b51347344bd5a067c8160585987d718416cdcf187579bfd0cc5798605257b81f",
         recipe="configs/bas_s_stage2.yml",
     ),
     "L": ShippedWeights(
         variant="L",
         filename="bas_l.safetensors",
-        sha256="a27f16c86682c1d8d431785ac514ee35c99a50b3bbd6a155995de3d5e595ac45",
+        sha256="5f1af1d75885b246f5355f681440dc38fc0df4bb2bc8f29e9423c5034fd8f3d0",
         recipe="configs/bas_l_stage2.yml",
     ),
 }

@@ -280,9 +280,3 @@ def public_bas_for(state: dict[str, Tensor]) -> Bas:
     model = public_bas(variant, side * 16)
     model.load_state_dict(state, strict=True)
     return model
-
-
-def public_forward(state: dict[str, Tensor], x: Tensor) -> Tensor:
-    """Logits of the authors' network holding ``state`` for frames ``x`` (B, 3, H, W)."""
-    with torch.no_grad():
-        return public_bas_for(state)(x)

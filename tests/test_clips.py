@@ -187,3 +187,21 @@ def test_augment_rejects_bad_probabilities() -> None:
         Augment(hflip=1.5)
     with pytest.raises(ValueError, match="blur_sigma"):
         Augment(blur_sigma=(2.0, 1.0))
+
+
+def test_weak_frames_lose_evidence_but_keep_their_masks(tmp_path: Path) -> None:
+    index = _dataset(tmp_path, {"a": 6})
+    plain = ClipDataset(index, ["a"], clip_length=6, image_size=SIZE)[0]
+    weak = ClipDataset(index, ["a"], clip_length=6, image_size=SIZE, augment=_only(weak=1.0))[0]
+    assert torch.equal(weak["images"][0], plain["images"][0])  # the first frame keeps its own
+    assert all(not torch.equal(weak["images"][t], plain["images"][t]) for t in range(1, 6))
+    assert torch.equal(weak["masks"], plain["masks"])
+
+
+def test_preloaded_frames_equal_decoded_ones(tmp_path: Path) -> None:
+    index = _dataset(tmp_path, {"a": 4, "b": 3})
+    lazy = ClipDataset(index, ["a", "b"], clip_length=2, image_size=SIZE)
+    eager = ClipDataset(index, ["a", "b"], clip_length=2, image_size=SIZE, preload=True)
+    for i in range(len(lazy)):
+        assert torch.equal(lazy[i]["images"], eager[i]["images"])
+        assert torch.equal(lazy[i]["masks"], eager[i]["masks"])

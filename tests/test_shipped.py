@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 
 from model import CheckpointError, build_bas
-from model.checkpoint import sha256
+from model.checkpoint import read_metadata, sha256
 from model.data import discover
 from model.data.synth import write_dataset
 from model.demo import main as demo_main
 from model.evaluate import evaluate
 from model.hub import SHIPPED, ShippedWeights, shipped_weights
+from model.train import load_config
 
 
 @pytest.fixture(scope="module")
@@ -28,13 +30,18 @@ def test_registry_matches_the_files(variant: str) -> None:
     entry = SHIPPED[variant]
     assert sha256(entry.path) == entry.sha256
     assert Path(entry.recipe).name == f"bas_{variant.lower()}_stage2.yml"
+    # the weights were trained with exactly the recipe the registry names
+    recipe = json.loads(read_metadata(entry.path)["recipe"])
+    config = asdict(load_config(Path(entry.recipe), []))
+    assert recipe == json.loads(json.dumps(config, default=list))
 
 
 @pytest.mark.parametrize("variant", ["S", "L"])
 def test_shipped_weights_segment_held_out_videos(variant: str, held_out) -> None:
     """A loose floor (the README reports the full held-out figures): catches broken weights."""
     model = build_bas(variant, weights="shipped")
-    summary = evaluate(model, held_out).summary()
+    meter, _ = evaluate(model, held_out)
+    summary = meter.summary()
     assert summary["per_frame"]["dice"] >= 0.75, summary["per_frame"]
 
 

@@ -91,3 +91,11 @@ def test_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
         main(["--videos", "1", "--frames", "2", "--out", str(tmp_path / "d")])
     assert exit_info.value.code == 2
     assert "not empty" in capsys.readouterr().err
+
+
+def test_workers_render_the_same_dataset(tmp_path: Path) -> None:
+    one = write_dataset(tmp_path / "one", videos=3, frames=2, seed=4)
+    two = write_dataset(tmp_path / "two", videos=3, frames=2, seed=4, workers=2)
+    files = sorted(p.relative_to(one) for p in one.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(two) for p in two.rglob("*") if p.is_file())
+    assert all((one / f).read_bytes() == (two / f).read_bytes() for f in files)

@@ -6,12 +6,16 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from model import build_bas
+from model.checkpoint import read_metadata, save_weights
+from model.data import discover, native_frames
 from model.data.synth import write_dataset
 from model.evaluate import main as evaluate_main
+from model.inference import stream_video, to_input, to_native
 from model.losses import SegmentationLoss
 from model.train import TrainConfig, load_config, lr_factor, train
 
@@ -101,3 +105,68 @@ def test_evaluate_reports_bad_input_in_one_line(tmp_path: Path, capsys) -> None:
     assert info.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "not found" in err and "\n" not in err
+
+
+def test_nested_augment_config_and_checks_of_the_temporal_fields(tmp_path: Path) -> None:
+    path = tmp_path / "c.yml"
+    path.write_text(
+        "clip_length: 6\nwarm_frames: 2\n"
+        "augment: {weak: 0.3, screen: {screen: 0.5, overlay: 1.0}}\n"
+    )
+    config = load_config(path, [])
+    assert config.augment.weak == 0.3 and config.augment.screen.overlay == 1.0
+    with pytest.raises(ValueError, match="warm_frames must be in"):
+        train(replace(config, warm_frames=6, out=str(tmp_path / "run")))
+    with pytest.raises(ValueError, match="mixed_precision"):
+        train(replace(config, mixed_precision="fp8", out=str(tmp_path / "run")))
+    assert not (tmp_path / "run").exists()
+
+
+def test_warm_frames_train_with_history_and_cold_starts(tiny_data: Path, tmp_path: Path) -> None:
+    config = TrainConfig(
+        variant="S",
+        image_size=32,
+        data=str(tiny_data),
+        batch_size=2,
+        epochs=1,
+        warmup_epochs=0,
+        clip_length=4,
+        warm_frames=2,
+        cold_start=0.5,
+        out=str(tmp_path / "run"),
+        split_fractions={"train": 0.75, "val": 0.25},
+    )
+    best = train(config)
+    assert json.loads(read_metadata(best)["recipe"])["warm_frames"] == 2
+    assert read_metadata(best)["trained_on"].startswith("CPU")
+
+
+def test_evaluate_without_history_and_in_screens(
+    tiny_data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = build_bas("S", image_size=32)
+    with torch.no_grad():  # a TempLP that uses the past, so history changes the masks
+        model.temporal.frame_weights.fill_(1.0)
+        model.temporal.project.weight.normal_(0, 2.0)
+    index = discover(tiny_data)
+    frames = [image for _, image, _ in native_frames(index.videos[0])]
+    streamed = list(stream_video(model, frames))
+    alone = list(stream_video(model, frames, history=False))
+    assert np.array_equal(streamed[0], alone[0])  # the first frame has no history either way
+    for image, mask in zip(frames, alone, strict=True):
+        expected = to_native(model.forward_frame(to_input(image, 32)).detach(), image.shape[:2])
+        assert np.array_equal(mask, expected)
+    assert any(not np.array_equal(a, b) for a, b in zip(streamed, alone, strict=True))
+
+    weights = save_weights(model, Path(tiny_data).parent / "w.safetensors", {"variant": "S"})
+    capsys.readouterr()
+    args = ["--variant", "S", "--weights", str(weights), "--data", str(tiny_data)]
+    args += ["--image-size", "32", "--no-history", "--screen", "letterbox", "--screen", "small"]
+    assert evaluate_main(args) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert "frame form (no history)" in out[0]
+    assert any(line.startswith("| letterbox |") for line in out)
+    record = json.loads(out[-1])
+    assert record["history"] is False and set(record["screens"]) == {"letterbox", "small"}
+    assert 0.0 <= record["screens"]["small"]["agreement_dice"] <= 1.0
+    assert record["screens"]["small"]["counts"]["frames"] == record["counts"]["frames"]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import string
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -36,6 +37,11 @@ class Box:
     def crop(self, array: np.ndarray) -> np.ndarray:
         """The part of a screen-sized (H, W, ...) array that holds the image."""
         return array[self.top : self.top + self.height, self.left : self.left + self.width]
+
+    def uncrop(self, mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+        """The image's part of a screen-sized bool mask, back at the image's (H, W) (nearest)."""
+        crop = Image.fromarray(self.crop(mask).astype(np.uint8))
+        return np.asarray(crop.resize(shape[::-1], Image.Resampling.NEAREST)) > 0
 
 
 def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
@@ -219,10 +225,8 @@ class Screen:
     ) -> tuple[np.ndarray, np.ndarray | None, Box]:
         """A uint8 RGB frame (H, W, 3) and its mask in this screen, and the image's box."""
         box = self.box(image.shape[:2])
-        overlay = None
-        if self.overlays:
-            overlay = draw_overlay(self.height, self.width, box, np.random.default_rng(self.seed))
-        tensor = torch.from_numpy(image).permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
+        overlay = _fixed_overlay(self, box) if self.overlays else None
+        tensor = torch.from_numpy(np.array(image)).permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
         target = (
             torch.zeros((1, 1, *image.shape[:2]))
             if mask is None
@@ -231,6 +235,12 @@ class Screen:
         screen, screen_mask = place(tensor, target, (self.height, self.width), box, 0.0, overlay)
         pixels = (screen[0].permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
         return pixels, None if mask is None else screen_mask[0, 0].numpy() > 0.5, box
+
+
+@lru_cache(maxsize=16)
+def _fixed_overlay(screen: Screen, box: Box) -> tuple[torch.Tensor, torch.Tensor]:
+    """A screen's annotations, drawn once per image size (they are the same every frame)."""
+    return draw_overlay(screen.height, screen.width, box, np.random.default_rng(screen.seed))
 
 
 SCREENS: dict[str, Screen] = {
