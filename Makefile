@@ -14,12 +14,12 @@ $(STAMP): pyproject.toml constraints.txt requirements-nodeps.txt
 
 venv: $(STAMP)
 
-# Segment a synthetic clip, then convert BaS-S (frame form) to every target and precision
-# and print the parity table.
+# Segment a synthetic clip, then convert BaS-S (stream form, as the demo runs it) to every
+# target and precision and print the parity table.
 demo: $(STAMP)
 	$(PY) -m model.demo --out reports/demo
 	@echo "Converting BaS-S to every target and checking parity (log: reports/demo/convert.log)"
-	$(PY) -m converters.all --variants S --forms frame --out reports/demo/artifacts \
+	$(PY) -m converters.all --variants S --forms stream --out reports/demo/artifacts \
 		2> reports/demo/convert.log || { tail -n 5 reports/demo/convert.log; exit 1; }
 
 test: $(STAMP)

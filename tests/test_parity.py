@@ -26,6 +26,28 @@ CI_MATRIX = matrix(["S", "L"], list(TARGET_NAMES), list(PRECISIONS), list(FORMS)
 FRAMES = 60
 PORTABLE_DATA_MOVEMENT = {"select_copy", "squeeze_copy", "unsqueeze_copy"}
 
+# Cells that miss a gate with the shipped weights of 2026-11-27, each with the gate it
+# misses, measured (README, "Parity"). They are run and checked like every other cell:
+# one that misses another gate, or starts passing, fails the suite.
+_SMALL_FEATURES = (
+    "held-out video 1 has no lesion in view; its decoder1 activations span +-72 where the "
+    "calibration frames' span +-4,000, so per-tensor int8 keeps about two levels of them"
+)
+KNOWN_FAILURES: dict[tuple[str, str, str, str], tuple[str, str]] = {
+    ("tflite", "S", "int8", "frame"): ("mask Dice vs PyTorch", _SMALL_FEATURES),
+    ("executorch", "S", "int8", "frame"): ("mask Dice vs PyTorch", _SMALL_FEATURES),
+    ("coreml", "S", "fp32", "frame"): (
+        "logits max abs err",
+        "1.7e-3 on one frame of held-out video 1 in the ML-program reference evaluator; "
+        "masks identical",
+    ),
+    ("coreml", "L", "fp32", "frame"): (
+        "logits max abs err",
+        "5.6e-3 on one frame of held-out video 1 in the ML-program reference evaluator; "
+        "masks identical",
+    ),
+}
+
 
 def _refuse_download(url: str, *args, **kwargs):
     raise AssertionError(f"network download attempted: {url}")
@@ -77,8 +99,17 @@ def test_artifact_matches_pytorch(artifact_dir, target, variant, precision, form
     assert manifest["artifact"]["bytes"] > 100_000
     if target == "executorch":  # all compute inside XNNPACK; only TempLP's slicing outside
         assert set(manifest["options"]["portable_ops"]) <= PORTABLE_DATA_MOVEMENT, manifest
-    if not record["passed"]:
-        pytest.fail(f"parity failed for {describe(record)}: {'; '.join(record['failures'])}")
+    known = KNOWN_FAILURES.get((target, variant, precision, form))
+    if known is None:
+        if not record["passed"]:
+            pytest.fail(f"parity failed for {describe(record)}: {'; '.join(record['failures'])}")
+        return
+    gate, cause = known
+    if record["passed"]:
+        pytest.fail(f"{describe(record)} now passes: take it out of KNOWN_FAILURES")
+    unexpected = [f for f in record["failures"] if not f.startswith(gate)]
+    assert not unexpected, f"{describe(record)} misses more than {gate}: {unexpected}"
+    pytest.xfail(f"known: {'; '.join(record['failures'])} ({cause})")
 
 
 def _record(**changes) -> dict:
