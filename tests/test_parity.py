@@ -38,13 +38,11 @@ KNOWN_FAILURES: dict[tuple[str, str, str, str], tuple[str, str]] = {
     ("executorch", "S", "int8", "frame"): ("mask Dice vs PyTorch", _SMALL_FEATURES),
     ("coreml", "S", "fp32", "frame"): (
         "logits max abs err",
-        "1.7e-3 on one frame of held-out video 1 in the ML-program reference evaluator; "
-        "masks identical",
+        "1.7e-3 on held-out video 1 in the ML-program reference evaluator; masks identical",
     ),
     ("coreml", "L", "fp32", "frame"): (
         "logits max abs err",
-        "5.6e-3 on one frame of held-out video 1 in the ML-program reference evaluator; "
-        "masks identical",
+        "5.6e-3 on held-out video 1 in the ML-program reference evaluator; masks identical",
     ),
 }
 

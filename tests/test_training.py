@@ -25,6 +25,21 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_dataset(tmp_path_factory.mktemp("d") / "synth", videos=4, frames=6, seed=11)
 
 
+def _tiny_config(data: Path, tmp_path: Path, **changes: object) -> TrainConfig:
+    """One epoch at 32 x 32 on the tiny dataset, split 3:1 by video."""
+    base = TrainConfig(
+        variant="S",
+        image_size=32,
+        data=str(data),
+        batch_size=2,
+        epochs=1,
+        warmup_epochs=0,
+        out=str(tmp_path / "run"),
+        split_fractions={"train": 0.75, "val": 0.25},
+    )
+    return replace(base, **changes)
+
+
 def test_schedule_warms_up_then_decays_to_the_floor() -> None:
     assert lr_factor(0, warmup=4, cycle=10, floor=0.01) == pytest.approx(0.25)
     assert lr_factor(3, warmup=4, cycle=10, floor=0.01) == pytest.approx(1.0)
@@ -56,18 +71,7 @@ def test_config_file_and_overrides(tmp_path: Path) -> None:
 def test_trains_resumes_and_the_weights_evaluate(
     tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    config = TrainConfig(
-        variant="L",
-        image_size=32,
-        data=str(tiny_data),
-        batch_size=2,
-        epochs=1,
-        lr=1e-3,
-        warmup_epochs=0,
-        clip_stride=2,
-        out=str(tmp_path / "run"),
-        split_fractions={"train": 0.75, "val": 0.25},
-    )
+    config = _tiny_config(tiny_data, tmp_path, variant="L", lr=1e-3, clip_stride=2)
     best = train(config)
     assert best.is_file() and (tmp_path / "run" / "last.pt").is_file()
     train(replace(config, epochs=2), resume=True)
@@ -123,19 +127,7 @@ def test_nested_augment_config_and_checks_of_the_temporal_fields(tmp_path: Path)
 
 
 def test_warm_frames_train_with_history_and_cold_starts(tiny_data: Path, tmp_path: Path) -> None:
-    config = TrainConfig(
-        variant="S",
-        image_size=32,
-        data=str(tiny_data),
-        batch_size=2,
-        epochs=1,
-        warmup_epochs=0,
-        clip_length=4,
-        warm_frames=2,
-        cold_start=0.5,
-        out=str(tmp_path / "run"),
-        split_fractions={"train": 0.75, "val": 0.25},
-    )
+    config = _tiny_config(tiny_data, tmp_path, clip_length=4, warm_frames=2, cold_start=0.5)
     best = train(config)
     assert json.loads(read_metadata(best)["recipe"])["warm_frames"] == 2
     assert read_metadata(best)["trained_on"].startswith("CPU")
