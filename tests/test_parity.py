@@ -30,8 +30,8 @@ PORTABLE_DATA_MOVEMENT = {"select_copy", "squeeze_copy", "unsqueeze_copy"}
 # misses, measured (README, "Parity"). They are run and checked like every other cell:
 # one that misses another gate, or starts passing, fails the suite.
 _SMALL_FEATURES = (
-    "held-out video 1 has no lesion in view; its decoder1 activations span +-72 where the "
-    "calibration frames' span +-4,000, so per-tensor int8 keeps about two levels of them"
+    "held-out video 1's lesion is small and PyTorch finds none; there decoder1's output "
+    "spans +-72 where the calibration frames' spans +-4,000, so int8 keeps two levels of it"
 )
 KNOWN_FAILURES: dict[tuple[str, str, str, str], tuple[str, str]] = {
     ("tflite", "S", "int8", "frame"): ("mask Dice vs PyTorch", _SMALL_FEATURES),
