@@ -1,0 +1,140 @@
+"""What every command line of the project shares: option definitions, choices, error handling.
+
+Each command is a :class:`click.Command` built with :func:`command`; its project errors
+(``ValueError`` and its kin: bad data, bad weights, a conversion that cannot run, an
+unreadable file) become one ``error: ...`` line on stderr and exit status 2, like click's
+own usage errors. Options are defined once here and reused, so ``--variant`` means the same
+thing, and is checked the same way, everywhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from .config import VARIANTS, closest
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+USAGE_EXIT = 2
+
+
+class Choice(click.Choice):
+    """Case-insensitive choice that returns the canonical spelling and suggests a near miss."""
+
+    def __init__(self, choices: Sequence[str]) -> None:
+        super().__init__(list(choices), case_sensitive=False)
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return f"[{'|'.join(map(str, self.choices))}]"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        try:
+            return super().convert(value, param, ctx)
+        except click.BadParameter:
+            choices = [str(c) for c in self.choices]
+            hint = closest(str(value).lower(), [c.lower() for c in choices])
+            for choice in choices:  # the hint in the choice's own spelling
+                hint = hint.replace(repr(choice.lower()), repr(choice))
+            self.fail(f"{value!r} is not one of {', '.join(choices)}{hint}", param, ctx)
+
+
+class ProjectError(click.ClickException):
+    """A project error as click reports it: ``error: <one line>``, exit status 2."""
+
+    exit_code = USAGE_EXIT
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True, file=file)
+
+
+class ProjectCommand(click.Command):
+    """A click command whose project errors end the run with one line and exit status 2."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (ValueError, OSError) as err:
+            raise ProjectError(one_line(err)) from err
+
+
+def one_line(err: BaseException) -> str:
+    """The first line of an error's message, with the file name an OSError carries."""
+    if isinstance(err, OSError) and err.filename and str(err.filename) not in str(err):
+        text = f"{err.filename}: {err.strerror or err}"
+    else:
+        text = str(err).strip() or type(err).__name__
+    return text.splitlines()[0]
+
+
+def command(name: str) -> Callable[[F], click.Command]:
+    """``@command("python -m model.info")``: a click command with the project's error handling.
+
+    Its help is the function's docstring; ``name`` is what usage lines show.
+    """
+    return click.command(name=name, cls=ProjectCommand)
+
+
+def variant_option(required: bool = False) -> Callable[[F], F]:
+    return click.option(
+        "--variant",
+        type=Choice(tuple(VARIANTS)),
+        default=None if required else "S",
+        required=required,
+        show_default=not required,
+        help="BaS variant.",
+    )
+
+
+weights_option = click.option(
+    "--weights",
+    default="shipped",
+    show_default=True,
+    help="'shipped' (the bundled weights) or a .safetensors file.",
+)
+
+image_size_option = click.option(
+    "--image-size",
+    type=click.IntRange(min=16),
+    default=240,
+    show_default=True,
+    help="Square network input side in pixels (a multiple of 16).",
+)
+
+threads_option = click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Inference threads (default: the runtime's own choice).",
+)
+
+
+def precision_option(choices: Sequence[str], default: str = "fp32") -> Callable[[F], F]:
+    return click.option("--precision", type=Choice(choices), default=default, show_default=True)
+
+
+def form_option(choices: Sequence[str], default: str = "frame") -> Callable[[F], F]:
+    return click.option(
+        "--form",
+        type=Choice(choices),
+        default=default,
+        show_default=True,
+        help="frame: one frame at a time; stream: frame plus the temporal state.",
+    )
+
+
+def out_option(default: str | None = None, help_text: str = "Output folder.") -> Callable[[F], F]:
+    return click.option(
+        "--out",
+        type=click.Path(path_type=Path, file_okay=False),
+        default=default,
+        required=default is None,
+        show_default=default is not None,
+        help=help_text,
+    )
+
+
+existing_path = click.Path(path_type=Path, exists=True)
