@@ -1,6 +1,9 @@
 """Build the matrix (targets x variants x precisions x forms) and check every artifact's parity.
 
-    python -m converters.all [--variants S L] [--targets ...] [--precisions ...] [--forms ...]
+    python -m converters.all [--variants S,L] [--targets ...] [--precisions ...] [--forms ...]
+
+Each list option takes comma-separated values, repeats, or both: ``--variants S,L`` is
+``--variants S --variants L``.
 
 Prints a Markdown table (and writes it with a JSON record to ``--out``). Exits non-zero
 if any conversion failed or any artifact missed its parity gate, naming each.
@@ -8,17 +11,21 @@ if any conversion failed or any artifact missed its parity gate, naming each.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import click
+
 from model.checkpoint import CheckpointError
+from model.cli import Choice, command, frames_option, out_option, weights_option
+from model.config import VARIANTS
+from runtimes.manifest import read_manifest
 
 from .build import convert
-from .manifest import read_manifest
 from .parity import record_parity
 from .registry import TARGET_NAMES, get_target
 from .spec import FORMS, PRECISIONS, ConversionError, ConvertRequest
@@ -83,14 +90,14 @@ def result_of(artifact: Path, record: dict[str, Any]) -> MatrixResult:
     """One row of the table, from an artifact's manifest and its parity record."""
     manifest = read_manifest(artifact)
     return MatrixResult(
-        manifest["target"],
-        manifest["variant"],
-        manifest["precision"],
-        manifest["form"],
+        manifest.target,
+        manifest.variant,
+        manifest.precision,
+        manifest.form,
         status="passed" if record["passed"] else "failed parity",
         artifact=str(artifact),
-        seconds=manifest["conversion_seconds"],
-        bytes=manifest["artifact"]["bytes"],
+        seconds=manifest.conversion_seconds,
+        bytes=manifest.artifact.bytes,
         parity=record,
         error="; ".join(record["failures"]) or None,
     )
@@ -120,34 +127,55 @@ def markdown(results: list[MatrixResult]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--variants", nargs="+", default=["S", "L"])
-    parser.add_argument("--targets", nargs="+", default=list(TARGET_NAMES))
-    parser.add_argument("--precisions", nargs="+", default=list(PRECISIONS))
-    parser.add_argument("--forms", nargs="+", default=list(FORMS))
-    parser.add_argument("--weights", default="shipped")
-    parser.add_argument("--frames", type=int, default=60)
-    parser.add_argument("--out", type=Path, default=Path("artifacts"))
-    args = parser.parse_args(argv)
-    try:
-        for name in args.targets:
-            get_target(name)
-        results = build_matrix(
-            args.variants,
-            args.targets,
-            args.precisions,
-            args.forms,
-            args.out,
-            args.weights,
-            args.frames,
-        )
-    except (ConversionError, CheckpointError) as err:
-        parser.exit(2, f"error: {err}\n")
+def list_option(flag: str, choices: Sequence[str], help_text: str) -> Callable:
+    """A repeatable option of comma-separated choices; all of ``choices`` by default."""
+    choice = Choice(choices)
+
+    def split(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> list[str]:
+        picked: list[str] = []
+        for value in values:
+            for item in filter(None, (part.strip() for part in value.split(","))):
+                canonical = choice.convert(item, param, ctx)
+                if canonical not in picked:
+                    picked.append(canonical)
+        if not picked:
+            raise click.BadParameter("needs at least one value", ctx, param)
+        return picked
+
+    return click.option(
+        flag,
+        multiple=True,
+        default=(",".join(choices),),
+        show_default=True,
+        callback=split,
+        metavar="A,B,...",
+        help=f"{help_text} Comma-separated or repeated; from {', '.join(choices)}.",
+    )
+
+
+@command("python -m converters.all")
+@list_option("--variants", tuple(VARIANTS), "BaS variants.")
+@list_option("--targets", TARGET_NAMES, "Targets.")
+@list_option("--precisions", PRECISIONS, "Precisions (each target builds those it supports).")
+@list_option("--forms", FORMS, "Forms.")
+@weights_option
+@frames_option(60, "Frames each parity check compares.")
+@out_option("artifacts", "Folder for the artifacts, parity.md and parity.json.")
+def main(
+    variants: list[str],
+    targets: list[str],
+    precisions: list[str],
+    forms: list[str],
+    weights: str,
+    frames: int,
+    out: Path,
+) -> None:
+    """Build the matrix of artifacts and check each one's parity; exit 1 if any failed."""
+    results = build_matrix(variants, targets, precisions, forms, out, weights, frames)
     table = markdown(results)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "parity.md").write_text(table + "\n")
-    (args.out / "parity.json").write_text(json.dumps([r.__dict__ for r in results], indent=1))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "parity.md").write_text(table + "\n")
+    (out / "parity.json").write_text(json.dumps([r.__dict__ for r in results], indent=1))
     print(table)
     bad = [r for r in results if r.status not in ("passed", "unavailable")]
     for r in bad:
@@ -155,8 +183,9 @@ def main(argv: list[str] | None = None) -> int:
             f"FAILED {r.target} BaS-{r.variant} {r.precision} {r.form}: {r.status}: {r.error}",
             file=sys.stderr,
         )
-    return 1 if bad else 0
+    if bad:
+        sys.exit(1)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

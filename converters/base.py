@@ -1,4 +1,8 @@
-"""The one interface every target implements: available?, versions, convert, load."""
+"""The one interface every target implements: available?, versions, convert, name its I/O.
+
+Targets only write artifacts; running one is ``runtimes``' business (each target names the
+runtime plug-in that opens its files).
+"""
 
 from __future__ import annotations
 
@@ -10,14 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-import numpy as np
 import torch
 from torch import nn
 
-from .spec import ConvertRequest
+from runtimes.backend import RawTensor
 
-# A converted artifact, run: canonical-named NCHW float32 arrays in and out.
-Runner = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
+from .spec import ConvertRequest
 
 
 @dataclass(frozen=True)
@@ -37,7 +39,7 @@ class Target(ABC):
     precisions: ClassVar[tuple[str, ...]]
     modules: ClassVar[tuple[str, ...]]  # importable modules the target needs
     distributions: ClassVar[tuple[str, ...]]  # packages whose versions go into the manifest
-    layout: ClassVar[str] = "NCHW"
+    runtime: ClassVar[str]  # the runtimes plug-in that opens the artifacts (runtimes.registry)
 
     @classmethod
     def is_available(cls) -> bool:
@@ -57,6 +59,8 @@ class Target(ABC):
     def convert(self, job: ConversionJob) -> dict[str, Any]:
         """Write the artifact at ``job.artifact``; return the options it used (for the manifest)."""
 
-    @abstractmethod
-    def load(self, artifact: Path, manifest: dict[str, Any]) -> Runner:
-        """A callable that runs the artifact the way a device would."""
+    def canonical_names(
+        self, inputs: list[RawTensor], outputs: list[RawTensor], job: ConversionJob, options: dict
+    ) -> tuple[list[str], list[str]]:
+        """Which BaS tensor each of the file's inputs and outputs carries (default: same names)."""
+        return [t.name for t in inputs], [t.name for t in outputs]

@@ -17,44 +17,78 @@ from model.checkpoint import sha256
 from model.forms import FrameForm, StreamForm
 from model.hub import build_bas, shipped_weights
 from model.layers import with_sigmoid_gelu
-
-from .base import ConversionJob, Target
-from .calibration import calibration_clips, check_folder
-from .manifest import (
-    MANIFEST_FORMAT,
+from runtimes.backend import RawTensor
+from runtimes.manifest import (
+    CANONICAL_LAYOUTS,
+    ArtifactFile,
+    Manifest,
+    StateSpec,
+    TensorSpec,
+    WeightsRef,
     artifact_bytes,
     artifact_sha256,
     manifest_path,
-    write_json_atomic,
+    write_manifest,
 )
+from runtimes.registry import get_backend
+
+from .base import ConversionJob, Target
+from .calibration import calibration_clips, check_folder
 from .spec import ConversionError, ConvertRequest, validate
 
 
-def _tensor_spec(name: str, tensor: torch.Tensor, layout: str) -> dict:
-    shape = list(tensor.shape)
-    if layout == "NHWC" and tensor.dim() == 4 and name == "frame":
-        shape = [shape[0], shape[2], shape[3], shape[1]]
-    return {
-        "name": name,
-        "shape": shape,
-        "dtype": "float32",
-        "layout": layout if name == "frame" else "NCHW",
-    }
+def _permutation(canonical: tuple[int, ...], actual: tuple[int, ...], name: str) -> tuple[int, ...]:
+    """How the file's tensor is laid out relative to the canonical one: as is or channels-last."""
+    rank = len(canonical)
+    candidates = (
+        [tuple(range(rank)), (0, *range(2, rank), 1)] if rank >= 4 else [tuple(range(rank))]
+    )
+    fits = list(dict.fromkeys(p for p in candidates if tuple(canonical[i] for i in p) == actual))
+    if len(fits) != 1:
+        raise ConversionError(
+            f"cannot tell the layout of {name}: canonical {canonical}, in the file {actual}"
+        )
+    return fits[0]
 
 
-def _io_specs(request: ConvertRequest, module: torch.nn.Module, inputs, layout: str) -> dict:
+def describe_io(
+    target: Target, job: ConversionJob, options: dict
+) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
+    """The artifact's inputs and outputs as its runtime reads them, bound to BaS's tensors."""
+    raw_in, raw_out = get_backend(target.runtime).inspect(job.artifact)
+    names_in, names_out = target.canonical_names(raw_in, raw_out, job, options)
     with torch.no_grad():
-        outputs = module(*inputs)
+        outputs = job.module(*job.example_inputs)
     outputs = outputs if isinstance(outputs, tuple) else (outputs,)
-    return {
-        "inputs": [
-            _tensor_spec(n, t, layout) for n, t in zip(request.input_names, inputs, strict=True)
-        ],
-        "outputs": [
-            {"name": n, "shape": list(t.shape), "dtype": "float32", "layout": "NCHW"}
-            for n, t in zip(request.output_names, outputs, strict=True)
-        ],
+    shapes = {
+        **dict(zip(job.request.input_names, job.example_inputs, strict=True)),
+        **dict(zip(job.request.output_names, outputs, strict=True)),
     }
+
+    def bind(raw: list[RawTensor], names: list[str], wanted: tuple[str, ...]) -> tuple:
+        if sorted(names) != sorted(wanted):
+            raise ConversionError(f"{target.name}: the file's tensors are {names}, not {wanted}")
+        specs = []
+        for tensor, name in zip(raw, names, strict=True):
+            perm = _permutation(tuple(shapes[name].shape), tensor.shape, name)
+            specs.append(
+                TensorSpec(
+                    canonical=name,
+                    name=tensor.name,
+                    index=tensor.index,
+                    shape=tensor.shape,
+                    dtype=tensor.dtype,
+                    layout="".join(CANONICAL_LAYOUTS[name][i] for i in perm),
+                    from_canonical=perm,
+                    quantization=tensor.quantization,
+                )
+            )
+        return tuple(sorted(specs, key=lambda s: wanted.index(s.canonical)))
+
+    return (
+        bind(raw_in, names_in, job.request.input_names),
+        bind(raw_out, names_out, job.request.output_names),
+    )
 
 
 def convert(target: Target, request: ConvertRequest) -> Path:
@@ -100,48 +134,33 @@ def convert(target: Target, request: ConvertRequest) -> Path:
         seconds = time.perf_counter() - started
         if not artifact.exists():
             raise ConversionError(f"target {target.name} wrote no artifact at {artifact}")
-        record = {
-            "format": MANIFEST_FORMAT,
-            "target": target.name,
-            "variant": request.variant,
-            "form": request.form,
-            "precision": request.precision,
-            "image_size": size,
-            "artifact": {
-                "file": artifact.name,
-                "sha256": artifact_sha256(artifact),
-                "bytes": artifact_bytes(artifact),
-            },
-            "weights": {"source": request.weights, "sha256": sha256(weights_path)},
-            **_io_specs(request, module, inputs, target.layout),
-            "state": None
+        inputs, outputs = describe_io(target, job, options)
+        manifest = Manifest(
+            target=target.name,
+            runtime=target.runtime,
+            variant=request.variant,
+            form=request.form,
+            precision=request.precision,
+            image_size=size,
+            temporal_window=model.config.temporal_window,
+            artifact=ArtifactFile(
+                artifact.name, artifact_sha256(artifact), artifact_bytes(artifact)
+            ),
+            weights=WeightsRef(request.weights, sha256(weights_path)),
+            inputs=inputs,
+            outputs=outputs,
+            state=None
             if request.form == "frame"
-            else {
-                "input": "state",
-                "output": "new_state",
-                "shape": [1, *model.state_shape],
-                "initial": "zeros",
-                "meaning": "stem features of the previous temporal_window - 1 frames, oldest first",
-            },
-            "normalisation": {
-                "color": "RGB",
-                "range": [0.0, 1.0],
-                "mean": None,
-                "std": None,
-                "resize": "bilinear to image_size x image_size",
-            },
-            "postprocess": "resize logits bilinearly to the frame's size; logit > 0 is lesion",
-            "temporal_window": model.config.temporal_window,
-            "export_transforms": []
+            else StateSpec("state", "new_state", (1, *model.state_shape)),
+            export_transforms=()
             if exported is model
-            else ["tanh-GELU written as x * sigmoid(2z) (same function)"],
-            "tools": target.versions(),
-            "options": {k: str(v) if isinstance(v, Path) else v for k, v in options.items()},
-            "conversion_seconds": round(seconds, 2),
-            "created": datetime.now(UTC).isoformat(timespec="seconds"),
-            "parity": None,
-        }
-        write_json_atomic(manifest_path(artifact), record)
+            else ("tanh-GELU written as x * sigmoid(2z) (same function)",),
+            tools=target.versions(),
+            options={k: str(v) if isinstance(v, Path) else v for k, v in options.items()},
+            conversion_seconds=round(seconds, 2),
+            created=datetime.now(UTC).isoformat(timespec="seconds"),
+        )
+        write_manifest(artifact, manifest)
         final = out / artifact.name
         for path in (final, manifest_path(final)):
             if path.is_dir():

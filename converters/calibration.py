@@ -12,7 +12,7 @@ import torch
 from model.bas import BaS
 from model.data import DatasetError, discover, native_frames
 from model.data.synth import render_video
-from model.inference import to_input
+from runtimes.session import to_input
 
 from .spec import ConversionError
 
@@ -53,7 +53,7 @@ def calibration_clips(
     for frames in _videos(folder):
         state = model.initial_state(1)
         for image in frames:
-            frame = to_input(image, size)
+            frame = torch.from_numpy(to_input(image, size))
             if form == "frame":
                 yield (frame,)
             else:

@@ -2,47 +2,68 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
-from model.checkpoint import CheckpointError
+import click
 
-from .build import convert
-from .registry import get_target
-from .spec import FORMS, PRECISIONS, ConversionError, ConvertRequest
+from model.cli import (
+    command,
+    existing_path,
+    form_option,
+    image_size_option,
+    out_option,
+    precision_option,
+    variant_option,
+    weights_option,
+)
+
+from .spec import FORMS, ConvertRequest
 
 
-def parser_for(target: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=f"python -m converters.{target}",
-        description=f"Convert BaS to {target}: writes the artifact and its JSON manifest, "
-        "prints the artifact's path last.",
+def target_command(name: str) -> click.Command:
+    """The click command of ``python -m converters.<name>``; its precisions are the target's."""
+    from .build import convert  # imported when a command is built: no cycle with the targets
+    from .registry import get_target
+
+    target = get_target(name)
+
+    def run(
+        variant: str,
+        weights: str,
+        precision: str,
+        form: str,
+        image_size: int,
+        calibration: Path | None,
+        out: Path,
+    ) -> None:
+        request = ConvertRequest(
+            variant=variant,
+            weights=weights,
+            precision=precision,
+            form=form,
+            image_size=image_size,
+            calibration=calibration,
+            out=out,
+        )
+        print(convert(target, request))
+
+    run.__doc__ = (
+        f"Convert BaS to {name}: writes the artifact and its JSON manifest, "
+        "prints the artifact's path last."
     )
-    parser.add_argument("--variant", default="S", help="S or L")
-    parser.add_argument("--weights", default="shipped", help="'shipped' or a .safetensors path")
-    parser.add_argument("--precision", default="fp32", help=" | ".join(PRECISIONS))
-    parser.add_argument("--form", default="frame", help=" | ".join(FORMS))
-    parser.add_argument("--image-size", type=int, default=240)
-    parser.add_argument("--calibration", type=Path, help="BUV/FLA-Net/plain folder (int8)")
-    parser.add_argument("--out", type=Path, default=Path("artifacts"))
-    return parser
-
-
-def main(target_name: str, argv: list[str] | None = None) -> int:
-    parser = parser_for(target_name)
-    args = parser.parse_args(argv)
-    request = ConvertRequest(
-        variant=args.variant,
-        weights=args.weights,
-        precision=args.precision,
-        form=args.form,
-        image_size=args.image_size,
-        calibration=args.calibration,
-        out=args.out,
+    options = (
+        variant_option(),
+        weights_option,
+        precision_option(target.precisions),
+        form_option(FORMS),
+        image_size_option,
+        click.option(
+            "--calibration",
+            type=existing_path,
+            help="BUV, FLA-Net or plain dataset folder of calibration frames (int8 only).",
+        ),
+        out_option("artifacts", "Folder for the artifact and its manifest."),
     )
-    try:
-        artifact = convert(get_target(target_name), request)
-    except (ConversionError, CheckpointError) as err:
-        parser.exit(2, f"error: {err}\n")
-    print(artifact)
-    return 0
+    for option in reversed(options):
+        run = option(run)
+    return command(f"python -m converters.{name}")(run)

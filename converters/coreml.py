@@ -4,44 +4,21 @@
 
 The stream form has an explicit state input and output (``state`` -> ``new_state``),
 which runs from iOS 17 / macOS 14 without MLState. Apple's runtime predicts only on
-macOS 14 or later; elsewhere ``load`` runs the saved ML program with
-``converters.mil_reference``, a NumPy evaluator of the operations BaS uses.
+macOS 14 or later (runtimes' ``coreml``); elsewhere parity runs the saved ML program with
+``runtimes.mil_reference``, a NumPy evaluator of the operations BaS uses.
 """
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from model.config import closest
+from runtimes.backend import RawTensor
+from runtimes.backends.coreml import DEPLOYMENT_TARGET
 
-from .base import ConversionJob, Runner, Target
-from .spec import ConversionError
-
-DEPLOYMENT_TARGET = "iOS17"
-RUNTIMES = ("auto", "apple", "mil_reference")
-
-
-def apple_runtime_available() -> bool:
-    """Whether coremltools can predict here, as coremltools itself decides before predicting.
-
-    macOS alone is not enough: predict needs coremltools' compiled bridge to Core ML
-    (``libcoremlpython``, which Linux wheels do not ship) and an OS whose Core ML
-    runs programs of the deployment target's specification version (iOS 17: macOS 14).
-    """
-    if sys.platform != "darwin":  # coremltools' own _is_macos(); skips importing it elsewhere
-        return False
-    try:
-        import coremltools as ct
-        from coremltools.libcoremlpython import _MLModelProxy
-    except ImportError:
-        return False
-    needed = getattr(ct.target, DEPLOYMENT_TARGET).value
-    return _MLModelProxy.maximum_supported_specification_version() >= needed
+from .base import ConversionJob, Target
 
 
 class CoreMLTarget(Target):
@@ -50,6 +27,7 @@ class CoreMLTarget(Target):
     precisions = ("fp32", "fp16", "int8")
     modules = ("coremltools",)
     distributions = ("coremltools",)
+    runtime = "coreml"
 
     def convert(self, job: ConversionJob) -> dict[str, Any]:
         import coremltools as ct
@@ -95,45 +73,15 @@ class CoreMLTarget(Target):
         model.save(str(job.artifact))
         return options
 
-    def load(self, artifact: Path, manifest: dict[str, Any], runtime: str = "auto") -> Runner:
-        """Apple's runtime where it predicts, else the ML-program reference evaluator.
-
-        ``runtime`` forces one ("apple" or "mil_reference"), so that the two can be compared;
-        the returned runner's ``runtime`` attribute says which one runs.
-        """
-        if runtime not in RUNTIMES:
-            raise ConversionError(
-                f"unknown Core ML runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}"
-                + closest(runtime, RUNTIMES)
-            )
-        if runtime == "auto":
-            runtime = "apple" if apple_runtime_available() else "mil_reference"
-        elif runtime == "apple" and not apple_runtime_available():
-            raise ConversionError(
-                f"Apple's Core ML runtime cannot predict on this machine ({sys.platform}): it "
-                "needs macOS 14 or later and coremltools' libcoremlpython; use 'mil_reference'"
-            )
-        renamed = manifest["options"]["model_input_names"]
-        if runtime == "apple":
-            import coremltools as ct
-
-            # CPU only: parity judges the file's numerics, not which unit Core ML picks.
-            units = ct.ComputeUnit.CPU_ONLY
-            run = ct.models.MLModel(str(artifact), compute_units=units).predict
-        else:
-            from .mil_reference import load_program
-
-            run = load_program(artifact)
-
-        def predict(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-            result = run({renamed[k]: v.astype(np.float32) for k, v in inputs.items()})
-            return {k: np.asarray(v, dtype=np.float32) for k, v in result.items()}
-
-        predict.runtime = runtime  # type: ignore[attr-defined]
-        return predict
+    def canonical_names(
+        self, inputs: list[RawTensor], outputs: list[RawTensor], job: ConversionJob, options: dict
+    ) -> tuple[list[str], list[str]]:
+        """Core ML keeps the names, but renames an input called ``state`` (MLState's word)."""
+        renamed = {v: k for k, v in options["model_input_names"].items()}
+        return [renamed[t.name] for t in inputs], [t.name for t in outputs]
 
 
 if __name__ == "__main__":
-    from .cli import main
+    from .cli import target_command
 
-    sys.exit(main("coreml"))
+    target_command("coreml")()

@@ -9,17 +9,15 @@ silent fallback is many times slower.
 
 from __future__ import annotations
 
-import sys
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from model.layers import SingleGroupNorm, TempLP
+from runtimes.backend import RawTensor
 
-from .base import ConversionJob, Runner, Target
+from .base import ConversionJob, Target
 from .spec import ConversionError
 
 FLOAT_MODULES = (SingleGroupNorm, TempLP)
@@ -80,6 +78,7 @@ class ExecuTorchTarget(Target):
     precisions = ("fp32", "int8")
     modules = ("executorch", "torchao")
     distributions = ("executorch", "torchao")
+    runtime = "executorch"
 
     def convert(self, job: ConversionJob) -> dict[str, Any]:
         from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
@@ -105,22 +104,14 @@ class ExecuTorchTarget(Target):
             **delegation,
         }
 
-    def load(self, artifact: Path, manifest: dict[str, Any]) -> Runner:
-        from executorch.runtime import Runtime
-
-        method = Runtime.get().load_program(str(artifact)).load_method("forward")
-        names = [o["name"] for o in manifest["outputs"]]
-        inputs_order = [i["name"] for i in manifest["inputs"]]
-
-        def run(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-            tensors = [torch.from_numpy(np.ascontiguousarray(inputs[n])) for n in inputs_order]
-            outputs = method.execute(tensors)
-            return {n: o.numpy() for n, o in zip(names, outputs, strict=True)}
-
-        return run
+    def canonical_names(
+        self, inputs: list[RawTensor], outputs: list[RawTensor], job: ConversionJob, options: dict
+    ) -> tuple[list[str], list[str]]:
+        """A program's tensors have no names: they are the exported module's, in order."""
+        return list(job.request.input_names), list(job.request.output_names)
 
 
 if __name__ == "__main__":
-    from .cli import main
+    from .cli import target_command
 
-    sys.exit(main("executorch"))
+    target_command("executorch")()

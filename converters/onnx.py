@@ -5,15 +5,12 @@ python -m converters.onnx --variant S
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from .base import ConversionJob, Runner, Target
-from .spec import ConversionError
+from .base import ConversionJob, Target
 
 OPSET = 18
 
@@ -45,28 +42,14 @@ class OnnxTarget(Target):
     precisions = ("fp32",)
     modules = ("onnx", "onnxruntime", "onnxslim", "onnxscript")
     distributions = ("onnx", "onnxruntime", "onnxslim", "onnxscript")
+    runtime = "onnxruntime"
 
     def convert(self, job: ConversionJob) -> dict[str, Any]:
         export_onnx(job, job.artifact)
-        self.load(job.artifact, {})  # onnxruntime must accept it
         return {"opset": OPSET, "exporter": "torch.onnx dynamo", "simplifier": "onnxslim"}
-
-    def load(self, artifact: Path, manifest: dict[str, Any]) -> Runner:
-        import onnxruntime as ort
-
-        try:
-            session = ort.InferenceSession(str(artifact), providers=["CPUExecutionProvider"])
-        except Exception as err:  # onnxruntime raises its own exception types
-            raise ConversionError(f"onnxruntime cannot load {artifact}: {err}") from err
-        names = [o.name for o in session.get_outputs()]
-
-        def run(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-            return dict(zip(names, session.run(names, inputs), strict=True))
-
-        return run
 
 
 if __name__ == "__main__":
-    from .cli import main
+    from .cli import target_command
 
-    sys.exit(main("onnx"))
+    target_command("onnx")()

@@ -10,7 +10,6 @@ record, writes it into the artifact's manifest, and exits non-zero if a gate fai
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -18,17 +17,20 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import click
 import numpy as np
 import torch
 
 from model.checkpoint import CheckpointError, sha256
+from model.cli import command, existing_path, frames_option
 from model.data.synth import render_video
 from model.hub import build_bas, shipped_weights
-from model.inference import to_input, to_native
 from model.metrics import frame_scores
+from runtimes import open_model
+from runtimes.manifest import Manifest, read_manifest, write_manifest
+from runtimes.registry import get_backend
+from runtimes.session import to_input, to_native
 
-from .manifest import manifest_path, read_manifest, write_json_atomic
-from .registry import get_target
 from .spec import ConversionError
 
 PARITY_SEED = 1  # the held-out test seed: never trained on, never calibrated on
@@ -70,38 +72,47 @@ def _nanmean(values: list[float]) -> float | None:
     return float(np.mean(kept)) if kept else None
 
 
-def _weights(manifest: dict[str, Any]) -> str:
-    source = manifest["weights"]["source"]
-    path = shipped_weights(manifest["variant"]) if source == "shipped" else Path(source)
-    if sha256(path) != manifest["weights"]["sha256"]:
+def _weights(manifest: Manifest) -> str:
+    source = manifest.weights.source
+    path = shipped_weights(manifest.variant) if source == "shipped" else Path(source)
+    if sha256(path) != manifest.weights.sha256:
         raise CheckpointError(
             f"weights {path} are not the ones the artifact was built from (sha256)"
         )
     return source
 
 
+def parity_runtime(manifest: Manifest) -> str:
+    """The artifact's own runtime; for Core ML where Apple's cannot run, the reference evaluator.
+
+    Parity is the one place the evaluator stands in, and the record says so (``runtime``).
+    """
+    if manifest.target == "coreml" and not get_backend(manifest.runtime).is_available():
+        return "mil_reference"
+    return manifest.runtime
+
+
 @torch.no_grad()
-def measure(artifact: Path, frames: int = MIN_STREAM_FRAMES) -> dict[str, Any]:
+def measure(
+    artifact: Path, frames: int = MIN_STREAM_FRAMES, runtime: str | None = None
+) -> dict[str, Any]:
     """Parity figures of one artifact against PyTorch, with the gates applied."""
     manifest = read_manifest(artifact)
-    target = get_target(manifest["target"])
-    runner = target.load(artifact, manifest)
-    form, size = manifest["form"], manifest["image_size"]
-    model = build_bas(
-        manifest["variant"], size, manifest["temporal_window"], weights=_weights(manifest)
-    )
+    runner = open_model(artifact, runtime or parity_runtime(manifest))
+    form, size = manifest.form, manifest.image_size
+    model = build_bas(manifest.variant, size, manifest.temporal_window, weights=_weights(manifest))
     errors, maxima, squared, peaks = [], [], [], []
     vs_torch, gt_target, gt_torch = [], [], []
     torch_state = target_state = model.initial_state(1).numpy()
     for _, image, truth in _frames(form, frames):
         x = to_input(image, size)
         if form == "frame":
-            expected = model.forward_frame(x).numpy()
-            got = runner({"frame": x.numpy()})["logits"]
+            expected = model.forward_frame(torch.from_numpy(x)).numpy()
+            got = runner({"frame": x})["logits"]
         else:
-            logits, new_state = model.stream(x, torch.from_numpy(torch_state))
+            logits, new_state = model.stream(torch.from_numpy(x), torch.from_numpy(torch_state))
             expected, torch_state = logits.numpy(), new_state.numpy()
-            result = runner({"frame": x.numpy(), "state": target_state})
+            result = runner({"frame": x, "state": target_state})
             got, target_state = result["logits"], result["new_state"]
         if got.shape != expected.shape:
             raise ConversionError(f"{artifact.name}: logits shape {got.shape} != {expected.shape}")
@@ -111,8 +122,8 @@ def measure(artifact: Path, frames: int = MIN_STREAM_FRAMES) -> dict[str, Any]:
         squared.append(float((diff**2).mean()))
         peaks.append(float(expected.max() - expected.min()))
         shape = image.shape[:2]
-        mask_target = to_native(torch.from_numpy(got.astype(np.float32)), shape)
-        mask_torch = to_native(torch.from_numpy(expected), shape)
+        mask_target = to_native(got, shape) > 0
+        mask_torch = to_native(expected, shape) > 0
         vs_torch.append(frame_scores(mask_target, mask_torch))
         gt_target.append(frame_scores(mask_target, truth).dice)
         gt_torch.append(frame_scores(mask_torch, truth).dice)
@@ -120,11 +131,11 @@ def measure(artifact: Path, frames: int = MIN_STREAM_FRAMES) -> dict[str, Any]:
     third = max(1, len(errors) // 3)
     record: dict[str, Any] = {
         "artifact": artifact.name,
-        "target": manifest["target"],
-        "variant": manifest["variant"],
+        "target": manifest.target,
+        "variant": manifest.variant,
         "form": form,
-        "precision": manifest["precision"],
-        "runtime": getattr(runner, "runtime", manifest["target"]),
+        "precision": manifest.precision,
+        "runtime": runner.runtime,
         "frames": len(errors),
         "frames_source": f"synthetic ultrasound, seed {PARITY_SEED} (held out)",
         "logits": {
@@ -147,8 +158,8 @@ def measure(artifact: Path, frames: int = MIN_STREAM_FRAMES) -> dict[str, Any]:
     }
     if math.isinf(record["logits"]["psnr_db"]):
         record["logits"]["psnr_db"] = None  # identical logits; JSON has no infinity
-    failures = check_gates(record, GATES[manifest["precision"]])
-    record["gate"] = asdict(GATES[manifest["precision"]])
+    failures = check_gates(record, GATES[manifest.precision])
+    record["gate"] = asdict(GATES[manifest.precision])
     record["passed"] = not failures
     record["failures"] = failures
     return record
@@ -184,33 +195,31 @@ def describe(record: dict[str, Any]) -> str:
     return f"{record['target']} BaS-{record['variant']} {record['precision']} {record['form']}"
 
 
-def record_parity(artifact: Path, frames: int = MIN_STREAM_FRAMES) -> dict[str, Any]:
+def record_parity(
+    artifact: Path, frames: int = MIN_STREAM_FRAMES, runtime: str | None = None
+) -> dict[str, Any]:
     """Measure and write the record into the artifact's manifest."""
-    record = measure(artifact, frames)
-    manifest = read_manifest(artifact)
-    manifest["parity"] = record
-    write_json_atomic(manifest_path(artifact), manifest)
+    record = measure(artifact, frames, runtime)
+    write_manifest(artifact, read_manifest(artifact).with_parity(record))
     return record
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--artifact", type=Path, required=True)
-    parser.add_argument("--frames", type=int, default=MIN_STREAM_FRAMES)
-    args = parser.parse_args(argv)
-    try:
-        record = record_parity(args.artifact, args.frames)
-    except (ConversionError, CheckpointError, FileNotFoundError, ValueError) as err:
-        parser.exit(2, f"error: {err}\n")
+@command("python -m converters.parity")
+@click.option(
+    "--artifact", type=existing_path, required=True, help="Converted artifact (with its manifest)."
+)
+@frames_option(MIN_STREAM_FRAMES, "Frames to compare.")
+def main(artifact: Path, frames: int) -> None:
+    """Compare an artifact with PyTorch on synthetic frames; exit 1 if a parity gate fails."""
+    record = record_parity(artifact, frames)
     print(json.dumps(record))
     if not record["passed"]:
         print(
             f"parity FAILED for {describe(record)}: {'; '.join(record['failures'])}",
             file=sys.stderr,
         )
-        return 1
-    return 0
+        sys.exit(1)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

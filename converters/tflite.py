@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import io
+import re
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -24,8 +24,9 @@ import numpy as np
 from PIL import Image
 
 from model.data.synth import render_video
+from runtimes.backend import RawTensor
 
-from .base import ConversionJob, Runner, Target
+from .base import ConversionJob, Target
 from .calibration import CALIBRATION_SEED
 from .onnx import export_onnx
 from .spec import ConversionError
@@ -123,7 +124,7 @@ class TFLiteTarget(Target):
     precisions = ("fp32", "fp16", "int8")
     modules = ("onnx2tf", "tensorflow", "tf_keras", "ai_edge_litert", "onnx", "onnxslim")
     distributions = ("onnx2tf", "tensorflow-cpu", "tf-keras", "ai-edge-litert", "onnx", "onnxslim")
-    layout = "NHWC"
+    runtime = "litert"
 
     def convert(self, job: ConversionJob) -> dict[str, Any]:
         import onnx2tf
@@ -177,66 +178,30 @@ class TFLiteTarget(Target):
         options["ops"] = ops
         return options
 
-    def load(self, artifact: Path, manifest: dict[str, Any]) -> Runner:
-        from ai_edge_litert.interpreter import Interpreter
-
-        interpreter = Interpreter(model_path=str(artifact), num_threads=2)
-        interpreter.allocate_tensors()
-        inputs = _match_tensors(interpreter.get_input_details(), manifest["inputs"])
-        outputs = _match_tensors(interpreter.get_output_details(), manifest["outputs"])
-
-        def run(feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-            for name, array in feed.items():
-                detail = inputs[name]
-                value = _in_layout(array, tuple(detail["shape"]))
-                interpreter.set_tensor(detail["index"], value.astype(np.float32))
-            interpreter.invoke()
-            return {
-                spec["name"]: _to_layout(
-                    interpreter.get_tensor(outputs[spec["name"]]["index"]), tuple(spec["shape"])
-                )
-                for spec in manifest["outputs"]
-            }
-
-        return run
-
-
-def _match_tensors(details: list[dict], specs: list[dict]) -> dict[str, dict]:
-    """Manifest tensor name -> interpreter detail, by shape in either layout.
-
-    onnx2tf renames tensors (outputs become ``Identity``, quantized models prefix their
-    inputs), but BaS's inputs and outputs all differ in shape.
-    """
-    matched = {}
-    for spec in specs:
-        shape = tuple(spec["shape"])
-        layouts = {shape, _channels_last_shape(shape), _channels_first_shape(shape)}
-        candidates = [d for d in details if tuple(d["shape"]) in layouts]
-        if len(candidates) != 1:
-            raise ConversionError(f"tflite: cannot tell which tensor is {spec['name']} {shape}")
-        matched[spec["name"]] = candidates[0]
-    return matched
-
-
-def _channels_last_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
-    return (shape[0], *shape[2:], shape[1]) if len(shape) >= 4 else shape
-
-
-def _channels_first_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
-    return (shape[0], shape[-1], *shape[1:-1]) if len(shape) >= 4 else shape
-
-
-def _to_layout(array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """Back to the canonical NCHW-style shape if onnx2tf returned channels-last."""
-    if array.shape == shape:
-        return array
-    moved = np.moveaxis(array, -1, 1)
-    if moved.shape != shape:
-        raise ConversionError(f"tflite output shape {array.shape} does not match {shape}")
-    return moved
+    def canonical_names(
+        self, inputs: list[RawTensor], outputs: list[RawTensor], job: ConversionJob, options: dict
+    ) -> tuple[list[str], list[str]]:
+        """onnx2tf's names: inputs keep their ONNX names (int8: ``serving_default_<name>:0``);
+        the k-th ONNX output is ``Identity_k`` (``Identity`` for k = 0), or, int8,
+        ``StatefulPartitionedCall:k``."""
+        wanted_in, wanted_out = job.request.input_names, job.request.output_names
+        names_in = []
+        for tensor in inputs:
+            match = re.fullmatch(r"(?:serving_default_)?(\w+?)(?::0)?", tensor.name)
+            if not match or match.group(1) not in wanted_in:
+                raise ConversionError(f"tflite: input {tensor.name!r} is none of {wanted_in}")
+            names_in.append(match.group(1))
+        names_out = []
+        for tensor in outputs:
+            match = re.fullmatch(r"Identity(?:_(\d+))?|StatefulPartitionedCall:(\d+)", tensor.name)
+            k = int(next((g for g in match.groups() if g), 0)) if match else len(wanted_out)
+            if k >= len(wanted_out):
+                raise ConversionError(f"tflite: cannot tell which output {tensor.name!r} is")
+            names_out.append(wanted_out[k])
+        return names_in, names_out
 
 
 if __name__ == "__main__":
-    from .cli import main
+    from .cli import target_command
 
-    sys.exit(main("tflite"))
+    target_command("tflite")()

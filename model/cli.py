@@ -138,3 +138,23 @@ def out_option(default: str | None = None, help_text: str = "Output folder.") ->
 
 
 existing_path = click.Path(path_type=Path, exists=True)
+
+temporal_window_option = click.option(
+    "--temporal-window",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    help="TempLP window in frames (1 disables TempLP: the ablation).",
+)
+
+
+def frames_option(default: int, help_text: str) -> Callable[[F], F]:
+    return click.option(
+        "--frames", type=click.IntRange(min=1), default=default, show_default=True, help=help_text
+    )
+
+
+def seed_option(default: int, help_text: str = "Synthetic data seed.") -> Callable[[F], F]:
+    return click.option(
+        "--seed", type=click.IntRange(min=0), default=default, show_default=True, help=help_text
+    )

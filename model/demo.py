@@ -7,33 +7,22 @@ red), and the metrics as Markdown and JSON. Nothing needs downloading.
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from scipy import ndimage
+
+import runtimes
+from runtimes import stream_masks
+from runtimes.report import overlay
 
 from .atomic import staged_folder
-from .checkpoint import CheckpointError
+from .cli import command, frames_option, out_option, seed_option, variant_option, weights_option
 from .data import discover, native_frames
 from .data.synth import write_dataset
-from .hub import build_bas
-from .inference import stream_video
 from .metrics import SegmentationMeter, markdown_table
-
-
-def overlay(image: np.ndarray, pred: np.ndarray, target: np.ndarray | None) -> np.ndarray:
-    """Prediction tinted green, ground-truth outline in red."""
-    out = image.astype(np.float32)
-    out[pred] = 0.6 * out[pred] + 0.4 * np.array([0, 255, 0])
-    if target is not None:
-        outline = target & ~ndimage.binary_erosion(target, iterations=2)
-        out[outline] = [255, 40, 40]
-    return out.clip(0, 255).astype(np.uint8)
 
 
 def _strip(frames: list[np.ndarray], count: int = 6, height: int = 200) -> Image.Image:
@@ -53,12 +42,12 @@ def _strip(frames: list[np.ndarray], count: int = 6, height: int = 200) -> Image
 def run_demo(out: Path, variant: str, weights: str, frames: int, seed: int) -> dict:
     """Build the whole demo folder in a temporary place, then swap it in."""
     with staged_folder(out, replace_existing=True) as staging:
-        model = build_bas(variant, weights=weights)
+        session = runtimes.load_pytorch(variant, weights, form="stream")
         index = discover(write_dataset(staging / "clip", videos=1, frames=frames, seed=seed))
         video = index.videos[0]
         images = [(image, mask) for _, image, mask in native_frames(video)]
         started = time.perf_counter()
-        preds = list(stream_video(model, (image for image, _ in images)))
+        preds = list(stream_masks(session, (image for image, _ in images)))
         per_frame_ms = (time.perf_counter() - started) * 1000 / len(images)
 
         (staging / "masks").mkdir()
@@ -88,27 +77,23 @@ def run_demo(out: Path, variant: str, weights: str, frames: int, seed: int) -> d
     return record
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--variant", default="S")
-    parser.add_argument("--weights", default="shipped")
-    parser.add_argument("--frames", type=int, default=48)
-    parser.add_argument("--seed", type=int, default=2026, help="synthetic clip seed")
-    parser.add_argument("--out", type=Path, default=Path("reports/demo"))
-    args = parser.parse_args(argv)
-    try:
-        record = run_demo(args.out, args.variant, args.weights, args.frames, args.seed)
-    except (ValueError, CheckpointError, OSError) as err:
-        parser.exit(2, f"error: {err}\n")
+@command("python -m model.demo")
+@variant_option()
+@weights_option
+@frames_option(48, "Frames in the synthetic clip.")
+@seed_option(2026, "Synthetic clip seed.")
+@out_option("reports/demo", "Demo folder (replaced).")
+def main(variant: str, weights: str, frames: int, seed: int, out: Path) -> None:
+    """Segment a synthetic clip with shipped BaS in the stream form and write a report."""
+    record = run_demo(out, variant, weights, frames, seed)
     print(
-        f"BaS-{args.variant} ({args.weights}) streamed {args.frames} synthetic frames "
+        f"BaS-{variant} ({weights}) streamed {frames} synthetic frames "
         f"at {record['ms_per_frame_pytorch_cpu']} ms/frame (PyTorch, CPU)\n"
     )
-    print((args.out / "metrics.md").read_text())
+    print((out / "metrics.md").read_text())
     for name in ("overlay.gif", "strip.png", "masks/", "metrics.json"):
-        print(f"wrote {args.out / name}")
-    return 0
+        print(f"wrote {out / name}")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

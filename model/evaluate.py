@@ -1,6 +1,6 @@
 """Score BaS on a dataset at native resolution, streaming each video frame by frame.
 
-    python -m model.evaluate --variant S [--weights shipped|PATH] --data DIR
+    python -m model.evaluate [--variant S] [--weights shipped|PATH] --data DIR
         [--no-history] [--screen letterbox --screen annotated ...]
 
 Prints a Markdown table (per-frame, per-video and pooled aggregation) and, as its last
@@ -13,21 +13,28 @@ against the unplaced run (the screen's prediction cropped back to the image).
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import click
 import numpy as np
 
-from .bas import BaS
-from .checkpoint import CheckpointError
-from .data import DatasetError, DatasetIndex, discover, native_frames, read_split
+import runtimes
+from runtimes import Session, stream_masks
+
+from .cli import (
+    Choice,
+    command,
+    existing_path,
+    image_size_option,
+    temporal_window_option,
+    variant_option,
+    weights_option,
+)
+from .data import DatasetIndex, discover, native_frames, read_split
 from .data.framing import SCREENS, Screen
-from .hub import build_bas
-from .inference import stream_video
 from .metrics import SegmentationMeter, frame_scores, markdown_table
 
 
@@ -43,24 +50,26 @@ class ScreenResult:
 
 
 def evaluate(
-    model: BaS,
+    session: Session,
     index: DatasetIndex,
     videos: list[str] | None = None,
-    history: bool = True,
     screens: tuple[Screen, ...] = (),
 ) -> tuple[SegmentationMeter, dict[str, ScreenResult]]:
-    """Stream every frame of ``videos`` (all by default) through ``model`` and score the masks."""
+    """Run every frame of ``videos`` (all by default) through ``session`` and score the masks.
+
+    Any runtime's session: a stream-form one carries history, a frame-form one does not.
+    """
     meter = SegmentationMeter()
     placed = {screen.name: ScreenResult() for screen in screens}
     for name in videos if videos is not None else index.names:
         frames = list(native_frames(index.video(name)))
-        plain = list(stream_video(model.eval(), (image for _, image, _ in frames), history))
+        plain = list(stream_masks(session, (image for _, image, _ in frames)))
         for (_, _, target), pred in zip(frames, plain, strict=True):
             if target is not None:
                 meter.update(pred, target, name)
         for screen in screens:
             shown = [screen.apply(image, target) for _, image, target in frames]
-            preds = stream_video(model, (image for image, _, _ in shown), history)
+            preds = stream_masks(session, (image for image, _, _ in shown))
             result = placed[screen.name]
             for (_, target, box), pred, ref in zip(shown, preds, plain, strict=True):
                 if target is not None:
@@ -86,47 +95,79 @@ def screens_table(results: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Evaluate BaS on a dataset folder.")
-    parser.add_argument("--variant", required=True, help="S or L")
-    parser.add_argument("--weights", default="shipped", help="'shipped' or a .safetensors path")
-    parser.add_argument("--data", type=Path, required=True, help="BUV, FLA-Net or plain layout")
-    parser.add_argument("--image-size", type=int, default=240)
-    parser.add_argument(
-        "--temporal-window", type=int, default=3, help="1 disables TempLP (ablation)"
-    )
-    parser.add_argument(
-        "--no-history",
-        action="store_true",
-        help="frame form: every frame without past frames (TempLP ablation)",
-    )
-    parser.add_argument(
-        "--screen",
-        action="append",
-        default=[],
-        choices=sorted(SCREENS),
-        help="also score the videos placed in this scanner screen (repeatable)",
-    )
-    parser.add_argument("--split", type=Path, help="split file; evaluate only --subset of it")
-    parser.add_argument("--subset", default="test")
-    args = parser.parse_args(argv)
-    history = not args.no_history
-    try:
-        model = build_bas(args.variant, args.image_size, args.temporal_window, weights=args.weights)
-        index = discover(args.data)
-        videos = read_split(args.split)[args.subset] if args.split else None
-        started = time.perf_counter()
-        meter, placed = evaluate(
-            model, index, videos, history, tuple(SCREENS[name] for name in args.screen)
+def split_videos_of(split: Path, subset: str) -> list[str]:
+    """The video names of ``subset`` in the split file ``split``."""
+    subsets = read_split(split)
+    if subset not in subsets:
+        raise ValueError(
+            f"split file {split} has no subset {subset!r}; it has {', '.join(sorted(subsets))}"
         )
-    except (ValueError, CheckpointError, DatasetError, FileNotFoundError, KeyError) as err:
-        parser.exit(2, f"error: {err}\n")
+    return subsets[subset]
+
+
+@command("python -m model.evaluate")
+@variant_option()
+@weights_option
+@click.option(
+    "--data", type=existing_path, required=True, help="Dataset folder: BUV, FLA-Net or plain."
+)
+@image_size_option
+@temporal_window_option
+@click.option(
+    "--no-history",
+    is_flag=True,
+    help="Frame form: every frame without past frames (TempLP ablation).",
+)
+@click.option(
+    "--screen",
+    "screen_names",
+    type=Choice(sorted(SCREENS)),
+    multiple=True,
+    help="Also score the videos placed in this scanner screen (repeatable).",
+)
+@click.option("--split", type=existing_path, help="Split file; evaluate only --subset of it.")
+@click.option("--subset", default="test", show_default=True, help="Subset of --split.")
+@click.option(
+    "--artifact",
+    type=existing_path,
+    help="Score this converted artifact, through its runtime, instead of PyTorch BaS.",
+)
+def main(
+    variant: str,
+    weights: str,
+    data: Path,
+    image_size: int,
+    temporal_window: int,
+    no_history: bool,
+    screen_names: tuple[str, ...],
+    split: Path | None,
+    subset: str,
+    artifact: Path | None,
+) -> None:
+    """Score BaS on a dataset at native resolution, streaming each video frame by frame."""
+    if artifact is not None:
+        session = runtimes.load(artifact)
+        manifest = session.manifest
+        variant, weights, temporal_window = (
+            manifest.variant,
+            str(artifact),
+            manifest.temporal_window,
+        )
+        history = manifest.form == "stream"
+    else:
+        history = not no_history
+        form = "stream" if history else "frame"
+        session = runtimes.load_pytorch(variant, weights, form, image_size, temporal_window)
+    index = discover(data)
+    videos = split_videos_of(split, subset) if split else None
+    started = time.perf_counter()
+    meter, placed = evaluate(session, index, videos, tuple(SCREENS[name] for name in screen_names))
     seconds = time.perf_counter() - started
     summary = meter.summary()
     form = "stream form" if history else "frame form (no history)"
     print(
-        f"BaS-{args.variant} ({args.weights}), temporal window {args.temporal_window}, "
-        f"on {args.data} ({index.layout} layout), {form}, native resolution\n"
+        f"BaS-{variant} ({weights}, {session.runtime}), temporal window {temporal_window}, "
+        f"on {data} ({index.layout} layout), {form}, native resolution\n"
     )
     print(markdown_table(summary))
     screens = {name: result.summary() for name, result in placed.items()}
@@ -134,18 +175,17 @@ def main(argv: list[str] | None = None) -> int:
         print("\nIn scanner screens (model.data.framing.SCREENS):\n")
         print(screens_table(screens))
     record = {
-        "variant": args.variant,
-        "weights": str(args.weights),
-        "temporal_window": args.temporal_window,
+        "variant": variant,
+        "weights": str(weights),
+        "temporal_window": temporal_window,
         "history": history,
-        "data": str(args.data),
+        "data": str(data),
         "seconds": round(seconds, 1),
         **summary,
         "screens": screens,
     }
     print(json.dumps(record, allow_nan=False))
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

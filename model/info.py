@@ -1,6 +1,6 @@
 """Parameters and FLOPs of a BaS network, in total and per stage.
 
-``python -m model.info --variant S [--image-size 240] [--temporal-window 3]``
+``python -m model.info [--variant S] [--image-size 240] [--temporal-window 3]``
 
 FLOPs are counted by ``torch.utils.flop_counter.FlopCounterMode`` on the frame form with batch
 1: two FLOPs per multiply-accumulate of convolutions and matrix products; normalisations,
@@ -9,8 +9,6 @@ activations and additions are not counted (the convention of published FLOP figu
 
 from __future__ import annotations
 
-import argparse
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -19,6 +17,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from .bas import BaS
+from .cli import command, image_size_option, temporal_window_option, variant_option
 from .config import get_config
 from .layers import BaSBlock
 
@@ -208,24 +207,15 @@ def format_info(info: ModelInfo) -> str:
     )
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry point; invalid variant or size exits via ``parser.error``."""
-    parser = argparse.ArgumentParser(
-        prog="python -m model.info", description="Parameters and FLOPs of a BaS network."
-    )
-    parser.add_argument("--variant", required=True, help="BaS variant, e.g. S or L")
-    parser.add_argument("--image-size", type=int, default=240, help="square input side (px)")
-    parser.add_argument("--temporal-window", type=int, default=3, help="TempLP window (frames)")
-    args = parser.parse_args(argv)
-    try:
-        config = get_config(
-            args.variant, image_size=args.image_size, temporal_window=args.temporal_window
-        )
-    except ValueError as exc:
-        parser.error(str(exc))
+@command("python -m model.info")
+@variant_option()
+@image_size_option
+@temporal_window_option
+def main(variant: str, image_size: int, temporal_window: int) -> None:
+    """Parameters and FLOPs of a BaS network, in total and per stage."""
+    config = get_config(variant, image_size=image_size, temporal_window=temporal_window)
     print(format_info(describe(BaS(config))))
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

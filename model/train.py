@@ -10,14 +10,13 @@ split file and a JSON log of every epoch.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import sys
 import time
 from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 
+import click
 import numpy as np
 import torch
 import yaml
@@ -29,6 +28,7 @@ from tqdm import tqdm
 from .atomic import atomic_path
 from .bas import BaS
 from .checkpoint import save_weights
+from .cli import command
 from .data import Augment, ClipDataset, discover, read_split, split_videos, write_split
 from .hub import build_bas
 from .losses import LossWeights, SegmentationLoss
@@ -290,26 +290,25 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
     return out / "best.safetensors"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Train BaS on clips.")
-    parser.add_argument("--config", type=Path, help="YAML file of TrainConfig fields")
-    parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override one top-level config field",
-    )
-    args = parser.parse_args(argv)
-    try:
-        config = load_config(args.config, args.set)
-        best = train(config, resume=args.resume)
-    except (ValueError, FileNotFoundError) as err:
-        parser.exit(2, f"error: {err}\n")
+@command("python -m model.train")
+@click.option(
+    "--config",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    help="YAML file of TrainConfig fields.",
+)
+@click.option("--resume", is_flag=True, help="Continue from OUT/last.pt.")
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override one top-level config field (repeatable).",
+)
+def main(config: Path | None, resume: bool, overrides: tuple[str, ...]) -> None:
+    """Train BaS on clips; prints the path of the best weights."""
+    best = train(load_config(config, list(overrides)), resume=resume)
     print(best)
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -6,6 +6,9 @@ predict (no ``-m`` needed) and is skipped, with the reason, everywhere else.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
 pytest_plugins = ("pytester",)  # tests/test_apple_runtime.py runs this hook in a scratch session
@@ -17,9 +20,37 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """Skip ``apple_runtime`` tests where Core ML cannot predict, so CI on Linux stays green."""
     marked = [item for item in items if item.get_closest_marker("apple_runtime")]
     if not marked:
-        return  # no need to import the converters (and torch) for the rest of the suite
-    from converters import coreml
+        return  # no need to import the runtimes (and torch) for the rest of the suite
+    from runtimes.backends import coreml
 
     if not coreml.apple_runtime_available():
         for item in marked:
             item.add_marker(pytest.mark.skip(reason=APPLE_RUNTIME_REASON))
+
+
+@pytest.fixture(scope="session")
+def built_artifact(tmp_path_factory: pytest.TempPathFactory):
+    """``built_artifact(target, variant, precision, form)``: each converted once per test run.
+
+    Shared by every xdist worker (one folder beside their temporary folders, one lock per
+    artifact), so the parity matrix and the runtime tests convert nothing twice.
+    """
+    from filelock import FileLock
+
+    from converters.build import convert
+    from converters.registry import get_target
+    from converters.spec import ConvertRequest
+
+    base = tmp_path_factory.getbasetemp()
+    root = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "built_artifacts"
+    root.mkdir(exist_ok=True)
+
+    def build(target: str, variant: str, precision: str, form: str) -> Path:
+        request = ConvertRequest(variant, "shipped", precision, form, out=root)
+        path = root / f"{request.stem}{get_target(target).suffix}"
+        with FileLock(str(root / f"{path.name}.lock")):
+            if not (path.exists() and (root / f"{path.name}.json").exists()):
+                path = convert(get_target(target), request)
+        return path
+
+    return build

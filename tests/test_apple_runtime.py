@@ -3,7 +3,7 @@
 The ``apple_runtime`` tests run by themselves wherever coremltools can predict (macOS 14+,
 see tests/conftest.py) and are skipped elsewhere: every artifact of the Core ML matrix is
 built once per session, measured against PyTorch with the Linux gates, and compared with
-``converters.mil_reference``, the evaluator that stands in for Apple's runtime on Linux.
+``runtimes.mil_reference``, the evaluator that stands in for Apple's runtime on Linux.
 The other tests run everywhere: the marker's skip, the runtime choice, and the reference
 evaluator on one artifact.
 """
@@ -20,20 +20,24 @@ import numpy as np
 import pytest
 import torch
 
+import runtimes
 from converters import coreml
-from converters.base import Runner
 from converters.build import convert
-from converters.manifest import read_manifest, write_json_atomic
 from converters.parity import GATES, PARITY_SEED, describe, record_parity
-from converters.spec import FORMS, PRECISIONS, ConversionError, ConvertRequest
+from converters.spec import FORMS, PRECISIONS, ConvertRequest
 from model.data.synth import render_video
 from model.hub import build_bas
-from model.inference import to_input, to_native
 from model.metrics import frame_scores
+from runtimes import ArtifactError, Manifest, open_model, read_manifest
+from runtimes.backends import coreml as coreml_runtime
+from runtimes.manifest import write_json_atomic
+from runtimes.session import to_input, to_native
+
+Runner = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
 
 MATRIX = [(v, p, f) for v in ("S", "L") for p in PRECISIONS for f in FORMS]
 FRAMES = 60  # as in tests/test_parity.py (the reference evaluator: ~0.06 s a BaS-S frame)
-APPLE = coreml.apple_runtime_available()
+APPLE = coreml_runtime.apple_runtime_available()
 
 
 @pytest.fixture(scope="session")
@@ -53,19 +57,19 @@ def coreml_artifact(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, 
 
 
 def compare_runners(
-    first: Runner, second: Runner, manifest: dict[str, Any], frames: int
+    first: Runner, second: Runner, manifest: Manifest, frames: int
 ) -> dict[str, Any]:
     """Logit gap and mask Dice of two runners of one artifact on the same held-out frames.
 
     The stream form runs one continuous clip, each runner feeding back its own state, as a
     device would; so the figures include any drift between the two.
     """
-    form, size = manifest["form"], manifest["image_size"]
+    form, size = manifest.form, manifest.image_size
     runners = (first, second)
-    states = [np.zeros(manifest["state"]["shape"], np.float32)] * 2 if form == "stream" else []
+    states = [np.zeros(manifest.state.shape, np.float32)] * 2 if form == "stream" else []
     maxima, means, dice = [], [], []
     for image, _ in render_video(PARITY_SEED, 0, frames):
-        x = to_input(image, size).numpy()
+        x = to_input(image, size)
         logits = []
         for i, run in enumerate(runners):
             result = run({"frame": x, "state": states[i]} if states else {"frame": x})
@@ -75,7 +79,7 @@ def compare_runners(
         gap = np.abs(logits[0].astype(np.float64) - logits[1])
         maxima.append(float(gap.max()))
         means.append(float(gap.mean()))
-        masks = [to_native(torch.from_numpy(lg), image.shape[:2]) for lg in logits]
+        masks = [to_native(lg, image.shape[:2]) > 0 for lg in logits]
         dice.append(frame_scores(*masks).dice)
     return {
         "frames": len(dice),
@@ -98,8 +102,8 @@ def judge(record: dict[str, Any]) -> None:
 @pytest.mark.parametrize(("variant", "precision", "form"), MATRIX)
 def test_apple_runtime_meets_the_gates(coreml_artifact, variant, precision, form) -> None:
     artifact = coreml_artifact(variant, precision, form)
-    # measure() loads with runtime "auto", which is Apple's wherever this holds.
-    assert coreml.apple_runtime_available()
+    # measure() runs the manifest's runtime, Apple's, wherever this holds.
+    assert coreml_runtime.apple_runtime_available()
     judge(record_parity(artifact, FRAMES))
 
 
@@ -111,14 +115,13 @@ def test_apple_runtime_agrees_with_the_reference_evaluator(
 ) -> None:
     artifact = coreml_artifact(variant, precision, form)
     manifest = read_manifest(artifact)
-    target = coreml.CoreMLTarget()
-    apple = target.load(artifact, manifest, runtime="apple")
-    reference = target.load(artifact, manifest, runtime="mil_reference")
+    apple = open_model(artifact, runtime="coreml")
+    reference = open_model(artifact, runtime="mil_reference")
     record = {
         "artifact": artifact.name,
         "runtimes": [apple.runtime, reference.runtime],
         "platform": platform.platform(),
-        "tools": manifest["tools"],
+        "tools": manifest.tools,
         **compare_runners(apple, reference, manifest, FRAMES),
     }
     write_json_atomic(artifact.parent / f"{artifact.name}.apple_vs_reference.json", record)
@@ -144,7 +147,7 @@ def test_marker_skips_only_where_core_ml_cannot_predict(
     pytester.makepyfile(
         "import pytest\n\n@pytest.mark.apple_runtime\ndef test_on_apple():\n    pass\n"
     )
-    monkeypatch.setattr(coreml, "apple_runtime_available", lambda: available)
+    monkeypatch.setattr(coreml_runtime, "apple_runtime_available", lambda: available)
     result = pytester.runpytest_inprocess("-rs", "-p", "no:cacheprovider")
     if available:  # runs without -m
         result.assert_outcomes(passed=1)
@@ -159,30 +162,33 @@ def test_macos_alone_does_not_make_apple_runtime_available(
 ) -> None:
     pytest.importorskip("coremltools")  # imported before the platform is faked
     monkeypatch.setattr(sys, "platform", "darwin")
-    assert not coreml.apple_runtime_available()  # no libcoremlpython in this wheel
+    assert not coreml_runtime.apple_runtime_available()  # no libcoremlpython in this wheel
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(APPLE, reason="checks a machine where Core ML cannot predict")
-def test_apple_runtime_is_refused_in_one_line(tmp_path: Path) -> None:
-    with pytest.raises(ConversionError, match="use 'mil_reference'") as info:
-        coreml.CoreMLTarget().load(tmp_path / "x.mlpackage", {}, runtime="apple")
+def test_apple_runtime_is_refused_in_one_line(coreml_artifact) -> None:
+    """Loading a Core ML artifact asks for Apple's runtime: refused here, naming the way out."""
+    artifact = coreml_artifact("S", "fp32", "frame")
+    with pytest.raises(ArtifactError, match="needs macOS 14.*use runtime 'mil_reference'") as info:
+        runtimes.load(artifact)
     assert "\n" not in str(info.value)
 
 
-def test_unknown_runtime_is_refused_by_name(tmp_path: Path) -> None:
-    with pytest.raises(ConversionError, match="did you mean 'apple'"):
-        coreml.CoreMLTarget().load(tmp_path / "x.mlpackage", {}, runtime="aple")
+@pytest.mark.slow
+def test_unknown_runtime_is_refused_by_name(coreml_artifact) -> None:
+    with pytest.raises(ArtifactError, match="did you mean 'mil_reference'"):
+        open_model(coreml_artifact("S", "fp32", "frame"), runtime="mil_referenc")
 
 
 @pytest.mark.slow
 def test_reference_evaluator_runs_the_program_as_pytorch_does(coreml_artifact) -> None:
     artifact = coreml_artifact("S", "fp32", "frame")
     manifest = read_manifest(artifact)
-    target = coreml.CoreMLTarget()
-    reference = target.load(artifact, manifest, runtime="mil_reference")
+    reference = open_model(artifact, runtime="mil_reference")
     assert reference.runtime == "mil_reference"
-    assert target.load(artifact, manifest).runtime == ("apple" if APPLE else "mil_reference")
-    model = build_bas("S", manifest["image_size"], manifest["temporal_window"], weights="shipped")
+    assert manifest.runtime == "coreml"  # only asked for by name does the evaluator stand in
+    model = build_bas("S", manifest.image_size, manifest.temporal_window, weights="shipped")
 
     def pytorch(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         with torch.no_grad():

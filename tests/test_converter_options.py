@@ -5,50 +5,48 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
-from converters.cli import main
-from converters.manifest import artifact_sha256
+from converters.cli import target_command
 from converters.registry import TARGET_NAMES, get_target
 from converters.spec import ConversionError, ConvertRequest, validate
 from model.checkpoint import save_weights
 from model.hub import build_bas
+from runtimes.manifest import artifact_sha256
 
 
-def _refused(capsys, argv: list[str], target: str = "onnx") -> str:
-    with pytest.raises(SystemExit) as info:
-        main(target, argv)
-    assert info.value.code == 2
-    err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert err.startswith("error:")
+def _refused(argv: list[str], target: str = "onnx") -> str:
+    """The last stderr line of a refused command: ``error: ...`` (click's usage errors too)."""
+    result = CliRunner().invoke(target_command(target), argv)
+    assert result.exit_code == 2, result.output
+    err = result.stderr.strip().splitlines()[-1]
+    assert err.lower().startswith("error:")
     return err
 
 
 @pytest.mark.parametrize(
     ("argv", "target", "expected"),
     [
-        (["--variant", "s"], "onnx", "did you mean 'S'"),
+        (["--variant", "SS"], "onnx", "did you mean 'S'"),
         (["--precision", "int9"], "tflite", "did you mean 'int8'"),
-        (["--precision", "fp16"], "onnx", "target onnx does not support precision fp16"),
-        (
-            ["--precision", "fp16"],
-            "executorch",
-            "target executorch does not support precision fp16",
-        ),
-        (["--form", "clip"], "coreml", "unknown form 'clip'"),
+        (["--precision", "fp16"], "onnx", "'fp16' is not one of fp32"),
+        (["--precision", "fp16"], "executorch", "'fp16' is not one of fp32, int8"),
+        (["--form", "clip"], "coreml", "'clip' is not one of frame, stream"),
         (["--image-size", "250"], "onnx", "multiple of 16, got 250"),
-        (["--calibration", "x"], "tflite", "only used with --precision int8"),
+        (["--calibration", "."], "tflite", "only used with --precision int8"),
+        (["--calibration", "no/such/folder"], "tflite", "'no/such/folder' does not exist"),
         (["--weights", "no/such.safetensors"], "onnx", "weights file not found"),
     ],
 )
-def test_refused_by_name(capsys, tmp_path: Path, argv, target, expected) -> None:
-    assert expected in _refused(capsys, [*argv, "--out", str(tmp_path / "out")], target)
+def test_refused_by_name(tmp_path: Path, argv, target, expected) -> None:
+    assert expected in _refused([*argv, "--out", str(tmp_path / "out")], target)
     assert not (tmp_path / "out").exists()
 
 
-def test_unwritable_output_folder(capsys, tmp_path: Path) -> None:
+def test_unwritable_output_folder(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    assert "cannot be written" in _refused(capsys, ["--out", str(blocker / "sub")])
+    assert "cannot be written" in _refused(["--out", str(blocker / "sub")])
 
 
 def test_misspelled_target_gets_a_suggestion() -> None:
@@ -87,27 +85,25 @@ def _weights_file(tmp_path: Path, variant: str) -> Path:
     ],
     ids=["empty folder", "a file"],
 )
-def test_unusable_calibration_folder(capsys, tmp_path: Path, make, expected) -> None:
+def test_unusable_calibration_folder(tmp_path: Path, make, expected) -> None:
     folder = tmp_path / "calibration"
     folder.mkdir()
     argv = ["--precision", "int8", "--calibration", str(make(folder))]
-    err = _refused(capsys, [*argv, "--out", str(tmp_path / "out")], "executorch")
+    err = _refused([*argv, "--out", str(tmp_path / "out")], "executorch")
     assert "calibration folder" in err and expected in err
     assert not (tmp_path / "out").exists()
 
 
-def test_corrupt_weights(capsys, tmp_path: Path) -> None:
+def test_corrupt_weights(tmp_path: Path) -> None:
     corrupt = tmp_path / "bas_s.safetensors"
     corrupt.write_bytes(b"\x00" * 64)
-    err = _refused(capsys, ["--weights", str(corrupt), "--out", str(tmp_path / "out")])
+    err = _refused(["--weights", str(corrupt), "--out", str(tmp_path / "out")])
     assert str(corrupt) in err
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
-def test_weights_of_the_other_variant(capsys, tmp_path: Path) -> None:
+def test_weights_of_the_other_variant(tmp_path: Path) -> None:
     weights = _weights_file(tmp_path, "L")
-    err = _refused(
-        capsys, ["--variant", "S", "--weights", str(weights), "--out", str(tmp_path / "out")]
-    )
+    err = _refused(["--variant", "s", "--weights", str(weights), "--out", str(tmp_path / "out")])
     assert "holds BaS-L weights, not BaS-S" in err
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())

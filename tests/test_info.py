@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from click.testing import CliRunner
 from torch import nn
 
 from model.bas import BaS
@@ -88,9 +89,10 @@ def test_rejects_parts_outside_the_stage_table() -> None:
         describe(model)
 
 
-def test_cli_prints_report(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["--variant", "L", "--image-size", "64"]) == 0
-    out = capsys.readouterr().out
+def test_cli_prints_report() -> None:
+    result = CliRunner().invoke(main, ["--variant", "L", "--image-size", "64"])
+    assert result.exit_code == 0, result.output
+    out = result.stdout
     assert "BaS-L, 64x64 input, temporal window 3" in out
     # L at 240 minus the position embedding it loses at 64: (15^2 - 4^2) tokens x 120 channels.
     assert f"parameters: {1_003_873 - (15**2 - 4**2) * 120:,}" in out
@@ -100,16 +102,13 @@ def test_cli_prints_report(capsys: pytest.CaptureFixture[str]) -> None:
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--variant", "XL"], "unknown BaS variant 'XL'"),
+        (["--variant", "XL"], "'XL' is not one of S, L (did you mean 'L'?)"),
         (["--variant", "S", "--image-size", "100"], "positive multiple of 16, got 100"),
     ],
 )
-def test_cli_rejects_bad_config(
-    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
-) -> None:
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    assert exit_info.value.code != 0
-    error_lines = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+def test_cli_rejects_bad_config(argv: list[str], message: str) -> None:
+    result = CliRunner().invoke(main, argv)
+    assert result.exit_code == 2
+    error_lines = [line for line in result.stderr.splitlines() if "error:" in line.lower()]
     assert len(error_lines) == 1
     assert message in error_lines[0]

@@ -13,12 +13,11 @@ import numpy as np
 import pytest
 
 from converters.all import matrix
-from converters.build import convert
-from converters.manifest import read_manifest
 from converters.parity import GATES, Gate, check_gates, describe, record_parity
 from converters.registry import TARGET_NAMES, get_target
-from converters.spec import FORMS, PRECISIONS, ConvertRequest
+from converters.spec import FORMS, PRECISIONS
 from converters.tflite import write_onnx2tf_sample
+from runtimes.manifest import read_manifest
 
 # The whole matrix Linux can run: every target, both variants, every precision a target
 # supports, frame and stream forms (36 artifacts; ~12 min on two cores with `-n 2`).
@@ -69,11 +68,6 @@ def test_onnx2tf_finds_the_project_s_sample_file(tmp_path: Path, monkeypatch) ->
     assert frames.shape == (20, 128, 128, 3) and 0 <= frames.min() < frames.max() <= 1
 
 
-@pytest.fixture(scope="session")
-def artifact_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("artifacts")
-
-
 def test_ci_matrix_is_the_whole_matrix() -> None:
     assert len(CI_MATRIX) == 36
     assert {key[0] for key in CI_MATRIX} == set(TARGET_NAMES)
@@ -88,15 +82,14 @@ def test_ci_matrix_is_the_whole_matrix() -> None:
 @pytest.mark.parametrize(
     ("target", "variant", "precision", "form"), CI_MATRIX, ids=["-".join(k) for k in CI_MATRIX]
 )
-def test_artifact_matches_pytorch(artifact_dir, target, variant, precision, form) -> None:
-    request = ConvertRequest(variant, "shipped", precision, form, out=artifact_dir)
-    artifact = convert(get_target(target), request)
+def test_artifact_matches_pytorch(built_artifact, target, variant, precision, form) -> None:
+    artifact = built_artifact(target, variant, precision, form)
     record = record_parity(artifact, FRAMES)
     manifest = read_manifest(artifact)
-    assert manifest["parity"] == record
-    assert manifest["artifact"]["bytes"] > 100_000
+    assert manifest.parity == record
+    assert manifest.artifact.bytes > 100_000
     if target == "executorch":  # all compute inside XNNPACK; only TempLP's slicing outside
-        assert set(manifest["options"]["portable_ops"]) <= PORTABLE_DATA_MOVEMENT, manifest
+        assert set(manifest.options["portable_ops"]) <= PORTABLE_DATA_MOVEMENT, manifest
     known = KNOWN_FAILURES.get((target, variant, precision, form))
     if known is None:
         if not record["passed"]:

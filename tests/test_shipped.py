@@ -8,7 +8,9 @@ from dataclasses import asdict
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+import runtimes
 from model import CheckpointError, build_bas
 from model.checkpoint import read_metadata, sha256
 from model.data import discover
@@ -39,8 +41,7 @@ def test_registry_matches_the_files(variant: str) -> None:
 @pytest.mark.parametrize("variant", ["S", "L"])
 def test_shipped_weights_segment_held_out_videos(variant: str, held_out) -> None:
     """A loose floor (the README reports the full held-out figures): catches broken weights."""
-    model = build_bas(variant, weights="shipped")
-    meter, _ = evaluate(model, held_out)
+    meter, _ = evaluate(runtimes.load_pytorch(variant, "shipped"), held_out)
     summary = meter.summary()
     assert summary["per_frame"]["dice"] >= 0.75, summary["per_frame"]
 
@@ -63,9 +64,10 @@ def test_templp_can_be_disabled_on_shipped_weights() -> None:
     assert model.initial_state(1).shape[1] == 0
 
 
-def test_demo_writes_its_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_demo_writes_its_report(tmp_path: Path) -> None:
     out = tmp_path / "demo"
-    assert demo_main(["--frames", "6", "--out", str(out)]) == 0
+    result = CliRunner().invoke(demo_main, ["--frames", "6", "--out", str(out)])
+    assert result.exit_code == 0, result.output
     assert {p.name for p in out.iterdir()} == {
         "clip",
         "masks",
@@ -77,5 +79,5 @@ def test_demo_writes_its_report(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert len(list((out / "masks").glob("*.png"))) == 6
     record = json.loads((out / "metrics.json").read_text())
     assert record["counts"]["frames"] == 6
-    assert "| per-frame |" in capsys.readouterr().out
+    assert "| per-frame |" in result.stdout
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left

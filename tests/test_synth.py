@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 from scipy import ndimage
 
 from model.data import discover, read_frame
@@ -82,15 +83,17 @@ def test_refuses_a_non_empty_output_and_leaves_nothing_half_written(tmp_path: Pa
     assert sorted(p.name for p in tmp_path.iterdir()) == ["synth"]
 
 
-def test_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert (
-        main(["--videos", "1", "--frames", "2", "--seed", "0", "--out", str(tmp_path / "d")]) == 0
-    )
-    assert "wrote 1 videos x 2 frames" in capsys.readouterr().out
-    with pytest.raises(SystemExit) as exit_info:
-        main(["--videos", "1", "--frames", "2", "--out", str(tmp_path / "d")])
-    assert exit_info.value.code == 2
-    assert "not empty" in capsys.readouterr().err
+def test_command_line(tmp_path: Path) -> None:
+    runner = CliRunner()
+    argv = ["--videos", "1", "--frames", "2", "--out", str(tmp_path / "d")]
+    result = runner.invoke(main, [*argv, "--seed", "0"])
+    assert result.exit_code == 0, result.output
+    assert "wrote 1 videos x 2 frames" in result.stdout
+    result = runner.invoke(main, argv)
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error:") and "not empty" in result.stderr
+    result = runner.invoke(main, [*argv[2:], "--videos", "0"])
+    assert result.exit_code == 2 and "'--videos'" in result.stderr
 
 
 def test_workers_render_the_same_dataset(tmp_path: Path) -> None:

@@ -9,15 +9,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from click.testing import CliRunner
 
 from model import build_bas
 from model.checkpoint import read_metadata, save_weights
 from model.data import discover, native_frames
 from model.data.synth import write_dataset
 from model.evaluate import main as evaluate_main
-from model.inference import stream_video, to_input, to_native
 from model.losses import SegmentationLoss
 from model.train import TrainConfig, load_config, lr_factor, train
+from runtimes import from_model, stream_masks
+from runtimes.session import to_input, to_native
 
 
 @pytest.fixture(scope="module")
@@ -68,9 +70,7 @@ def test_config_file_and_overrides(tmp_path: Path) -> None:
         load_config(path, [])
 
 
-def test_trains_resumes_and_the_weights_evaluate(
-    tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_trains_resumes_and_the_weights_evaluate(tiny_data: Path, tmp_path: Path) -> None:
     config = _tiny_config(tiny_data, tmp_path, variant="L", lr=1e-3, clip_stride=2)
     best = train(config)
     assert best.is_file() and (tmp_path / "run" / "last.pt").is_file()
@@ -82,33 +82,33 @@ def test_trains_resumes_and_the_weights_evaluate(
 
     model = build_bas("L", image_size=32, weights=best)
     assert isinstance(model, torch.nn.Module)
-    capsys.readouterr()
-    code = evaluate_main(
-        ["--variant", "L", "--weights", str(best), "--data", str(tiny_data), "--image-size", "32"]
+    result = CliRunner().invoke(
+        evaluate_main,
+        ["--variant", "L", "--weights", str(best), "--data", str(tiny_data), "--image-size", "32"],
     )
-    out = capsys.readouterr().out.strip().splitlines()
-    assert code == 0
+    assert result.exit_code == 0, result.output
+    out = result.stdout.strip().splitlines()
     assert any(line.startswith("| per-frame") for line in out)
     record = json.loads(out[-1])
     assert record["counts"]["frames"] == 24 and record["counts"]["videos"] == 4
     assert 0.0 <= record["per_frame"]["dice"] <= 1.0
 
 
-def test_evaluate_reports_bad_input_in_one_line(tmp_path: Path, capsys) -> None:
-    with pytest.raises(SystemExit) as info:
-        evaluate_main(
-            [
-                "--variant",
-                "S",
-                "--weights",
-                str(tmp_path / "none.safetensors"),
-                "--data",
-                str(tmp_path),
-            ]
-        )
-    assert info.value.code == 2
-    err = capsys.readouterr().err.strip()
+def test_evaluate_reports_bad_input_in_one_line(tiny_data: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(
+        evaluate_main, ["--weights", str(tmp_path / "none.safetensors"), "--data", str(tmp_path)]
+    )
+    assert result.exit_code == 2
+    err = result.stderr.strip()
     assert err.startswith("error:") and "not found" in err and "\n" not in err
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"splits": {"train": ["a"], "val": ["b"]}}))
+    result = runner.invoke(evaluate_main, ["--data", str(tiny_data), "--split", str(split)])
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        f"error: split file {split} has no subset 'test'; it has train, val"
+    )
 
 
 def test_nested_augment_config_and_checks_of_the_temporal_fields(tmp_path: Path) -> None:
@@ -133,29 +133,27 @@ def test_warm_frames_train_with_history_and_cold_starts(tiny_data: Path, tmp_pat
     assert read_metadata(best)["trained_on"].startswith("CPU")
 
 
-def test_evaluate_without_history_and_in_screens(
-    tiny_data: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_evaluate_without_history_and_in_screens(tiny_data: Path) -> None:
     model = build_bas("S", image_size=32)
     with torch.no_grad():  # a TempLP that uses the past, so history changes the masks
         model.temporal.frame_weights.fill_(1.0)
         model.temporal.project.weight.normal_(0, 2.0)
     index = discover(tiny_data)
     frames = [image for _, image, _ in native_frames(index.videos[0])]
-    streamed = list(stream_video(model, frames))
-    alone = list(stream_video(model, frames, history=False))
+    streamed = list(stream_masks(from_model(model, "stream"), frames))
+    alone = list(stream_masks(from_model(model, "frame"), frames))
     assert np.array_equal(streamed[0], alone[0])  # the first frame has no history either way
     for image, mask in zip(frames, alone, strict=True):
-        expected = to_native(model.forward_frame(to_input(image, 32)).detach(), image.shape[:2])
-        assert np.array_equal(mask, expected)
+        logits = model.forward_frame(torch.from_numpy(to_input(image, 32))).detach().numpy()
+        assert np.array_equal(mask, to_native(logits, image.shape[:2]) > 0)
     assert any(not np.array_equal(a, b) for a, b in zip(streamed, alone, strict=True))
 
     weights = save_weights(model, Path(tiny_data).parent / "w.safetensors", {"variant": "S"})
-    capsys.readouterr()
     args = ["--variant", "S", "--weights", str(weights), "--data", str(tiny_data)]
-    args += ["--image-size", "32", "--no-history", "--screen", "letterbox", "--screen", "small"]
-    assert evaluate_main(args) == 0
-    out = capsys.readouterr().out.strip().splitlines()
+    args += ["--image-size", "32", "--no-history", "--screen", "Letterbox", "--screen", "small"]
+    result = CliRunner().invoke(evaluate_main, args)
+    assert result.exit_code == 0, result.output
+    out = result.stdout.strip().splitlines()
     assert "frame form (no history)" in out[0]
     assert any(line.startswith("| letterbox |") for line in out)
     record = json.loads(out[-1])

@@ -17,18 +17,18 @@ video depends only on the seed and its index.
 
 from __future__ import annotations
 
-import argparse
-import sys
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import click
 import numpy as np
 from PIL import Image
 from scipy import ndimage
 
 from ..atomic import staged_folder
+from ..cli import command, frames_option, out_option, seed_option
 
 BEAM_DEPTH = 256  # samples along the beam
 BEAM_LINES = 256  # lateral lines in view
@@ -266,24 +266,30 @@ def write_dataset(
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--videos", type=int, default=20)
-    parser.add_argument("--frames", type=int, default=60)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--first-index", type=int, default=0, help="index of the first video")
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--workers", type=int, default=1, help="render videos in N processes")
-    args = parser.parse_args(argv)
-    try:
-        out = write_dataset(
-            args.out, args.videos, args.frames, args.seed, args.first_index, args.workers
-        )
-    except (ValueError, FileExistsError, OSError) as err:
-        parser.exit(2, f"error: {err}\n")
-    print(f"wrote {args.videos} videos x {args.frames} frames to {out}")
-    return 0
+@command("python -m model.data.synth")
+@click.option("--videos", type=click.IntRange(min=1), default=20, show_default=True)
+@frames_option(60, "Frames per video.")
+@seed_option(0)
+@click.option(
+    "--first-index",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Index of the first video.",
+)
+@out_option(help_text="Dataset folder to create (absent or empty).")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Render videos in N processes.",
+)
+def main(videos: int, frames: int, seed: int, first_index: int, out: Path, workers: int) -> None:
+    """Write synthetic breast-ultrasound videos with lesion masks in the BUV layout."""
+    written = write_dataset(out, videos, frames, seed, first_index, workers)
+    print(f"wrote {videos} videos x {frames} frames to {written}")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from scipy.special import expit  # sigmoid without exp's overflow
 
-from .spec import ConversionError
+from .manifest import ArtifactError
 
 _DTYPES = {"fp16": np.float16, "fp32": np.float32, "int32": np.int32, "bool": np.bool_}
 
@@ -39,11 +39,11 @@ def _padding(a: dict[str, Any], spatial: int) -> tuple[int, ...] | str:
     if pad_type == "custom":
         pad = [int(p) for p in a["pad"]]
         if pad[0::2] != pad[1::2]:
-            raise ConversionError("mil_reference: asymmetric conv padding is not supported")
+            raise ArtifactError("mil_reference: asymmetric conv padding is not supported")
         return tuple(pad[0::2])
     if pad_type == "same":
         return "same"
-    raise ConversionError(f"mil_reference: pad_type {pad_type!r} is not supported")
+    raise ArtifactError(f"mil_reference: pad_type {pad_type!r} is not supported")
 
 
 def _conv(a: dict[str, Any]) -> np.ndarray:
@@ -66,7 +66,7 @@ def _conv_transpose(a: dict[str, Any]) -> np.ndarray:
     bias = _t(a["bias"]) if a.get("bias") is not None else None
     padding = _padding(a, 2)
     if padding == "same":
-        raise ConversionError("mil_reference: 'same' conv_transpose padding is not supported")
+        raise ArtifactError("mil_reference: 'same' conv_transpose padding is not supported")
     out = F.conv_transpose2d(
         _t(x),
         _t(w),
@@ -120,7 +120,7 @@ def _gelu(a: dict[str, Any]) -> np.ndarray:
     mode = a.get("mode", "EXACT")
     approximate = {"EXACT": "none", "TANH_APPROXIMATION": "tanh"}.get(mode)
     if approximate is None:
-        raise ConversionError(f"mil_reference: gelu mode {mode} is not supported")
+        raise ArtifactError(f"mil_reference: gelu mode {mode} is not supported")
     return _like(F.gelu(_t(a["x"]), approximate=approximate), a["x"].dtype)
 
 
@@ -211,7 +211,7 @@ def _value(var: Any, env: dict[str, Any]) -> Any:
     if var.val is not None:
         value = var.val
         return np.asarray(value) if not isinstance(value, str) else value
-    raise ConversionError(f"mil_reference: value of {var.name} is not known")
+    raise ArtifactError(f"mil_reference: value of {var.name} is not known")
 
 
 def run_function(function: Any, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -225,7 +225,7 @@ def run_function(function: Any, inputs: dict[str, np.ndarray]) -> dict[str, np.n
             continue
         kernel = _OPS.get(op.op_type)
         if kernel is None:
-            raise ConversionError(f"mil_reference: operation {op.op_type!r} is not implemented")
+            raise ArtifactError(f"mil_reference: operation {op.op_type!r} is not implemented")
         args = {k: _value(v, env) for k, v in op.inputs.items()}
         env[op.outputs[0].name] = kernel(args)
     return {var.name: np.asarray(env[var.name], dtype=np.float32) for var in function.outputs}
@@ -242,7 +242,7 @@ def load_program(artifact: Path) -> Callable[[dict[str, np.ndarray]], dict[str, 
     function = program.functions["main"]
     unknown = sorted({op.op_type for op in function.operations} - set(_OPS) - {"const"})
     if unknown:
-        raise ConversionError(f"mil_reference: operations not implemented: {', '.join(unknown)}")
+        raise ArtifactError(f"mil_reference: operations not implemented: {', '.join(unknown)}")
 
     def run(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return run_function(function, inputs)

@@ -1,0 +1,1 @@
+"""One module per runtime; each imports its runtime library only when used."""

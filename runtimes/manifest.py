@@ -1,0 +1,225 @@
+"""The JSON record beside each artifact: what the file really takes and returns, and its hash.
+
+One writer (:func:`write_manifest`, used by the converters) and one reader
+(:func:`read_manifest`, used by every runtime), both through the typed :class:`Manifest`.
+Each tensor is described as the runtime sees it (its own name, shape, dtype, layout and
+quantisation) together with the canonical BaS tensor it carries (``frame``, ``state``,
+``logits``, ``new_state``, NCHW-style) and the axis permutation between the two, so that
+an app developer reading only the manifest feeds and reads the file correctly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import types
+import typing
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from model.atomic import atomic_path
+
+SCHEMA = "bas-deploy-manifest/2"
+
+# Axis letters of the canonical tensors: T is the temporal window (the state's past frames).
+CANONICAL_LAYOUTS = {"frame": "NCHW", "logits": "NCHW", "state": "NTCHW", "new_state": "NTCHW"}
+
+
+class ArtifactError(ValueError):
+    """An artifact or manifest that cannot be trusted or run here; one line, naming the file."""
+
+
+@dataclass(frozen=True)
+class Quantization:
+    """real = scale * (stored - zero_point)."""
+
+    scale: float
+    zero_point: int
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One input or output as the runtime sees it, and the canonical tensor it carries."""
+
+    canonical: str  # frame | state | logits | new_state
+    name: str  # the runtime's own name; "" where the format has none (ExecuTorch)
+    index: int  # position among the inputs/outputs, or LiteRT's tensor index
+    shape: tuple[int, ...]
+    dtype: str  # numpy dtype name: float32, float16, int8, uint8
+    layout: str  # axis letters of the file's tensor, e.g. NHWC
+    from_canonical: tuple[int, ...]  # file tensor = canonical.transpose(from_canonical)
+    quantization: Quantization | None = None
+
+
+@dataclass(frozen=True)
+class ArtifactFile:
+    file: str
+    sha256: str
+    bytes: int
+
+
+@dataclass(frozen=True)
+class WeightsRef:
+    source: str  # "shipped" or a path
+    sha256: str
+
+
+@dataclass(frozen=True)
+class StateSpec:
+    """The stream form's carried state: fed back from ``output`` to ``input`` every frame."""
+
+    input: str
+    output: str
+    shape: tuple[int, ...]
+    initial: str = "zeros"
+    meaning: str = "stem features of the previous temporal_window - 1 frames, oldest first"
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    color: str = "RGB"
+    range: tuple[float, float] = (0.0, 1.0)
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+    resize: str = "bilinear to image_size x image_size"
+
+
+@dataclass(frozen=True)
+class Manifest:
+    target: str  # onnx | tflite | coreml | executorch | pytorch
+    runtime: str  # the runtime plug-in that opens it by default (runtimes.registry)
+    variant: str
+    form: str  # frame | stream
+    precision: str
+    image_size: int
+    temporal_window: int
+    artifact: ArtifactFile
+    weights: WeightsRef
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    state: StateSpec | None
+    preprocessing: Preprocessing = field(default_factory=Preprocessing)
+    postprocessing: str = "resize logits bilinearly to the frame's size; logit > 0 is lesion"
+    export_transforms: tuple[str, ...] = ()
+    tools: dict[str, str] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
+    conversion_seconds: float = 0.0
+    created: str = ""
+    parity: dict[str, Any] | None = None
+    schema: str = SCHEMA
+
+    def tensor(self, canonical: str) -> TensorSpec:
+        for spec in (*self.inputs, *self.outputs):
+            if spec.canonical == canonical:
+                return spec
+        raise ArtifactError(f"manifest of {self.artifact.file} has no {canonical!r} tensor")
+
+    def with_parity(self, record: dict[str, Any]) -> Manifest:
+        return replace(self, parity=record)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1, allow_nan=False) + "\n"
+
+
+def manifest_path(artifact: Path) -> Path:
+    return artifact.parent / f"{artifact.name}.json"
+
+
+def artifact_sha256(path: Path) -> str:
+    """sha256 of a file, or of a directory artifact (Core ML packages): paths and bytes, sorted."""
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        if path.is_dir():
+            digest.update(file.relative_to(path).as_posix().encode())
+        with open(file, "rb") as handle:
+            for chunk in iter(lambda h=handle: h.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def artifact_bytes(path: Path) -> int:
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size
+
+
+def write_json_atomic(path: Path, record: dict[str, Any] | list[Any]) -> None:
+    text = json.dumps(record, indent=1, allow_nan=False) + "\n"
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_manifest(artifact: Path, manifest: Manifest) -> None:
+    with atomic_path(manifest_path(artifact)) as tmp:
+        tmp.write_text(manifest.to_json())
+
+
+def read_manifest(artifact: Path) -> Manifest:
+    """The manifest beside ``artifact``; ArtifactError if absent, unreadable, of another schema."""
+    path = manifest_path(Path(artifact))
+    if not path.is_file():
+        raise ArtifactError(f"no manifest beside {artifact} (expected {path})")
+    try:
+        record = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ArtifactError(f"{path} is not valid JSON: {err}") from err
+    if not isinstance(record, dict):
+        raise ArtifactError(f"{path} is not a manifest (a JSON object was expected)")
+    schema = record.get("schema", record.get("format"))
+    if schema != SCHEMA:
+        raise ArtifactError(
+            f"{path} has manifest schema {schema!r}; this version reads {SCHEMA!r} "
+            "(convert the artifact again)"
+        )
+    try:
+        return _build(Manifest, record)
+    except (TypeError, ValueError, KeyError) as err:
+        raise ArtifactError(f"{path} does not match schema {SCHEMA}: {err}") from err
+
+
+def verify(artifact: Path, manifest: Manifest) -> None:
+    """Refuse a file that is not the one the manifest describes (tampered, truncated, replaced)."""
+    artifact = Path(artifact)
+    if not artifact.exists():
+        raise ArtifactError(f"artifact not found: {artifact}")
+    if artifact.is_file() and artifact.stat().st_size != manifest.artifact.bytes:
+        raise ArtifactError(
+            f"{artifact} has {artifact.stat().st_size} bytes, its manifest says "
+            f"{manifest.artifact.bytes}: truncated or replaced"
+        )
+    if artifact_sha256(artifact) != manifest.artifact.sha256:
+        raise ArtifactError(
+            f"{artifact} does not match the sha256 in its manifest: modified since conversion"
+        )
+
+
+def _build(kind: Any, value: Any) -> Any:
+    """``value`` (parsed JSON) as the annotated type ``kind``: dataclasses strictly, by field."""
+    origin = typing.get_origin(kind)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(kind) if a is not type(None)]
+        return None if value is None else _build(options[0], value)
+    if is_dataclass(kind):
+        if not isinstance(value, dict):
+            raise TypeError(f"{kind.__name__} must be an object, got {type(value).__name__}")
+        hints = typing.get_type_hints(kind)
+        names = {f.name for f in fields(kind)}
+        unknown = sorted(set(value) - names)
+        if unknown:
+            raise KeyError(f"unknown {kind.__name__} keys: {', '.join(unknown)}")
+        return kind(**{k: _build(hints[k], v) for k, v in value.items()})
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise TypeError(f"expected a list, got {type(value).__name__}")
+        args = typing.get_args(kind)
+        item = args[0] if args else Any
+        return tuple(_build(item, v) for v in value)
+    if origin is dict or kind is Any:
+        return value
+    if kind is float and isinstance(value, int):
+        return float(value)
+    if isinstance(kind, type) and not isinstance(value, kind):
+        raise TypeError(f"expected {kind.__name__}, got {value!r}")
+    return value

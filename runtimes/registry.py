@@ -1,0 +1,42 @@
+"""Every runtime by name: adding one is a module in backends/ and a line here."""
+
+from __future__ import annotations
+
+from model.config import closest
+
+from .backend import Backend
+from .manifest import ArtifactError
+
+RUNTIME_NAMES = ("pytorch", "onnxruntime", "litert", "executorch", "coreml", "mil_reference")
+
+
+def _backends() -> dict[str, type[Backend]]:
+    from .backends.coreml import CoreMLBackend, MilReferenceBackend
+    from .backends.executorch import ExecuTorchBackend
+    from .backends.litert import LiteRTBackend
+    from .backends.onnxruntime import OnnxRuntimeBackend
+    from .backends.pytorch import PyTorchBackend
+
+    found = (
+        PyTorchBackend,
+        OnnxRuntimeBackend,
+        LiteRTBackend,
+        ExecuTorchBackend,
+        CoreMLBackend,
+        MilReferenceBackend,
+    )
+    return {backend.name: backend for backend in found}
+
+
+def get_backend(name: str) -> Backend:
+    if name not in RUNTIME_NAMES:
+        raise ArtifactError(
+            f"unknown runtime {name!r}; choose one of {', '.join(RUNTIME_NAMES)}"
+            + closest(name, RUNTIME_NAMES)
+        )
+    return _backends()[name]()
+
+
+def runtimes_for(target: str) -> tuple[str, ...]:
+    """The runtimes that open artifacts of ``target``, the default first."""
+    return tuple(name for name, backend in _backends().items() if backend.target == target)

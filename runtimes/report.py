@@ -1,0 +1,204 @@
+"""What a person looks at after a run: overlays, a per-frame CSV and a lesion-area plot.
+
+The still that sums a run up is the overlay of the frame with the largest lesion area
+(:func:`pick_still`), the frame where a reader can best judge the segmentation.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from model.atomic import atomic_path
+from model.metrics import overlap_scores
+
+FILL = (0, 255, 0)  # prediction: translucent green fill, solid green contour
+FILL_ALPHA = 0.35
+TRUTH = (255, 40, 40)  # ground truth: red outline
+CONTOUR_PX = 2
+CSV_COLUMNS = (
+    "frame",
+    "timestamp_s",
+    "status",
+    "lesion_area_px",
+    "mean_probability",
+    "inference_ms",
+)
+
+
+def as_rgb(image: np.ndarray) -> np.ndarray:
+    """uint8 (H, W, 3) from gray (H, W) / (H, W, 1), RGB or RGBA (alpha dropped)."""
+    image = np.asarray(image)
+    if image.dtype != np.uint8:
+        raise ValueError(f"expected a uint8 image, got {image.dtype}")
+    if image.ndim == 2:
+        return np.repeat(image[:, :, None], 3, axis=2)
+    if image.ndim == 3 and image.shape[2] in (1, 3, 4):
+        return np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image[:, :, :3].copy()
+    raise ValueError(f"expected a gray, RGB or RGBA image, got shape {image.shape}")
+
+
+def _outline(mask: np.ndarray) -> np.ndarray:
+    """The inner band of ``mask``, CONTOUR_PX wide (pixels at the image edge count as border)."""
+    return mask & ~ndimage.binary_erosion(mask, iterations=CONTOUR_PX, border_value=0)
+
+
+def _check_mask(mask: np.ndarray, shape: tuple[int, ...], name: str) -> np.ndarray:
+    mask = np.asarray(mask)
+    if mask.shape != shape[:2]:
+        raise ValueError(f"{name} shape {mask.shape} differs from image size {shape[:2]}")
+    return mask.astype(bool, copy=False)
+
+
+def overlay(image: np.ndarray, mask: np.ndarray, truth: np.ndarray | None = None) -> np.ndarray:
+    """The frame in RGB with the lesion filled translucently and outlined, truth outlined in red.
+
+    Translucent so the echo texture under the lesion stays visible; the solid contour shows
+    the border where the fill is faint.
+    """
+    out = as_rgb(image)
+    mask = _check_mask(mask, out.shape, "mask")
+    if mask.any():
+        tinted = (1 - FILL_ALPHA) * out[mask].astype(np.float32) + FILL_ALPHA * np.array(FILL)
+        out[mask] = np.rint(tinted).clip(0, 255).astype(np.uint8)
+        out[_outline(mask)] = FILL
+    if truth is not None:
+        out[_outline(_check_mask(truth, out.shape, "truth"))] = TRUTH
+    return out
+
+
+@dataclass(frozen=True)
+class FrameRecord:
+    """One row of the per-frame CSV.
+
+    ``status`` is "ok" or "skipped: <reason>"; ``mean_probability`` is None when the mask is
+    empty (no lesion, nothing to average); ``dice`` is None without ground truth.
+    """
+
+    index: int
+    timestamp: float
+    status: str = "ok"
+    lesion_area_px: int = 0
+    mean_probability: float | None = None
+    inference_ms: float | None = None
+    dice: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @classmethod
+    def skipped(cls, index: int, timestamp: float, reason: str) -> FrameRecord:
+        """A frame that was not segmented, with why (kept on one CSV line)."""
+        return cls(index, timestamp, f"skipped: {' '.join(str(reason).split())}")
+
+    @classmethod
+    def measure(
+        cls,
+        index: int,
+        timestamp: float,
+        mask: np.ndarray,
+        probability: np.ndarray | None,
+        inference_ms: float,
+        truth: np.ndarray | None = None,
+    ) -> FrameRecord:
+        """A segmented frame's record: area, mean probability inside the mask, Dice vs truth.
+
+        Dice follows ``model.metrics``: 1 when both masks are empty.
+        """
+        mask = np.asarray(mask, dtype=bool)
+        area = int(np.count_nonzero(mask))
+        mean = None
+        if probability is not None and area:
+            mean = float(np.asarray(probability, dtype=np.float64)[mask].mean())
+        dice = None
+        if truth is not None:
+            truth = _check_mask(truth, mask.shape, "truth")
+            tp = int(np.count_nonzero(mask & truth))
+            dice = overlap_scores(tp, area - tp, int(np.count_nonzero(truth)) - tp)["dice"]
+        return cls(index, timestamp, "ok", area, mean, float(inference_ms), dice)
+
+
+def _number(value: float | None, digits: int) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return f"{value:.{digits}f}"
+
+
+def write_csv(path: Path, records: Sequence[FrameRecord]) -> None:
+    """One row per frame; a ``dice`` column only when some frame had ground truth."""
+    with_dice = any(r.dice is not None for r in records)
+    with atomic_path(Path(path)) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow([*CSV_COLUMNS, "dice"] if with_dice else CSV_COLUMNS)
+        for r in records:
+            row = [
+                r.index,
+                f"{r.timestamp:.3f}",
+                r.status,
+                r.lesion_area_px if r.ok else "",
+                _number(r.mean_probability, 4),
+                _number(r.inference_ms, 2),
+            ]
+            writer.writerow([*row, _number(r.dice, 4)] if with_dice else row)
+
+
+def plot_area(path: Path, records: Sequence[FrameRecord], title: str) -> None:
+    """Lesion area over time as a 1000x360 PNG, skipped frames marked, gaps left open."""
+    # The object API with the Agg canvas: no display, no global pyplot state, and importing
+    # this module does not import matplotlib.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(10, 3.6), dpi=100)
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    times = [r.timestamp for r in records]
+    areas = [r.lesion_area_px if r.ok else math.nan for r in records]
+    marker = "." if len(records) <= 200 else None
+    axes.plot(
+        times,
+        areas,
+        color="tab:green",
+        marker=marker,
+        markersize=3,
+        linewidth=1.2,
+        label="lesion area",
+    )
+    skipped = [r.timestamp for r in records if not r.ok]
+    if skipped:
+        axes.plot(
+            skipped,
+            [0] * len(skipped),
+            "x",
+            color="tab:red",
+            markersize=6,
+            label=f"skipped ({len(skipped)})",
+            clip_on=False,
+        )
+    axes.set_xlabel("time (s)")
+    axes.set_ylabel("lesion area (px)")
+    axes.set_title(title)
+    axes.set_ylim(bottom=0)
+    if times:
+        axes.set_xlim(min(times), max(times) if max(times) > min(times) else min(times) + 1)
+    axes.grid(alpha=0.3)
+    axes.legend(loc="upper right")
+    figure.tight_layout()
+    with atomic_path(Path(path)) as tmp:
+        figure.savefig(tmp, format="png", dpi=100)
+
+
+def pick_still(records: Sequence[FrameRecord]) -> int:
+    """The frame index of the still: the largest lesion area, the first segmented frame if none."""
+    segmented = [r for r in records if r.ok]
+    if not segmented:
+        raise ValueError("no frame was segmented, so there is no still to show")
+    best = max(segmented, key=lambda r: r.lesion_area_px)  # max keeps the first of ties
+    return best.index

@@ -1,0 +1,162 @@
+"""Frames in, masks out, through any runtime: the session every consumer of BaS uses.
+
+Pre-processing (any uint8 frame -> the network's RGB input), the mapping between BaS's
+canonical tensors and the file's own (layout, dtype, quantisation; from the manifest), the
+stream state, and post-processing (logits -> probabilities at the frame's own size) live
+here, so that no caller knows which runtime it talks to.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from scipy.special import expit
+
+from .backend import RawRunner
+from .manifest import ArtifactError, Manifest, TensorSpec
+
+
+def as_rgb(image: np.ndarray) -> np.ndarray:
+    """uint8 grayscale (H, W) or (H, W, 1), RGB or RGBA -> RGB (H, W, 3); anything else refused."""
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8:
+        kind = image.dtype if isinstance(image, np.ndarray) else type(image).__name__
+        raise ValueError(f"frames must be uint8 arrays, got {kind}")
+    if image.ndim == 3 and image.shape[2] in (1, 3, 4):
+        channels = image.shape[2]
+        image = image[:, :, 0] if channels == 1 else image[:, :, :3]
+    if image.ndim == 2:
+        image = np.repeat(image[:, :, None], 3, axis=2)
+    if image.ndim != 3 or image.shape[2] != 3 or min(image.shape[:2]) < 1:
+        raise ValueError(
+            f"frames must be (H, W) grayscale, (H, W, 3) RGB or (H, W, 4) RGBA, got {image.shape}"
+        )
+    return image
+
+
+def to_input(image: np.ndarray, size: int) -> np.ndarray:
+    """Any uint8 frame -> (1, 3, size, size) float32 RGB in [0, 1], bilinear as in training."""
+    rgb = as_rgb(image)
+    resized = np.asarray(Image.fromarray(rgb).resize((size, size), Image.Resampling.BILINEAR))
+    return np.ascontiguousarray(resized.transpose(2, 0, 1)[None], dtype=np.float32) / 255.0
+
+
+def to_native(logits: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Logits (1, 1, s, s) -> logits at the frame's (H, W), bilinear (masks: logit > 0)."""
+    native = F.interpolate(
+        torch.from_numpy(np.ascontiguousarray(logits, dtype=np.float32)),
+        size=tuple(shape),
+        mode="bilinear",
+        align_corners=False,
+    )
+    return native[0, 0].numpy()
+
+
+def _to_file(array: np.ndarray, spec: TensorSpec) -> np.ndarray:
+    value = array.transpose(spec.from_canonical)
+    if tuple(value.shape) != spec.shape:
+        raise ArtifactError(
+            f"{spec.canonical}: shape {value.shape} where the file takes {spec.shape}"
+        )
+    if spec.quantization is not None:
+        q = spec.quantization
+        info = np.iinfo(spec.dtype)
+        value = np.clip(np.round(value / q.scale) + q.zero_point, info.min, info.max)
+    return np.ascontiguousarray(value, dtype=spec.dtype)
+
+
+def _from_file(array: np.ndarray, spec: TensorSpec) -> np.ndarray:
+    if tuple(array.shape) != spec.shape:
+        raise ArtifactError(
+            f"{spec.canonical}: the runtime returned {array.shape}, the manifest says {spec.shape}"
+        )
+    value = array.astype(np.float32)
+    if spec.quantization is not None:
+        value = (value - spec.quantization.zero_point) * spec.quantization.scale
+    return np.ascontiguousarray(value.transpose(np.argsort(spec.from_canonical)))
+
+
+class ArtifactModel:
+    """An opened artifact spoken to in BaS's canonical tensors (NCHW float32, by name)."""
+
+    def __init__(self, runner: RawRunner, manifest: Manifest, runtime: str) -> None:
+        self.runner = runner
+        self.manifest = manifest
+        self.runtime = runtime
+
+    def __call__(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        arrays = [_to_file(feed[spec.canonical], spec) for spec in self.manifest.inputs]
+        outputs = self.runner(arrays)
+        return {
+            spec.canonical: _from_file(np.asarray(out), spec)
+            for spec, out in zip(self.manifest.outputs, outputs, strict=True)
+        }
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One frame's result at the frame's own size."""
+
+    logits: np.ndarray  # (H, W) float32
+    inference_ms: float  # the runtime's call alone, state hand-over included
+
+    @property
+    def probability(self) -> np.ndarray:
+        return expit(self.logits).astype(np.float32)
+
+    def mask(self, threshold: float = 0.5) -> np.ndarray:
+        """Lesion where the probability exceeds ``threshold`` (compared as a logit: exact)."""
+        if not 0.0 < threshold < 1.0:
+            raise ValueError(f"threshold must be in (0, 1), got {threshold}")
+        return self.logits > math.log(threshold / (1.0 - threshold))
+
+
+class Session:
+    """``run(frame)`` frame after frame of one video; ``reset()`` before the next video."""
+
+    def __init__(self, model: ArtifactModel) -> None:
+        self.model = model
+        self.manifest = model.manifest
+        self._state: np.ndarray | None = None
+        self.reset()
+
+    @property
+    def runtime(self) -> str:
+        return self.model.runtime
+
+    @property
+    def carries_state(self) -> bool:
+        return self.manifest.state is not None
+
+    def reset(self) -> None:
+        state = self.manifest.state
+        self._state = None if state is None else np.zeros(state.shape, np.float32)
+
+    def infer(self, frame: np.ndarray) -> np.ndarray:
+        """Canonical input (1, 3, s, s) -> canonical logits (1, 1, s, s), the state carried."""
+        if self._state is None:
+            return self.model({"frame": frame})["logits"]
+        result = self.model({"frame": frame, "state": self._state})
+        self._state = result["new_state"]
+        return result["logits"]
+
+    def run(self, frame: np.ndarray) -> Prediction:
+        """Any uint8 frame (gray, RGB or RGBA, any size) -> its prediction at that size."""
+        x = to_input(frame, self.manifest.image_size)
+        started = time.perf_counter()
+        logits = self.infer(x)
+        elapsed = (time.perf_counter() - started) * 1000
+        return Prediction(to_native(logits, frame.shape[:2]), elapsed)
+
+
+def stream_masks(session: Session, frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+    """Masks of one video's frames in order, from a fresh state (logit > 0)."""
+    session.reset()
+    for frame in frames:
+        yield session.run(frame).mask()
