@@ -192,6 +192,11 @@ class SegmentationMeter:
             record.last_pred = pred.copy()
         return scores
 
+    @property
+    def videos(self) -> tuple[str, ...]:
+        """The videos scored so far, in the order they came."""
+        return tuple(self._videos)
+
     def _frames(self) -> list[FrameScores]:
         return [frame for record in self._videos.values() for frame in record.frames]
 

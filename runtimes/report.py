@@ -1,7 +1,7 @@
 """What a person looks at after a run: overlays, a per-frame CSV and a lesion-area plot.
 
 The still that sums a run up is the overlay of the frame with the largest lesion area
-(:func:`pick_still`), the frame where a reader can best judge the segmentation.
+(:class:`StillPicker`), the frame where a reader can best judge the segmentation.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from scipy import ndimage
 from model.atomic import atomic_path
 from model.metrics import overlap_scores
 
+from .session import as_rgb
+
 FILL = (0, 255, 0)  # prediction: translucent green fill, solid green contour
 FILL_ALPHA = 0.35
 TRUTH = (255, 40, 40)  # ground truth: red outline
@@ -30,18 +32,6 @@ CSV_COLUMNS = (
     "mean_probability",
     "inference_ms",
 )
-
-
-def as_rgb(image: np.ndarray) -> np.ndarray:
-    """uint8 (H, W, 3) from gray (H, W) / (H, W, 1), RGB or RGBA (alpha dropped)."""
-    image = np.asarray(image)
-    if image.dtype != np.uint8:
-        raise ValueError(f"expected a uint8 image, got {image.dtype}")
-    if image.ndim == 2:
-        return np.repeat(image[:, :, None], 3, axis=2)
-    if image.ndim == 3 and image.shape[2] in (1, 3, 4):
-        return np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image[:, :, :3].copy()
-    raise ValueError(f"expected a gray, RGB or RGBA image, got shape {image.shape}")
 
 
 def _outline(mask: np.ndarray) -> np.ndarray:
@@ -62,7 +52,7 @@ def overlay(image: np.ndarray, mask: np.ndarray, truth: np.ndarray | None = None
     Translucent so the echo texture under the lesion stays visible; the solid contour shows
     the border where the fill is faint.
     """
-    out = as_rgb(image)
+    out = as_rgb(np.asarray(image)).copy()
     mask = _check_mask(mask, out.shape, "mask")
     if mask.any():
         tinted = (1 - FILL_ALPHA) * out[mask].astype(np.float32) + FILL_ALPHA * np.array(FILL)
@@ -195,10 +185,20 @@ def plot_area(path: Path, records: Sequence[FrameRecord], title: str) -> None:
         figure.savefig(tmp, format="png", dpi=100)
 
 
-def pick_still(records: Sequence[FrameRecord]) -> int:
-    """The frame index of the still: the largest lesion area, the first segmented frame if none."""
-    segmented = [r for r in records if r.ok]
-    if not segmented:
-        raise ValueError("no frame was segmented, so there is no still to show")
-    best = max(segmented, key=lambda r: r.lesion_area_px)  # max keeps the first of ties
-    return best.index
+class StillPicker:
+    """Keeps, as frames go by, the overlay of the largest lesion (the first, on ties or none)."""
+
+    def __init__(self) -> None:
+        self.record: FrameRecord | None = None
+        self.image: np.ndarray | None = None
+
+    def offer(self, record: FrameRecord, image: np.ndarray) -> None:
+        if record.ok and (
+            self.record is None or record.lesion_area_px > self.record.lesion_area_px
+        ):
+            self.record, self.image = record, image
+
+    def result(self) -> tuple[FrameRecord, np.ndarray]:
+        if self.record is None or self.image is None:
+            raise ValueError("no frame was segmented, so there is no still to show")
+        return self.record, self.image

@@ -14,8 +14,8 @@ from runtimes.report import (
     FILL_ALPHA,
     TRUTH,
     FrameRecord,
+    StillPicker,
     overlay,
-    pick_still,
     plot_area,
     write_csv,
 )
@@ -132,14 +132,21 @@ def test_plot_area_writes_a_png_of_the_expected_size(tmp_path: Path) -> None:
     assert Image.open(tmp_path / "one.png").size == (1000, 360)
 
 
-def test_pick_still_takes_the_largest_lesion_else_the_first_frame() -> None:
+def test_still_is_the_largest_lesion_else_the_first_frame() -> None:
     records = [
         FrameRecord(0, 0.0, "ok", 10),
         FrameRecord(1, 0.1, "ok", 40),
         FrameRecord.skipped(2, 0.2, "unreadable"),
         FrameRecord(3, 0.3, "ok", 40),
     ]
-    assert pick_still(records) == 1
-    assert pick_still([FrameRecord.skipped(0, 0.0, "x"), FrameRecord(5, 0.5, "ok", 0)]) == 5
+    picker = StillPicker()
+    for record in records:
+        picker.offer(record, np.full((2, 2, 3), record.index, np.uint8))
+    record, image = picker.result()
+    assert record.index == 1 and image[0, 0, 0] == 1
+    picker = StillPicker()
+    picker.offer(FrameRecord.skipped(0, 0.0, "x"), np.zeros((2, 2, 3), np.uint8))
     with pytest.raises(ValueError, match="no frame"):
-        pick_still([FrameRecord.skipped(0, 0.0, "x")])
+        picker.result()
+    picker.offer(FrameRecord(5, 0.5, "ok", 0), np.zeros((2, 2, 3), np.uint8))
+    assert picker.result()[0].index == 5
