@@ -14,13 +14,21 @@ $(STAMP): pyproject.toml constraints.txt requirements-nodeps.txt
 
 venv: $(STAMP)
 
-# Segment a synthetic clip, then convert BaS-S (stream form, as the demo runs it) to every
-# target and precision and print the parity table.
+# Segment a synthetic clip, convert BaS-S (stream form, as the demo runs it) to every target
+# and precision and print the parity table, then segment the clip again through the fastest
+# converted artifact that passed parity (overlay video, masks, CSV, area plot).
 demo: $(STAMP)
 	$(PY) -m model.demo --out reports/demo
 	@echo "Converting BaS-S to every target and checking parity (log: reports/demo/convert.log)"
 	$(PY) -m converters.all --variants S --forms stream --out reports/demo/artifacts \
 		2> reports/demo/convert.log || { tail -n 5 reports/demo/convert.log; exit 1; }
+	@echo "Timing the converted artifacts on this machine (runtimes.fastest)"
+	$(PY) -m runtimes.fastest reports/demo/artifacts > reports/demo/fastest.txt \
+		2> reports/demo/fastest.log || { tail -n 5 reports/demo/fastest.log; exit 1; }
+	@grep '^|' reports/demo/fastest.log
+	$(PY) -m runtimes.segment --artifact "$$(cat reports/demo/fastest.txt)" \
+		--input reports/demo/clip --out reports/demo/segment 2> reports/demo/segment.log \
+		|| { tail -n 5 reports/demo/segment.log; exit 1; }
 
 test: $(STAMP)
 	$(PY) -m ruff check .

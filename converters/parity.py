@@ -22,13 +22,13 @@ import numpy as np
 import torch
 
 from model.checkpoint import CheckpointError, sha256
-from model.cli import command, existing_path, frames_option
+from model.cli import command, existing_path, frames_option, runtime_option
 from model.data.synth import render_video
 from model.hub import build_bas, shipped_weights
 from model.metrics import frame_scores
 from runtimes import open_model
 from runtimes.manifest import Manifest, read_manifest, write_manifest
-from runtimes.registry import get_backend
+from runtimes.registry import RUNTIME_NAMES, get_backend
 from runtimes.session import to_input, to_native
 
 from .spec import ConversionError
@@ -209,9 +209,10 @@ def record_parity(
     "--artifact", type=existing_path, required=True, help="Converted artifact (with its manifest)."
 )
 @frames_option(MIN_STREAM_FRAMES, "Frames to compare.")
-def main(artifact: Path, frames: int) -> None:
+@runtime_option(RUNTIME_NAMES)
+def main(artifact: Path, frames: int, runtime: str | None) -> None:
     """Compare an artifact with PyTorch on synthetic frames; exit 1 if a parity gate fails."""
-    record = record_parity(artifact, frames)
+    record = record_parity(artifact, frames, runtime)
     print(json.dumps(record))
     if not record["passed"]:
         print(

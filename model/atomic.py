@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
-def _as_umask_allows(path: Path, mode: int) -> None:
+def usual_permissions(path: Path, mode: int = 0o666) -> None:
     """mkstemp/mkdtemp create owner-only entries; give the result the usual permissions."""
     mask = os.umask(0)
     os.umask(mask)
@@ -26,7 +26,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
-        _as_umask_allows(Path(tmp), 0o666)
+        usual_permissions(Path(tmp), 0o666)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -45,7 +45,7 @@ def staged_folder(out: Path, replace_existing: bool) -> Iterator[Path]:
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         yield staging
-        _as_umask_allows(staging, 0o777)
+        usual_permissions(staging, 0o777)
         if out.exists():
             shutil.rmtree(out) if replace_existing else out.rmdir()
         os.replace(staging, out)

@@ -158,3 +158,11 @@ def seed_option(default: int, help_text: str = "Synthetic data seed.") -> Callab
     return click.option(
         "--seed", type=click.IntRange(min=0), default=default, show_default=True, help=help_text
     )
+
+
+def runtime_option(choices: Sequence[str]) -> Callable[[F], F]:
+    return click.option(
+        "--runtime",
+        type=Choice(choices),
+        help="A runtime other than the manifest's (mil_reference: Core ML's reference evaluator).",
+    )

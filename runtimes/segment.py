@@ -25,7 +25,14 @@ from PIL import Image
 from tqdm import tqdm
 
 from model.atomic import staged_folder
-from model.cli import command, existing_path, out_option, threads_option, variant_option
+from model.cli import (
+    command,
+    existing_path,
+    out_option,
+    runtime_option,
+    threads_option,
+    variant_option,
+)
 from model.metrics import SegmentationMeter, markdown_table
 
 from . import load, load_pytorch
@@ -178,11 +185,7 @@ def run_segment(
 @click.option(
     "--weights", default="shipped", show_default=True, help="PyTorch weights, without --artifact."
 )
-@click.option(
-    "--runtime",
-    type=click.Choice(RUNTIME_NAMES),
-    help="Another runtime for the artifact (mil_reference: Core ML's reference evaluator).",
-)
+@runtime_option(RUNTIME_NAMES)
 @click.option(
     "--input",
     "input_path",

@@ -43,6 +43,7 @@ import av
 import numpy as np
 from PIL import Image
 
+from model.atomic import usual_permissions
 from model.data.layouts import (
     IMAGE_SUFFIXES,
     DatasetError,
@@ -496,6 +497,7 @@ class VideoWriter:
         except (av.FFmpegError, OSError) as err:
             self.abort()
             raise OSError(f"{self.path}: cannot finish video ({_reason(err)})") from None
+        usual_permissions(self._tmp)
         os.replace(self._tmp, self.path)
         self._tmp = None
 

@@ -228,20 +228,39 @@ def render_video(seed: int, index: int, frames: int) -> Iterator[tuple[np.ndarra
         yield np.repeat(gray[:, :, None], 3, axis=2), (mask > 0) & valid
 
 
-def _write_video(staging: Path, seed: int, index: int, frames: int) -> None:
+MP4_FPS = 25.0  # the synthetic motion is drawn for about this rate
+
+
+def _write_video(staging: Path, seed: int, index: int, frames: int, mp4: bool) -> None:
     name = f"synth_{seed:04d}_{index:04d}"
     images, labels = staging / "images" / name, staging / "labels" / name
     images.mkdir(parents=True)
     labels.mkdir(parents=True)
+    shown = []
     for t, (image, mask) in enumerate(render_video(seed, index, frames)):
         Image.fromarray(image).save(images / f"{t}.jpg", quality=92)
         Image.fromarray(mask.astype(np.uint8) * 255).save(labels / f"{t}.png")
+        shown.append(image)
+    if mp4:  # the same frames as a recording would come: H.264, a fixed frame rate
+        from runtimes.video import write_video
+
+        (staging / "videos").mkdir(exist_ok=True)
+        write_video(staging / "videos" / f"{name}.mp4", shown, MP4_FPS)
 
 
 def write_dataset(
-    out: Path, videos: int, frames: int, seed: int, first_index: int = 0, workers: int = 1
+    out: Path,
+    videos: int,
+    frames: int,
+    seed: int,
+    first_index: int = 0,
+    workers: int = 1,
+    mp4: bool = False,
 ) -> Path:
     """Render ``videos`` videos into ``out`` in the BUV layout, atomically (temp dir + rename).
+
+    With ``mp4``, each video is also written as ``videos/<name>.mp4`` (MP4_FPS frames a
+    second), the form a scanner's recording takes.
 
     ``workers`` processes render videos side by side; a video depends only on (seed,
     index), so the result is the same for any number of workers.
@@ -257,10 +276,10 @@ def write_dataset(
     with staged_folder(out, replace_existing=False) as staging:
         if workers == 1:
             for v in indices:
-                _write_video(staging, seed, v, frames)
+                _write_video(staging, seed, v, frames, mp4)
         else:
             with ProcessPoolExecutor(workers) as pool:
-                jobs = [pool.submit(_write_video, staging, seed, v, frames) for v in indices]
+                jobs = [pool.submit(_write_video, staging, seed, v, frames, mp4) for v in indices]
                 for job in jobs:
                     job.result()
     return out
@@ -285,9 +304,12 @@ def write_dataset(
     show_default=True,
     help="Render videos in N processes.",
 )
-def main(videos: int, frames: int, seed: int, first_index: int, out: Path, workers: int) -> None:
+@click.option("--mp4", is_flag=True, help="Also write each video as videos/<name>.mp4 (H.264).")
+def main(
+    videos: int, frames: int, seed: int, first_index: int, out: Path, workers: int, mp4: bool
+) -> None:
     """Write synthetic breast-ultrasound videos with lesion masks in the BUV layout."""
-    written = write_dataset(out, videos, frames, seed, first_index, workers)
+    written = write_dataset(out, videos, frames, seed, first_index, workers, mp4)
     print(f"wrote {videos} videos x {frames} frames to {written}")
 
 
