@@ -17,15 +17,18 @@ from model.cli import (
     weights_option,
 )
 
+from .base import Target
+from .build import convert
 from .spec import FORMS, ConvertRequest
 
 
-def target_command(name: str) -> click.Command:
-    """The click command of ``python -m converters.<name>``; its precisions are the target's."""
-    from .build import convert  # imported when a command is built: no cycle with the targets
-    from .registry import get_target
+def target_command(target: Target) -> click.Command:
+    """The click command of ``python -m converters.<name>``; its precisions are the target's.
 
-    target = get_target(name)
+    Given the target itself (not its name), so that a target module's ``__main__`` needs no
+    registry, which imports every target module.
+    """
+    name = target.name
 
     def run(
         variant: str,

@@ -84,4 +84,4 @@ class CoreMLTarget(Target):
 if __name__ == "__main__":
     from .cli import target_command
 
-    target_command("coreml")()
+    target_command(CoreMLTarget())()

@@ -114,4 +114,4 @@ class ExecuTorchTarget(Target):
 if __name__ == "__main__":
     from .cli import target_command
 
-    target_command("executorch")()
+    target_command(ExecuTorchTarget())()

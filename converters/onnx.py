@@ -52,4 +52,4 @@ class OnnxTarget(Target):
 if __name__ == "__main__":
     from .cli import target_command
 
-    target_command("onnx")()
+    target_command(OnnxTarget())()

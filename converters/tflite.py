@@ -204,4 +204,4 @@ class TFLiteTarget(Target):
 if __name__ == "__main__":
     from .cli import target_command
 
-    target_command("tflite")()
+    target_command(TFLiteTarget())()

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from converters import all as convert_all
 from converters import parity
 from converters.cli import target_command
-from converters.registry import TARGET_NAMES
+from converters.registry import TARGET_NAMES, get_target
 from model import demo, evaluate, info, train
 from model.data import synth
 
@@ -26,7 +26,9 @@ def _commands() -> dict[str, click.Command]:
         "converters.parity": parity.main,
         "converters.all": convert_all.main,
     }
-    return commands | {f"converters.{name}": target_command(name) for name in TARGET_NAMES}
+    return commands | {
+        f"converters.{name}": target_command(get_target(name)) for name in TARGET_NAMES
+    }
 
 
 COMMANDS = _commands()
@@ -56,7 +58,7 @@ def test_variant_is_case_insensitive_and_defaults_to_s() -> None:
     [
         (info.main, ["--variant", "SS"], "'SS' is not one of S, L (did you mean 'S'?)"),
         (evaluate.main, ["--data", ".", "--screen", "leterbox"], "(did you mean 'letterbox'?)"),
-        (target_command("tflite"), ["--precision", "INT9"], "(did you mean 'int8'?)"),
+        (target_command(get_target("tflite")), ["--precision", "INT9"], "(did you mean 'int8'?)"),
         (convert_all.main, ["--variants", "S,M"], "'M' is not one of S, L"),
         (convert_all.main, ["--targets", "onnx", "--targets", "tflit"], "did you mean 'tflite'"),
     ],
@@ -71,7 +73,9 @@ def test_misspelled_choice_is_a_usage_error_with_a_suggestion(
 
 
 @pytest.mark.parametrize(
-    "command", [demo.main, target_command("onnx"), evaluate.main], ids=["demo", "onnx", "evaluate"]
+    "command",
+    [demo.main, target_command(get_target("onnx")), evaluate.main],
+    ids=["demo", "onnx", "evaluate"],
 )
 def test_project_error_is_one_line_and_exit_2(command: click.Command, tmp_path: Path) -> None:
     where = ["--data", str(tmp_path)] if command is evaluate.main else ["--out", tmp_path / "o"]
@@ -121,7 +125,7 @@ def test_a_failed_gate_exits_1(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     artifact.write_bytes(b"")
     record = {"target": "onnx", "variant": "S", "precision": "fp32", "form": "frame"}
     record |= {"passed": False, "failures": ["logits max abs err 1 > 1e-3"]}
-    monkeypatch.setattr(parity, "record_parity", lambda path, frames: record)
+    monkeypatch.setattr(parity, "record_parity", lambda path, frames, runtime: record)
     result = CliRunner().invoke(parity.main, ["--artifact", str(artifact), "--frames", "5"])
     assert result.exit_code == 1
     assert result.stderr == "parity FAILED for onnx BaS-S fp32 frame: logits max abs err 1 > 1e-3\n"

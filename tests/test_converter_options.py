@@ -17,7 +17,7 @@ from runtimes.manifest import artifact_sha256
 
 def _refused(argv: list[str], target: str = "onnx") -> str:
     """The last stderr line of a refused command: ``error: ...`` (click's usage errors too)."""
-    result = CliRunner().invoke(target_command(target), argv)
+    result = CliRunner().invoke(target_command(get_target(target)), argv)
     assert result.exit_code == 2, result.output
     err = result.stderr.strip().splitlines()[-1]
     assert err.lower().startswith("error:")
