@@ -97,7 +97,7 @@ def segment_source(
             reason = _skip_reason(frame)
             if reason is not None:
                 records.append(FrameRecord.skipped(frame.index, frame.timestamp, reason))
-                totals.warnings.append(f"{source.name} frame {frame.index}: {reason}")
+                totals.warnings.append(f"skipped {source.name} frame {frame.index}: {reason}")
                 if frame.image is not None:  # shown as it is, so the video keeps its timing
                     writer.write(as_rgb(frame.image), frame.timestamp)
                 continue
@@ -125,13 +125,19 @@ def segment_source(
             bar.set_postfix(fps=f"{totals.segmented / (time.perf_counter() - started):.1f}")
         if still.record is None:
             raise ValueError(f"{source.path}: no frame could be segmented ({len(records)} skipped)")
+    seen = records[-1].index + 1
+    if total is not None and len(records) < total and seen + every <= (source.frame_count or 0):
+        totals.warnings.append(  # a container's count can be an estimate: warn, don't fail
+            f"{source.name}: the video ended at frame {seen} of the {source.frame_count} its "
+            "container announces (truncated?)"
+        )
+    totals.wall_s += time.perf_counter() - started  # per-frame work; the plot below is once a video
     Image.fromarray(still.result()[1]).save(folder / "still.png")
     write_csv(folder / "frames.csv", records)
     plot_area(
         folder / "area.png", records, f"{source.name}: lesion area, BaS through {session.runtime}"
     )
     totals.skipped += sum(not r.ok for r in records)
-    totals.wall_s += time.perf_counter() - started
     return records
 
 
@@ -236,7 +242,7 @@ def main(
         click.echo("note: frame-form artifact: each frame runs alone (no temporal state)", err=True)
     totals = run_segment(session, input_path, out, threshold, every, max_frames, fps)
     for warning in totals.warnings[:10]:
-        click.echo(f"warning: skipped {warning}", err=True)
+        click.echo(f"warning: {warning}", err=True)
     if len(totals.warnings) > 10:
         click.echo(f"warning: ... and {len(totals.warnings) - 10} more (frames.csv)", err=True)
     click.echo(

@@ -224,8 +224,6 @@ def test_runtime_agrees_with_pytorch(
     scored = {i: _dice(masks[i], reference[i]) for i in masks if (masks[i] | reference[i]).any()}
     assert scored, "no frame with a lesion: the comparison would prove nothing"
     assert min(scored.values()) >= gate, scored
-    empty = [i for i in masks if i not in scored]
-    assert all(not masks[i].any() for i in empty)
 
 
 # -- 2. the command's stream equals the model's clip form ----------------------------------
@@ -400,9 +398,9 @@ def test_truncated_mp4_runs_what_it_can_and_counts_the_damage(tmp_path: Path) ->
     """The first 40 % of an mp4 (index at the front) is not refused: it is segmented.
 
     The frames whose packets survived are segmented; the packet cut in half becomes one
-    CSV row "skipped: undecodable packet" and a warning; frames past the cut are simply
-    absent (nothing says how many the container promised). Indices stay 0..n-1 in
-    presentation order and timestamps keep the source's times.
+    CSV row "skipped: undecodable packet" and a warning; frames past the cut are absent,
+    and a warning says where the video ended against the count its container announces.
+    Indices stay 0..n-1 in presentation order and timestamps keep the source's times.
     """
     path = write_video(tmp_path / "full.mp4", list(_clip(10)), 25)
     data = path.read_bytes()
@@ -414,13 +412,14 @@ def test_truncated_mp4_runs_what_it_can_and_counts_the_damage(tmp_path: Path) ->
     _, rows = _rows(out)
     ok = [r for r in rows if r["status"] == "ok"]
     skipped = [r for r in rows if r["status"] != "ok"]
-    assert 0 < len(ok) and len(rows) < 10
+    assert ok and len(rows) < 10
     assert skipped and all(r["status"].startswith("skipped: undecodable packet") for r in skipped)
     assert [int(r["frame"]) for r in rows] == list(range(len(rows)))
     times = [float(r["timestamp_s"]) for r in rows]
     assert times == sorted(times) and all(round(t * 25, 3).is_integer() for t in times)
     assert sorted(_masks(out)) == [int(r["frame"]) for r in ok]
     assert result.stderr.count("warning: skipped cut frame") == len(skipped)
+    assert f"cut: the video ended at frame {len(rows)} of the 10 its container" in result.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert (summary["frames_segmented"], summary["frames_skipped"]) == (len(ok), len(skipped))
     assert f"{len(ok)} frames segmented, {len(skipped)} skipped" in result.stdout
@@ -497,7 +496,8 @@ def test_apple_runtime_on_linux_is_refused(built_artifact, tmp_path: Path) -> No
     artifact = built_artifact("coreml", "S", "fp32", "stream")
     folder = _save_frames(tmp_path / "frames", list(_clip(2)))
     out = tmp_path / "result"
-    result = _segment("--artifact", artifact, "--runtime", "coreml", "--input", folder, "--out", out)
+    args = ["--artifact", artifact, "--runtime", "coreml", "--input", folder, "--out", out]
+    result = _segment(*args)
     line = _assert_refused(result, out, "needs macOS")
     assert "mil_reference" in line
 
