@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from model.config import closest
+from model.config import unknown_choice
 
 from .base import Target
 from .spec import ConversionError
@@ -22,8 +22,5 @@ TARGET_NAMES = ("onnx", "tflite", "coreml", "executorch")
 
 def get_target(name: str) -> Target:
     if name not in TARGET_NAMES:
-        raise ConversionError(
-            f"unknown target {name!r}; choose one of {', '.join(TARGET_NAMES)}"
-            + closest(name, TARGET_NAMES)
-        )
+        raise ConversionError(unknown_choice("target", name, TARGET_NAMES))
     return _targets()[name]()

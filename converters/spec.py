@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from model.config import VARIANTS, closest
+from model.config import VARIANTS, unknown_choice
 
 PRECISIONS = ("fp32", "fp16", "int8")
 FORMS = ("frame", "stream")
@@ -46,10 +46,7 @@ class ConvertRequest:
 
 def _choice(kind: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
-        raise ConversionError(
-            f"unknown {kind} {value!r}; choose one of {', '.join(choices)}"
-            + closest(value, choices)
-        )
+        raise ConversionError(unknown_choice(kind, value, choices))
 
 
 def validate(request: ConvertRequest, precisions: tuple[str, ...], target: str) -> None:

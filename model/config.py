@@ -60,11 +60,13 @@ def closest(name: str, choices: list[str] | tuple[str, ...]) -> str:
     return f" (did you mean {match[0]!r}?)" if match else ""
 
 
+def unknown_choice(kind: str, value: str, choices: tuple[str, ...] | list[str]) -> str:
+    """The one message for a value not among ``choices``, with a suggestion where one is close."""
+    return f"unknown {kind} {value!r}; choose one of {', '.join(choices)}" + closest(value, choices)
+
+
 def get_config(variant: str, **overrides: object) -> BaSConfig:
     """The registered config of ``variant`` with ``overrides`` applied."""
     if variant not in VARIANTS:
-        raise ValueError(
-            f"unknown BaS variant {variant!r}; choose one of {sorted(VARIANTS)}"
-            + closest(variant, tuple(VARIANTS))
-        )
+        raise ValueError(unknown_choice("BaS variant", variant, tuple(VARIANTS)))
     return replace(VARIANTS[variant], **overrides)

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from .bas import BaS
+from .config import unknown_choice
 
 
 class FrameForm(nn.Module):
@@ -58,4 +59,4 @@ def example_inputs(
         return (torch.rand(batch, steps, model.config.in_channels, size, size),)
     if form == "stream":
         return (frame, model.initial_state(batch))
-    raise ValueError(f"unknown form {form!r}; choose one of {sorted(FORMS)}")
+    raise ValueError(unknown_choice("form", form, tuple(FORMS)))

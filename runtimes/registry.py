@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from model.config import closest
+from model.config import unknown_choice
 
 from .backend import Backend
 from .manifest import ArtifactError
@@ -30,10 +30,7 @@ def _backends() -> dict[str, type[Backend]]:
 
 def get_backend(name: str) -> Backend:
     if name not in RUNTIME_NAMES:
-        raise ArtifactError(
-            f"unknown runtime {name!r}; choose one of {', '.join(RUNTIME_NAMES)}"
-            + closest(name, RUNTIME_NAMES)
-        )
+        raise ArtifactError(unknown_choice("runtime", name, RUNTIME_NAMES))
     return _backends()[name]()
 
 
