@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from model.config import VARIANTS, unknown_choice
+from model.errors import ProjectError
 
 PRECISIONS = ("fp32", "fp16", "int8")
 FORMS = ("frame", "stream")
@@ -16,7 +17,7 @@ IO_NAMES = {
 }
 
 
-class ConversionError(ValueError):
+class ConversionError(ProjectError):
     """A conversion that cannot run or whose result is not trustworthy; one line, named."""
 
 

@@ -9,6 +9,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from .errors import ProjectError
+
 
 def usual_permissions(path: Path, mode: int = 0o666) -> None:
     """mkstemp/mkdtemp create owner-only entries; give the result the usual permissions."""
@@ -33,21 +35,47 @@ def atomic_path(path: Path) -> Iterator[Path]:
         raise
 
 
+OUTPUT_MARKER = ".bas-deploy-output"  # in every folder staged_folder writes: ours to replace
+
+
+def check_output_folder(out: Path) -> None:
+    """Refuse, before any work, an ``out`` staged_folder could not write or must not replace."""
+    out = Path(out)
+    blocker = next((p for p in (out, *out.parents) if p.exists()), None)
+    if blocker is not None and blocker != out and not blocker.is_dir():
+        raise ProjectError(f"output folder {out} cannot be made: {blocker} is a file")
+    if out.exists():
+        if not out.is_dir():
+            raise ProjectError(f"output folder {out} is a file")
+        if any(out.iterdir()) and not (out / OUTPUT_MARKER).is_file():
+            raise ProjectError(
+                f"output folder {out} is not empty and is not an earlier output of this "
+                "project; choose another (nothing was changed)"
+            )
+    if blocker is not None and not os.access(blocker, os.W_OK):
+        raise ProjectError(f"output folder {out} cannot be written ({blocker} is read-only)")
+
+
 @contextmanager
-def staged_folder(out: Path, replace_existing: bool) -> Iterator[Path]:
+def staged_folder(out: Path) -> Iterator[Path]:
     """A temporary folder beside ``out``, moved to ``out`` only if the block succeeds.
 
-    An existing ``out`` is removed first when ``replace_existing``; otherwise it must be
-    empty (callers check, so a user's folder is never deleted).
+    ``out`` may be absent, empty, or an earlier output of this project (it holds
+    OUTPUT_MARKER), which is replaced; anything else is refused before the block runs, so
+    no file the project did not write is ever deleted. An exception, Ctrl-C or SIGTERM
+    (see model.cli) inside the block removes the staging folder and leaves ``out`` as it was.
     """
     out = Path(out)
+    check_output_folder(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         yield staging
+        (staging / OUTPUT_MARKER).write_text("written by bas-deploy; replaced by its next run\n")
         usual_permissions(staging, 0o777)
+        check_output_folder(out)  # again: the block may have taken long
         if out.exists():
-            shutil.rmtree(out) if replace_existing else out.rmdir()
+            shutil.rmtree(out) if (out / OUTPUT_MARKER).is_file() else out.rmdir()
         os.replace(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

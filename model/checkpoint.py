@@ -14,11 +14,12 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .atomic import atomic_path
+from .errors import ProjectError
 
 FORMAT = "bas-deploy/1"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(ProjectError):
     """A weights file that cannot be loaded into the requested network."""
 
 

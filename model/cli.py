@@ -1,14 +1,17 @@
 """What every command line of the project shares: option definitions, choices, error handling.
 
 Each command is a :class:`click.Command` built with :func:`command`; its project errors
-(``ValueError`` and its kin: bad data, bad weights, a conversion that cannot run, an
-unreadable file) become one ``error: ...`` line on stderr and exit status 2, like click's
-own usage errors. Options are defined once here and reused, so ``--variant`` means the same
-thing, and is checked the same way, everywhere.
+(``model.errors.ProjectError`` and its kin: bad data, bad weights, a conversion that
+cannot run; and an unreadable file) become one ``error: ...`` line on stderr and exit
+status 2, like click's own usage errors. Options are defined once here and reused, so
+``--variant`` means the same thing, and is checked the same way, everywhere.
 """
 
 from __future__ import annotations
 
+import signal
+import threading
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -16,6 +19,7 @@ from typing import Any, TypeVar
 import click
 
 from .config import VARIANTS, closest
+from .errors import ProjectError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -42,7 +46,7 @@ class Choice(click.Choice):
             self.fail(f"{value!r} is not one of {', '.join(choices)}{hint}", param, ctx)
 
 
-class ProjectError(click.ClickException):
+class CommandError(click.ClickException):
     """A project error as click reports it: ``error: <one line>``, exit status 2."""
 
     exit_code = USAGE_EXIT
@@ -51,14 +55,69 @@ class ProjectError(click.ClickException):
         click.echo(f"error: {self.format_message()}", err=True, file=file)
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised where the program is, so staging folders are cleaned up as on Ctrl-C."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"signal {signum}")
+        self.signum = signum
+
+
+_SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+
 class ProjectCommand(click.Command):
-    """A click command whose project errors end the run with one line and exit status 2."""
+    """A click command with the project's edge: one line and exit 2 for a ProjectError or an
+    unusable file, 130 / 143 after Ctrl-C / SIGTERM (cleaned up), and for anything else, a
+    bug, its traceback and a line asking for a report."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        received: list[int] = []
+
+        def on_signal(signum: int, frame: Any) -> None:
+            received.append(signum)  # libraries that swallow the exception can't hide it
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            raise Terminated(signum)
+
+        handlers = _install({signal.SIGINT: on_signal, signal.SIGTERM: on_signal})
         try:
             return super().invoke(ctx)
-        except (ValueError, OSError) as err:
-            raise ProjectError(one_line(err)) from err
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            if received:
+                _interrupted(ctx, received[0])
+            raise
+        except (KeyboardInterrupt, Terminated):
+            _interrupted(ctx, received[0] if received else signal.SIGINT)
+        except (ProjectError, OSError) as err:
+            if received:
+                _interrupted(ctx, received[0])
+            raise CommandError(one_line(err)) from err
+        except Exception:
+            if received:
+                _interrupted(ctx, received[0])
+            traceback.print_exc()
+            click.echo(
+                "error: internal error in bas-deploy (a bug, not your input); please report "
+                "it with the traceback above",
+                err=True,
+            )
+            ctx.exit(1)
+        finally:
+            _install(handlers)
+
+
+def _install(handlers: dict[int, Any]) -> dict[int, Any]:
+    """Set signal handlers where Python allows it (the main thread); return the old ones."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {signum: signal.signal(signum, handler) for signum, handler in handlers.items()}
+
+
+def _interrupted(ctx: click.Context, signum: int) -> None:
+    name = "interrupted (Ctrl-C)" if signum == signal.SIGINT else "terminated (SIGTERM)"
+    click.echo(f"error: {name}; partial output removed", err=True)
+    ctx.exit(_SIGNAL_EXIT.get(signum, 128 + signum))
 
 
 def one_line(err: BaseException) -> str:

@@ -41,7 +41,7 @@ def _strip(frames: list[np.ndarray], count: int = 6, height: int = 200) -> Image
 
 def run_demo(out: Path, variant: str, weights: str, frames: int, seed: int) -> dict:
     """Build the whole demo folder in a temporary place, then swap it in."""
-    with staged_folder(out, replace_existing=True) as staging:
+    with staged_folder(out) as staging:
         session = runtimes.load_pytorch(variant, weights, form="stream")
         index = discover(write_dataset(staging / "clip", videos=1, frames=frames, seed=seed))
         video = index.videos[0]

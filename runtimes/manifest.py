@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from model.atomic import atomic_path
+from model.errors import ProjectError
 
 SCHEMA = "bas-deploy-manifest/2"
 
@@ -26,7 +27,7 @@ SCHEMA = "bas-deploy-manifest/2"
 CANONICAL_LAYOUTS = {"frame": "NCHW", "logits": "NCHW", "state": "NTCHW", "new_state": "NTCHW"}
 
 
-class ArtifactError(ValueError):
+class ArtifactError(ProjectError):
     """An artifact or manifest that cannot be trusted or run here; one line, naming the file."""
 
 

@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from model.atomic import staged_folder
+from model.atomic import check_output_folder, staged_folder
 from model.cli import (
     command,
     existing_path,
@@ -151,11 +151,10 @@ def run_segment(
     fps: float = 30.0,
 ) -> RunTotals:
     """Every video of ``input_path`` through ``session``, results staged then moved to ``out``."""
+    check_output_folder(out)
     sources = open_sources(input_path, fps)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ValueError(f"output folder {out} exists and is not empty; choose a new one")
     totals, meter = RunTotals(), SegmentationMeter()
-    with staged_folder(out, replace_existing=False) as staging:
+    with staged_folder(out) as staging:
         for source in sources:
             folder = staging if len(sources) == 1 else staging / source.name
             segment_source(session, source, folder, threshold, every, max_frames, meter, totals)

@@ -52,6 +52,7 @@ from model.data.layouts import (
     natural_key,
     read_mask,
 )
+from model.errors import ProjectError
 
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm")
 SourceKind = Literal["video", "frames", "dataset"]
@@ -63,7 +64,7 @@ _log = logging.getLogger(__name__)
 _IMAGE_DEMUXERS = ("image2", "image2pipe")
 
 
-class InputError(ValueError):
+class InputError(ProjectError):
     """An input that cannot be segmented as it is; the one-line message names path and problem."""
 
 

@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..errors import ProjectError
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 # Lossless formats only: a JPEG mask is never binary.
 MASK_SUFFIXES = (".png", ".bmp", ".tif", ".tiff")
@@ -29,7 +31,7 @@ LAYOUTS = ("buv", "fla-net", "plain")
 _log = logging.getLogger(__name__)
 
 
-class DatasetError(ValueError):
+class DatasetError(ProjectError):
     """A dataset that cannot be used as it is; the message names the path and the problem."""
 
 

@@ -270,10 +270,8 @@ def write_dataset(
         raise ValueError(
             f"need at least one video, frame and worker, got {videos} x {frames}, {workers}"
         )
-    if out.exists() and any(out.iterdir()):
-        raise FileExistsError(f"output folder {out} exists and is not empty")
     indices = range(first_index, first_index + videos)
-    with staged_folder(out, replace_existing=False) as staging:
+    with staged_folder(out) as staging:
         if workers == 1:
             for v in indices:
                 _write_video(staging, seed, v, frames, mp4)
