@@ -6,6 +6,8 @@ import difflib
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
+from .errors import ConfigError
+
 GeluApproximation = Literal["none", "tanh"]
 
 
@@ -33,11 +35,13 @@ class BaSConfig:
 
     def __post_init__(self) -> None:
         if self.image_size <= 0 or self.image_size % 16:
-            raise ValueError(f"image_size must be a positive multiple of 16, got {self.image_size}")
+            raise ConfigError(
+                f"image_size must be a positive multiple of 16, got {self.image_size}"
+            )
         if self.temporal_window < 1:
-            raise ValueError(f"temporal_window must be >= 1, got {self.temporal_window}")
+            raise ConfigError(f"temporal_window must be >= 1, got {self.temporal_window}")
         if self.gelu_approximate not in ("none", "tanh"):
-            raise ValueError(
+            raise ConfigError(
                 f"gelu_approximate must be 'none' or 'tanh', got {self.gelu_approximate!r}"
             )
 
@@ -68,5 +72,5 @@ def unknown_choice(kind: str, value: str, choices: tuple[str, ...] | list[str]) 
 def get_config(variant: str, **overrides: object) -> BaSConfig:
     """The registered config of ``variant`` with ``overrides`` applied."""
     if variant not in VARIANTS:
-        raise ValueError(unknown_choice("BaS variant", variant, tuple(VARIANTS)))
+        raise ConfigError(unknown_choice("BaS variant", variant, tuple(VARIANTS)))
     return replace(VARIANTS[variant], **overrides)

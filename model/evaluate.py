@@ -35,6 +35,7 @@ from .cli import (
 )
 from .data import DatasetIndex, discover, native_frames, read_split
 from .data.framing import SCREENS, Screen
+from .errors import ProjectError
 from .metrics import SegmentationMeter, frame_scores, markdown_table
 
 
@@ -99,7 +100,7 @@ def split_videos_of(split: Path, subset: str) -> list[str]:
     """The video names of ``subset`` in the split file ``split``."""
     subsets = read_split(split)
     if subset not in subsets:
-        raise ValueError(
+        raise ProjectError(
             f"split file {split} has no subset {subset!r}; it has {', '.join(sorted(subsets))}"
         )
     return subsets[subset]

@@ -7,6 +7,7 @@ from torch import nn
 
 from .bas import BaS
 from .config import unknown_choice
+from .errors import ConfigError
 
 
 class FrameForm(nn.Module):
@@ -59,4 +60,4 @@ def example_inputs(
         return (torch.rand(batch, steps, model.config.in_channels, size, size),)
     if form == "stream":
         return (frame, model.initial_state(batch))
-    raise ValueError(unknown_choice("form", form, tuple(FORMS)))
+    raise ConfigError(unknown_choice("form", form, tuple(FORMS)))

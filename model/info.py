@@ -19,6 +19,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from .bas import BaS
 from .cli import command, image_size_option, temporal_window_option, variant_option
 from .config import get_config
+from .errors import ProjectError
 from .layers import BaSBlock
 
 
@@ -72,7 +73,7 @@ def _check_stages(model: BaS) -> None:
     parts += [name for name, _ in model.named_parameters(recurse=False)]
     members = [member for stage in STAGES for member in stage.members]
     if sorted(parts) != sorted(members):
-        raise ValueError(
+        raise ProjectError(
             f"BaS parts {sorted(parts)} do not match the stage table {sorted(members)}"
         )
 

@@ -30,6 +30,7 @@ from .bas import BaS
 from .checkpoint import save_weights
 from .cli import command
 from .data import Augment, ClipDataset, discover, read_split, split_videos, write_split
+from .errors import ConfigError
 from .hub import build_bas
 from .losses import LossWeights, SegmentationLoss
 
@@ -73,7 +74,7 @@ def _coerce(cls: type, values: dict) -> object:
     known = {f.name: f for f in fields(cls)}
     unknown = sorted(set(values) - set(known))
     if unknown:
-        raise ValueError(f"unknown {cls.__name__} keys: {', '.join(unknown)}")
+        raise ConfigError(f"unknown {cls.__name__} keys: {', '.join(unknown)}")
     converted = {}
     for name, value in values.items():
         default = getattr(cls(), name)
@@ -91,7 +92,7 @@ def load_config(path: Path | None, overrides: list[str]) -> TrainConfig:
     for item in overrides:
         key, _, raw = item.partition("=")
         if not hasattr(config, key):
-            raise ValueError(f"unknown config key in --set: {key}")
+            raise ConfigError(f"unknown config key in --set: {key}")
         config = replace(config, **{key: type(getattr(config, key))(yaml.safe_load(raw))})
     return config
 
@@ -133,14 +134,14 @@ def validation_dice(model: BaS, loader: DataLoader, accelerator: Accelerator) ->
 
 def _check(config: TrainConfig) -> None:
     if not 0 <= config.warm_frames < config.clip_length:
-        raise ValueError(
+        raise ConfigError(
             f"warm_frames must be in [0, clip_length), got {config.warm_frames} "
             f"with clip_length {config.clip_length}"
         )
     if not 0.0 <= config.cold_start <= 1.0:
-        raise ValueError(f"cold_start must be in [0, 1], got {config.cold_start}")
+        raise ConfigError(f"cold_start must be in [0, 1], got {config.cold_start}")
     if config.mixed_precision not in ("no", "bf16", "fp16"):
-        raise ValueError(
+        raise ConfigError(
             f"mixed_precision must be no, bf16 or fp16, got {config.mixed_precision!r}"
         )
 

@@ -19,6 +19,7 @@ import numpy as np
 
 from model.cli import Choice, command, frames_option, threads_option, variant_option
 from model.data.synth import render_video
+from model.errors import ProjectError
 
 from . import load
 from .manifest import ArtifactError, read_manifest
@@ -72,7 +73,7 @@ def main(folder: Path, variant: str, form: str, frames: int, threads: int | None
     """Print the path of the fastest parity-passing artifact in FOLDER."""
     found = candidates(folder, variant, form)
     if not found:
-        raise ValueError(
+        raise ProjectError(
             f"{folder}: no BaS-{variant} {form} artifact that passed parity and can run here"
         )
     images = [image for image, _ in render_video(TIMING_SEED, 0, frames)]

@@ -33,6 +33,7 @@ from model.cli import (
     threads_option,
     variant_option,
 )
+from model.errors import ProjectError
 from model.metrics import SegmentationMeter, markdown_table
 
 from . import load, load_pytorch
@@ -124,7 +125,9 @@ def segment_source(
             totals.inference_s += prediction.inference_ms / 1000
             bar.set_postfix(fps=f"{totals.segmented / (time.perf_counter() - started):.1f}")
         if still.record is None:
-            raise ValueError(f"{source.path}: no frame could be segmented ({len(records)} skipped)")
+            raise ProjectError(
+                f"{source.path}: no frame could be segmented ({len(records)} skipped)"
+            )
     seen = records[-1].index + 1
     if total is not None and len(records) < total and seen + every <= (source.frame_count or 0):
         totals.warnings.append(  # a container's count can be an estimate: warn, don't fail
@@ -232,7 +235,7 @@ def main(
     """Segment a recording with BaS through any runtime; write masks, overlay video, CSV, plot."""
     if artifact is None:
         if runtime not in (None, "pytorch"):
-            raise ValueError(f"--runtime {runtime} needs --artifact (without it, PyTorch runs)")
+            raise ProjectError(f"--runtime {runtime} needs --artifact (without it, PyTorch runs)")
         session = load_pytorch(variant, weights, "stream", threads=threads)
     else:
         session = load(artifact, threads=threads, runtime=runtime)

@@ -19,6 +19,8 @@ import torch.nn.functional as F
 from PIL import Image
 from scipy.special import expit
 
+from model.errors import ProjectError
+
 from .backend import RawRunner
 from .manifest import ArtifactError, Manifest, TensorSpec
 
@@ -27,14 +29,14 @@ def as_rgb(image: np.ndarray) -> np.ndarray:
     """uint8 grayscale (H, W) or (H, W, 1), RGB or RGBA -> RGB (H, W, 3); anything else refused."""
     if not isinstance(image, np.ndarray) or image.dtype != np.uint8:
         kind = image.dtype if isinstance(image, np.ndarray) else type(image).__name__
-        raise ValueError(f"frames must be uint8 arrays, got {kind}")
+        raise ProjectError(f"frames must be uint8 arrays, got {kind}")
     if image.ndim == 3 and image.shape[2] in (1, 3, 4):
         channels = image.shape[2]
         image = image[:, :, 0] if channels == 1 else image[:, :, :3]
     if image.ndim == 2:
         image = np.repeat(image[:, :, None], 3, axis=2)
     if image.ndim != 3 or image.shape[2] != 3 or min(image.shape[:2]) < 1:
-        raise ValueError(
+        raise ProjectError(
             f"frames must be (H, W) grayscale, (H, W, 3) RGB or (H, W, 4) RGBA, got {image.shape}"
         )
     return image
@@ -113,7 +115,7 @@ class Prediction:
     def mask(self, threshold: float = 0.5) -> np.ndarray:
         """Lesion where the probability exceeds ``threshold`` (compared as a logit: exact)."""
         if not 0.0 < threshold < 1.0:
-            raise ValueError(f"threshold must be in (0, 1), got {threshold}")
+            raise ProjectError(f"threshold must be in (0, 1), got {threshold}")
         return self.logits > math.log(threshold / (1.0 - threshold))
 
 

@@ -16,6 +16,7 @@ from PIL import Image
 from scipy import ndimage
 from torch.utils.data import Dataset
 
+from ..errors import ConfigError
 from .framing import ScreenAugment
 from .layouts import DatasetError, DatasetIndex, Frame, Video, read_frame
 
@@ -64,13 +65,13 @@ class Augment:
     def __post_init__(self) -> None:
         for name in (*self.PROBABILITIES, "weak", "brightness_delta", "contrast_delta"):
             if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"Augment.{name} must be in [0, 1], got {getattr(self, name)}")
+                raise ConfigError(f"Augment.{name} must be in [0, 1], got {getattr(self, name)}")
         for name in ("blur_sigma", "cutmix_side", "weak_gain", "weak_noise"):
             low, high = getattr(self, name)
             if not 0.0 < low <= high:
-                raise ValueError(f"Augment.{name} must satisfy 0 < low <= high, got {(low, high)}")
+                raise ConfigError(f"Augment.{name} must satisfy 0 < low <= high, got {(low, high)}")
         if self.cutmix_side[1] > 1.0:
-            raise ValueError(f"Augment.cutmix_side must be <= 1, got {self.cutmix_side}")
+            raise ConfigError(f"Augment.cutmix_side must be <= 1, got {self.cutmix_side}")
 
     def __call__(
         self, images: torch.Tensor, masks: torch.Tensor, rng: np.random.Generator

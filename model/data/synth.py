@@ -29,6 +29,7 @@ from scipy import ndimage
 
 from ..atomic import staged_folder
 from ..cli import command, frames_option, out_option, seed_option
+from ..errors import ProjectError
 
 BEAM_DEPTH = 256  # samples along the beam
 BEAM_LINES = 256  # lateral lines in view
@@ -267,7 +268,7 @@ def write_dataset(
     """
     out = Path(out)
     if videos < 1 or frames < 1 or workers < 1:
-        raise ValueError(
+        raise ProjectError(
             f"need at least one video, frame and worker, got {videos} x {frames}, {workers}"
         )
     indices = range(first_index, first_index + videos)

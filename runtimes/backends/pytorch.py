@@ -15,6 +15,7 @@ import torch
 from model.bas import BaS
 from model.checkpoint import read_metadata, sha256
 from model.config import unknown_choice
+from model.errors import ConfigError
 from model.hub import build_bas, shipped_weights
 
 from ..backend import Backend, RawRunner, RawTensor
@@ -73,7 +74,7 @@ def pytorch_manifest(
     With ``model``, that network as it is in memory (its config; no weights file).
     """
     if form not in IO_NAMES:
-        raise ValueError(unknown_choice("form", form, tuple(IO_NAMES)))
+        raise ConfigError(unknown_choice("form", form, tuple(IO_NAMES)))
     if model is None:
         model = build_bas(variant, image_size, temporal_window, weights=weights)
         path = shipped_weights(variant) if weights == "shipped" else Path(weights)
