@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import shutil
@@ -14,6 +15,7 @@ from pathlib import Path
 import torch
 
 from model.checkpoint import sha256
+from model.errors import one_line
 from model.forms import FrameForm, StreamForm
 from model.hub import build_bas, shipped_weights
 from model.layers import with_sigmoid_gelu
@@ -116,6 +118,7 @@ def convert(target: Target, request: ConvertRequest) -> Path:
         return calibration_clips(model, request.form, request.calibration, size)
 
     out = Path(request.out)
+    made = [p for p in (out, *out.parents) if not p.exists()]  # removed again on failure
     out.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{request.stem}.", dir=out))
     artifact = staging / f"{request.stem}{target.suffix}"
@@ -127,7 +130,7 @@ def convert(target: Target, request: ConvertRequest) -> Path:
         except ConversionError:
             raise
         except Exception as err:  # each toolchain raises its own types; report one line
-            first = (str(err).strip().splitlines() or [""])[0]
+            first = one_line(err)
             raise ConversionError(
                 f"{target.name} conversion of {request.stem} failed: {type(err).__name__}: {first}"
             ) from err
@@ -169,6 +172,12 @@ def convert(target: Target, request: ConvertRequest) -> Path:
                 path.unlink(missing_ok=True)
         os.replace(artifact, final)
         os.replace(manifest_path(artifact), manifest_path(final))
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        for folder in made:  # innermost first; only if still empty
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return final

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import click
 
 from .config import VARIANTS, closest
-from .errors import ProjectError
+from .errors import ProjectError, one_line
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -82,7 +82,10 @@ class ProjectCommand(click.Command):
 
         handlers = _install({signal.SIGINT: on_signal, signal.SIGTERM: on_signal})
         try:
-            return super().invoke(ctx)
+            result = super().invoke(ctx)
+            if received:  # a library swallowed the exception the signal raised
+                _interrupted(ctx, received[0])
+            return result
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             if received:
                 _interrupted(ctx, received[0])
@@ -118,15 +121,6 @@ def _interrupted(ctx: click.Context, signum: int) -> None:
     name = "interrupted (Ctrl-C)" if signum == signal.SIGINT else "terminated (SIGTERM)"
     click.echo(f"error: {name}; partial output removed", err=True)
     ctx.exit(_SIGNAL_EXIT.get(signum, 128 + signum))
-
-
-def one_line(err: BaseException) -> str:
-    """The first line of an error's message, with the file name an OSError carries."""
-    if isinstance(err, OSError) and err.filename and str(err.filename) not in str(err):
-        text = f"{err.filename}: {err.strerror or err}"
-    else:
-        text = str(err).strip() or type(err).__name__
-    return text.splitlines()[0]
 
 
 def command(name: str) -> Callable[[F], click.Command]:

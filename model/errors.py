@@ -15,3 +15,12 @@ class ProjectError(ValueError):
 
 class ConfigError(ProjectError):
     """A configuration value (variant, image size, training recipe) that cannot be used."""
+
+
+def one_line(err: BaseException) -> str:
+    """The first line of an error's message, with the file name an OSError carries."""
+    if isinstance(err, OSError) and err.filename and str(err.filename) not in str(err):
+        text = f"{err.filename}: {err.strerror or err}"
+    else:
+        text = str(err).strip() or type(err).__name__
+    return text.splitlines()[0]

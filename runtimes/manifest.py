@@ -185,6 +185,11 @@ def verify(artifact: Path, manifest: Manifest) -> None:
     artifact = Path(artifact)
     if not artifact.exists():
         raise ArtifactError(f"artifact not found: {artifact}")
+    if artifact.name != manifest.artifact.file:
+        raise ArtifactError(
+            f"{artifact} is not the file its manifest describes ({manifest.artifact.file}): "
+            "renamed, or another artifact's manifest"
+        )
     if artifact.is_file() and artifact.stat().st_size != manifest.artifact.bytes:
         raise ArtifactError(
             f"{artifact} has {artifact.stat().st_size} bytes, its manifest says "

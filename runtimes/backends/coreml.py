@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from model.errors import one_line
+
 from ..backend import Backend, RawRunner, RawTensor
 from ..manifest import ArtifactError, Manifest
 
@@ -45,8 +47,7 @@ def _inspect(artifact: Path) -> tuple[list[RawTensor], list[RawTensor]]:
     try:
         spec = ct.utils.load_spec(str(artifact))
     except Exception as err:  # protobuf and coremltools raise their own types
-        first = (str(err).strip().splitlines() or [""])[0]
-        raise ArtifactError(f"coremltools cannot read {artifact}: {first}") from err
+        raise ArtifactError(f"coremltools cannot read {artifact}: {one_line(err)}") from err
 
     def raw(features) -> list[RawTensor]:
         tensors = []
@@ -90,7 +91,10 @@ class CoreMLBackend(Backend):
         import coremltools as ct
 
         # CPU only: parity judges the file's numerics, not which unit Core ML picks.
-        model = ct.models.MLModel(str(artifact), compute_units=ct.ComputeUnit.CPU_ONLY)
+        try:
+            model = ct.models.MLModel(str(artifact), compute_units=ct.ComputeUnit.CPU_ONLY)
+        except Exception as err:  # coremltools raises its own types for a damaged package
+            raise ArtifactError(f"Core ML cannot load {artifact}: {one_line(err)}") from err
         return _named(model.predict, manifest)
 
 
@@ -105,4 +109,10 @@ class MilReferenceBackend(Backend):
     def open(self, artifact: Path, manifest: Manifest, threads: int | None) -> RawRunner:
         from ..mil_reference import load_program
 
-        return _named(load_program(artifact), manifest)
+        try:
+            program = load_program(artifact)
+        except ArtifactError:
+            raise
+        except Exception as err:  # coremltools raises its own types for a damaged package
+            raise ArtifactError(f"coremltools cannot load {artifact}: {one_line(err)}") from err
+        return _named(program, manifest)

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from model.errors import one_line
+
 from ..backend import Backend, RawRunner, RawTensor
 from ..manifest import ArtifactError, Manifest
 
@@ -19,7 +21,7 @@ def _load(artifact: Path):
     try:
         return Runtime.get().load_program(str(artifact))
     except (RuntimeError, ValueError) as err:
-        first = (str(err).strip().splitlines() or [""])[0]
+        first = one_line(err)
         raise ArtifactError(f"ExecuTorch cannot load {artifact}: {first}") from err
 
 

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from model.errors import one_line
+
 from ..backend import Backend, RawRunner, RawTensor
 from ..manifest import ArtifactError, Manifest, Quantization
 
@@ -34,7 +36,7 @@ class LiteRTBackend(Backend):
             interpreter = Interpreter(model_path=str(artifact), num_threads=threads)
             interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as err:
-            first = (str(err).strip().splitlines() or [""])[0]
+            first = one_line(err)
             raise ArtifactError(f"LiteRT cannot load {artifact}: {first}") from err
         return interpreter
 

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from model.errors import one_line
+
 from ..backend import Backend, RawRunner, RawTensor
 from ..manifest import ArtifactError, Manifest
 
@@ -29,7 +31,7 @@ class OnnxRuntimeBackend(Backend):
                 str(artifact), sess_options=options, providers=["CPUExecutionProvider"]
             )
         except Exception as err:  # onnxruntime raises its own exception types
-            first = (str(err).strip().splitlines() or [""])[0]
+            first = one_line(err)
             raise ArtifactError(f"onnxruntime cannot load {artifact}: {first}") from err
 
     def inspect(self, artifact: Path) -> tuple[list[RawTensor], list[RawTensor]]:
