@@ -11,6 +11,7 @@ from scipy import ndimage
 
 from model.data import discover, read_frame
 from model.data.synth import main, render_video, write_dataset
+from model.errors import ProjectError
 
 
 def _video(seed: int, index: int, frames: int = 6) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -76,8 +77,9 @@ def test_refuses_a_non_empty_output_and_leaves_nothing_half_written(tmp_path: Pa
     out = tmp_path / "synth"
     out.mkdir()
     (out / "keep.txt").write_text("user data")
-    with pytest.raises(FileExistsError, match="not empty"):
+    with pytest.raises(ProjectError, match="is not empty and is not an earlier output"):
         write_dataset(out, videos=1, frames=2, seed=0)
+    assert (out / "keep.txt").read_text() == "user data"
     with pytest.raises(ValueError, match="at least one video"):
         write_dataset(tmp_path / "other", videos=0, frames=2, seed=0)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["synth"]
@@ -89,9 +91,14 @@ def test_command_line(tmp_path: Path) -> None:
     result = runner.invoke(main, [*argv, "--seed", "0"])
     assert result.exit_code == 0, result.output
     assert "wrote 1 videos x 2 frames" in result.stdout
-    result = runner.invoke(main, argv)
+    result = runner.invoke(main, argv)  # our own earlier output: replaced
+    assert result.exit_code == 0, result.output
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    result = runner.invoke(main, [*argv[:4], "--out", str(tmp_path / "mine")])
     assert result.exit_code == 2
     assert result.stderr.startswith("error:") and "not empty" in result.stderr
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep"
     result = runner.invoke(main, [*argv[2:], "--videos", "0"])
     assert result.exit_code == 2 and "'--videos'" in result.stderr
 
