@@ -5,13 +5,15 @@
 Each list option takes comma-separated values, repeats, or both: ``--variants S,L`` is
 ``--variants S --variants L``.
 
-Prints a Markdown table (and writes it with a JSON record to ``--out``). Exits non-zero
-if any conversion failed or any artifact missed its parity gate, naming each.
+Prints a Markdown table (and writes it, with a verdict line, as ``parity.md`` and
+``parity.json`` in ``--out``, each atomically). Every option, the output folder and each
+cell's request are checked before any work; a combination that leaves no cell to build
+is refused. Exits non-zero if any conversion failed or any artifact missed its parity
+gate, naming each (and the reports say FAILED).
 """
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -20,15 +22,17 @@ from typing import Any
 
 import click
 
+from model.atomic import atomic_path
 from model.checkpoint import CheckpointError
 from model.cli import Choice, command, frames_option, out_option, weights_option
 from model.config import VARIANTS
-from runtimes.manifest import read_manifest
+from runtimes.manifest import read_manifest, write_json_atomic
 
-from .build import convert
+from .build import check_replaceable, convert
+from .cli import quiet_toolchains
 from .parity import record_parity
 from .registry import TARGET_NAMES, get_target
-from .spec import FORMS, PRECISIONS, ConversionError, ConvertRequest
+from .spec import FORMS, PRECISIONS, ConversionError, ConvertRequest, validate
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,35 @@ def matrix(
         if precision in get_target(name).precisions
         for form in forms
     ]
+
+
+def check_matrix(
+    variants: list[str],
+    targets: list[str],
+    precisions: list[str],
+    forms: list[str],
+    out: Path,
+    weights: str = "shipped",
+) -> list[tuple[str, str, str, str]]:
+    """The cells to build, each request refused by name before any work; never none."""
+    cells = matrix(variants, targets, precisions, forms)
+    if not cells:
+        supported = "; ".join(
+            f"{name} builds {', '.join(get_target(name).precisions)}" for name in targets
+        )
+        raise ConversionError(
+            f"no cell to build: none of {', '.join(targets)} builds precision "
+            f"{' or '.join(precisions)} ({supported})"
+        )
+    for name, variant, precision, form in cells:
+        target = get_target(name)
+        request = ConvertRequest(variant, weights, precision, form, out=out)
+        validate(request, target.precisions, name, getattr(target, "calibrates", True))
+        check_replaceable(out / f"{request.stem}{target.suffix}")
+    for report in ("parity.md", "parity.json"):
+        if (out / report).is_dir():
+            raise ConversionError(f"{out / report} is a folder; the report cannot be written")
+    return cells
 
 
 def build_matrix(
@@ -127,6 +160,15 @@ def markdown(results: list[MatrixResult]) -> str:
     return "\n".join(lines)
 
 
+def summary(results: list[MatrixResult], bad: list[MatrixResult]) -> str:
+    """The verdict line under the table: every cell that failed counted, never a silent pass."""
+    unavailable = sum(r.status == "unavailable" for r in results)
+    skipped = f"; {unavailable} unavailable here (not built)" if unavailable else ""
+    if bad:
+        return f"FAILED: {len(bad)} of {len(results)} cells failed{skipped}"
+    return f"passed: {len(results) - unavailable} of {len(results)} cells{skipped}"
+
+
 def list_option(flag: str, choices: Sequence[str], help_text: str) -> Callable:
     """A repeatable option of comma-separated choices; all of ``choices`` by default."""
     choice = Choice(choices)
@@ -171,13 +213,24 @@ def main(
     out: Path,
 ) -> None:
     """Build the matrix of artifacts and check each one's parity; exit 1 if any failed."""
-    results = build_matrix(variants, targets, precisions, forms, out, weights, frames)
+    check_matrix(variants, targets, precisions, forms, out, weights)
+    with quiet_toolchains():
+        results = build_matrix(variants, targets, precisions, forms, out, weights, frames)
     table = markdown(results)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "parity.md").write_text(table + "\n")
-    (out / "parity.json").write_text(json.dumps([r.__dict__ for r in results], indent=1))
-    print(table)
     bad = [r for r in results if r.status not in ("passed", "unavailable")]
+    verdict = summary(results, bad)
+    with atomic_path(out / "parity.md") as tmp:
+        tmp.write_text(f"{table}\n\n{verdict}\n")
+    write_json_atomic(
+        out / "parity.json",
+        {
+            "passed": not bad,
+            "summary": verdict,
+            "failed": [f"{r.target} BaS-{r.variant} {r.precision} {r.form}" for r in bad],
+            "results": [r.__dict__ for r in results],
+        },
+    )
+    print(table)
     for r in bad:
         print(
             f"FAILED {r.target} BaS-{r.variant} {r.precision} {r.form}: {r.status}: {r.error}",

@@ -93,11 +93,31 @@ def describe_io(
     )
 
 
+def check_replaceable(final: Path) -> None:
+    """Refuse to replace anything at an artifact's path but an earlier artifact of ours.
+
+    Ours: the artifact with its manifest beside it (a file). A same-named file or folder
+    without one, or a manifest's name taken by a folder, is someone else's: never deleted.
+    """
+    manifest = manifest_path(final)
+    if manifest.exists() and not manifest.is_file():
+        raise ConversionError(
+            f"{manifest} is a folder, not an artifact's manifest; move it or choose another --out"
+        )
+    if final.exists() and not manifest.is_file():
+        kind = "folder" if final.is_dir() else "file"
+        raise ConversionError(
+            f"{final} exists and is not an artifact of this project (a {kind} without the "
+            f"manifest {manifest.name}); move it or choose another --out (nothing was changed)"
+        )
+
+
 def convert(target: Target, request: ConvertRequest) -> Path:
     """Build one artifact; on any failure nothing is left in ``request.out``."""
-    validate(request, target.precisions, target.name)
+    validate(request, target.precisions, target.name, getattr(target, "calibrates", True))
     if request.calibration is not None:
         check_folder(request.calibration)
+    check_replaceable(Path(request.out) / f"{request.stem}{target.suffix}")
     if not target.is_available():
         raise ConversionError(
             f"target {target.name} needs {', '.join(target.modules)}, not all importable here"
@@ -165,6 +185,7 @@ def convert(target: Target, request: ConvertRequest) -> Path:
         )
         write_manifest(artifact, manifest)
         final = out / artifact.name
+        check_replaceable(final)  # again: the conversion may have taken long
         for path in (final, manifest_path(final)):
             if path.is_dir():
                 shutil.rmtree(path)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -20,6 +24,41 @@ from model.cli import (
 from .base import Target
 from .build import convert
 from .spec import FORMS, ConvertRequest
+
+# What the toolchains (torch.export and torch.onnx, onnxscript, coremltools, onnx2tf,
+# TensorFlow) warn and log on every conversion; it buried a failed conversion's one error
+# line. Hidden while a conversion runs; the project's own warnings still show.
+TOOLCHAIN_WARNINGS = (DeprecationWarning, FutureWarning, UserWarning)
+TOOLCHAIN_LOGGERS = (
+    "torch.onnx",
+    "torch.export",
+    "torch._export",
+    "onnxscript",
+    "coremltools",
+    "onnx2tf",
+    "tensorflow",
+    "absl",
+    "executorch",
+)
+NOT_OURS = r"(?!(model|converters|runtimes)(\.|$))"
+
+
+@contextmanager
+def quiet_toolchains() -> Iterator[None]:
+    """Inside the block, third-party deprecation and user warnings and the toolchains' log
+    lines below ERROR are not shown, so a failed conversion's ``error:`` line stands alone."""
+    loggers = [logging.getLogger(name) for name in TOOLCHAIN_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    with warnings.catch_warnings():
+        for category in TOOLCHAIN_WARNINGS:
+            warnings.filterwarnings("ignore", category=category, module=NOT_OURS)
+        for logger in loggers:
+            logger.setLevel(logging.ERROR)
+        try:
+            yield
+        finally:
+            for logger, level in zip(loggers, levels, strict=True):
+                logger.setLevel(level)
 
 
 def target_command(target: Target) -> click.Command:
@@ -48,7 +87,9 @@ def target_command(target: Target) -> click.Command:
             calibration=calibration,
             out=out,
         )
-        print(convert(target, request))
+        with quiet_toolchains():
+            artifact = convert(target, request)
+        print(artifact)
 
     run.__doc__ = (
         f"Convert BaS to {name}: writes the artifact and its JSON manifest, "

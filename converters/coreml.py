@@ -28,6 +28,8 @@ class CoreMLTarget(Target):
     modules = ("coremltools",)
     distributions = ("coremltools",)
     runtime = "coreml"
+    # int8 is weight-only (linear_quantize_weights): a calibration folder is refused, not ignored
+    calibrates = False
 
     def convert(self, job: ConversionJob) -> dict[str, Any]:
         import coremltools as ct

@@ -50,8 +50,14 @@ def _choice(kind: str, value: str, choices: tuple[str, ...]) -> None:
         raise ConversionError(unknown_choice(kind, value, choices))
 
 
-def validate(request: ConvertRequest, precisions: tuple[str, ...], target: str) -> None:
-    """Refuse, by name, anything this target cannot build, before loading a model."""
+def validate(
+    request: ConvertRequest, precisions: tuple[str, ...], target: str, calibrates: bool = True
+) -> None:
+    """Refuse, by name, anything this target cannot build, before loading a model.
+
+    ``calibrates``: whether the target's int8 calibrates on frames (False where its int8
+    quantizes the weights only, so that a calibration folder would be silently ignored).
+    """
     _choice("variant", request.variant, tuple(VARIANTS))
     _choice("precision", request.precision, PRECISIONS)
     _choice("form", request.form, FORMS)
@@ -66,9 +72,22 @@ def validate(request: ConvertRequest, precisions: tuple[str, ...], target: str) 
         )
     if request.calibration is not None and request.precision != "int8":
         raise ConversionError("--calibration is only used with --precision int8")
-    if request.weights != "shipped" and not Path(request.weights).is_file():
-        raise ConversionError(f"weights file not found: {request.weights}")
-    out = Path(request.out)
-    parent = next((p for p in (out, *out.parents) if p.exists()), Path("."))
-    if not parent.is_dir() or not os.access(parent, os.W_OK):
-        raise ConversionError(f"output folder {out} cannot be written ({parent} is not writable)")
+    if request.calibration is not None and not calibrates:
+        raise ConversionError(
+            f"--calibration is not used by target {target}: its int8 quantizes the weights "
+            "only (no activations to calibrate)"
+        )
+    weights = Path(request.weights)
+    if request.weights != "shipped" and not weights.is_file():
+        problem = "is not a file" if weights.exists() else "not found"
+        raise ConversionError(f"weights file {problem}: {request.weights}")
+    check_writable(Path(request.out))
+
+
+def check_writable(out: Path) -> None:
+    """Refuse an output folder that cannot be made or written, naming what is in the way."""
+    blocker = next((p for p in (out, *out.parents) if p.exists()), Path("."))
+    if not blocker.is_dir():
+        raise ConversionError(f"output folder {out} cannot be written: {blocker} is a file")
+    if not os.access(blocker, os.W_OK | os.X_OK):
+        raise ConversionError(f"output folder {out} cannot be written ({blocker} is read-only)")

@@ -110,7 +110,10 @@ def split_videos_of(split: Path, subset: str) -> list[str]:
 @variant_option()
 @weights_option
 @click.option(
-    "--data", type=existing_path, required=True, help="Dataset folder: BUV, FLA-Net or plain."
+    "--data",
+    type=click.Path(path_type=Path, exists=True, file_okay=False),
+    required=True,
+    help="Dataset folder: BUV, FLA-Net or plain.",
 )
 @image_size_option
 @temporal_window_option
@@ -126,8 +129,12 @@ def split_videos_of(split: Path, subset: str) -> list[str]:
     multiple=True,
     help="Also score the videos placed in this scanner screen (repeatable).",
 )
-@click.option("--split", type=existing_path, help="Split file; evaluate only --subset of it.")
-@click.option("--subset", default="test", show_default=True, help="Subset of --split.")
+@click.option(
+    "--split",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    help="Split file; evaluate only --subset of it.",
+)
+@click.option("--subset", help="Subset of --split (default: test).")
 @click.option(
     "--artifact",
     type=existing_path,
@@ -142,10 +149,12 @@ def main(
     no_history: bool,
     screen_names: tuple[str, ...],
     split: Path | None,
-    subset: str,
+    subset: str | None,
     artifact: Path | None,
 ) -> None:
     """Score BaS on a dataset at native resolution, streaming each video frame by frame."""
+    if subset is not None and split is None:
+        raise ProjectError(f"--subset {subset} needs --split (the file that defines the subsets)")
     if artifact is not None:
         session = runtimes.load(artifact)
         manifest = session.manifest
@@ -159,8 +168,10 @@ def main(
         history = not no_history
         form = "stream" if history else "frame"
         session = runtimes.load_pytorch(variant, weights, form, image_size, temporal_window)
-    index = discover(data)
-    videos = split_videos_of(split, subset) if split else None
+    index = discover(data)  # the data and the split are checked before any video is scored
+    videos = split_videos_of(split, subset or "test") if split else None
+    for name in videos or ():
+        index.video(name)  # a DatasetError naming the video the split lists and data lacks
     started = time.perf_counter()
     meter, placed = evaluate(session, index, videos, tuple(SCREENS[name] for name in screen_names))
     seconds = time.perf_counter() - started

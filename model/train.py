@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
@@ -29,6 +30,7 @@ from .atomic import atomic_path
 from .bas import BaS
 from .checkpoint import save_weights
 from .cli import command
+from .config import closest, get_config
 from .data import Augment, ClipDataset, discover, read_split, split_videos, write_split
 from .errors import ConfigError
 from .hub import build_bas
@@ -70,30 +72,132 @@ class TrainConfig:
     out: str = "runs/bas_s"
 
 
-def _coerce(cls: type, values: dict) -> object:
+def _kind(default: object) -> str:
+    if isinstance(default, bool):
+        return "true or false"
+    if isinstance(default, int):
+        return "an integer"
+    if isinstance(default, float):
+        return "a number"
+    if isinstance(default, tuple):
+        return f"a list of {len(default)} numbers"
+    if isinstance(default, dict) or is_dataclass(default):
+        return "a mapping"
+    return "text"
+
+
+def _convert(name: str, value: object, default: object) -> object:
+    """``value`` (parsed YAML) as the type of the field's ``default``; else a ConfigError."""
+    if is_dataclass(default):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{name} must be a mapping of its fields, got {value!r}")
+        return _coerce(type(default), value, f"{name}.")
+    wrong = ConfigError(f"{name} must be {_kind(default)}, got {value!r}")
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise wrong
+        return value
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise wrong
+        if isinstance(value, float) and not value.is_integer():
+            raise wrong
+        return int(value)
+    if isinstance(default, float):
+        if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as text
+            try:
+                return float(value)
+            except ValueError:
+                raise wrong from None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise wrong
+        return float(value)
+    if isinstance(default, tuple):
+        if not isinstance(value, list | tuple) or len(value) != len(default):
+            raise wrong
+        pairs = zip(value, default, strict=True)
+        return tuple(_convert(f"{name}[{i}]", v, d) for i, (v, d) in enumerate(pairs))
+    if isinstance(default, dict):
+        if not isinstance(value, dict):
+            raise wrong
+        sample = next(iter(default.values()), 0.0)
+        return {str(k): _convert(f"{name}.{k}", v, sample) for k, v in value.items()}
+    if isinstance(value, bool):
+        raise ConfigError(
+            f"{name} must be text, got {value!r} (YAML reads yes/no/on/off as true/false: "
+            "quote the value)"
+        )
+    if not isinstance(value, str | int | float):
+        raise wrong
+    return str(value)
+
+
+def _coerce(cls: type, values: dict, prefix: str = "") -> object:
+    """A ``cls`` dataclass from a mapping; every value checked against the field's type."""
     known = {f.name: f for f in fields(cls)}
-    unknown = sorted(set(values) - set(known))
+    unknown = sorted(str(k) for k in set(values) - set(known))
     if unknown:
-        raise ConfigError(f"unknown {cls.__name__} keys: {', '.join(unknown)}")
-    converted = {}
-    for name, value in values.items():
-        default = getattr(cls(), name)
-        if is_dataclass(default):
-            value = _coerce(type(default), value)
-        elif isinstance(default, tuple):
-            value = tuple(value)
-        converted[name] = value
-    return cls(**converted)
+        hint = closest(unknown[0], list(known)) if len(unknown) == 1 else ""
+        raise ConfigError(f"unknown {cls.__name__} keys: {', '.join(unknown)}{hint}")
+    defaults = cls()
+    converted = {
+        name: _convert(f"{prefix}{name}", value, getattr(defaults, name))
+        for name, value in values.items()
+    }
+    try:
+        return cls(**converted)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as err:  # a field's own check (ScreenAugment's, say)
+        raise ConfigError(f"{prefix.rstrip('.') or cls.__name__}: {err}") from err
+
+
+def _read_yaml(path: Path) -> dict:
+    """The config file's mapping; a ConfigError naming the file if it is not one."""
+    try:
+        values = yaml.safe_load(Path(path).read_text())
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"config file {path} is not text: {err.reason}") from err
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"config file {path} is not valid YAML: {problem}{where}") from err
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise ConfigError(
+            f"config file {path} must be a mapping of TrainConfig fields, "
+            f"got {type(values).__name__}"
+        )
+    return values
 
 
 def load_config(path: Path | None, overrides: list[str]) -> TrainConfig:
-    values = yaml.safe_load(Path(path).read_text()) if path else {}
-    config = _coerce(TrainConfig, values or {})
+    values = _read_yaml(path) if path else {}
+    try:
+        config = _coerce(TrainConfig, values)
+    except ConfigError as err:
+        raise ConfigError(f"config file {path}: {err}" if path else str(err)) from err
     for item in overrides:
-        key, _, raw = item.partition("=")
-        if not hasattr(config, key):
+        key, equals, raw = item.partition("=")
+        key = key.strip()
+        if not equals:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set epochs=10")
+        if key not in {f.name for f in fields(TrainConfig)}:
             raise ConfigError(f"unknown config key in --set: {key}")
-        config = replace(config, **{key: type(getattr(config, key))(yaml.safe_load(raw))})
+        default = getattr(config, key)
+        if isinstance(default, str):
+            value: object = raw  # text as given: no YAML reading of "no", "1e-3" and the like
+        else:
+            try:
+                value = yaml.safe_load(raw)
+            except yaml.YAMLError as err:
+                raise ConfigError(f"--set {key}: {raw!r} is not a valid YAML value") from err
+        try:
+            config = replace(config, **{key: _convert(key, value, default)})
+        except ConfigError as err:
+            raise ConfigError(f"--set {item}: {err}") from err
     return config
 
 
@@ -105,15 +209,24 @@ def lr_factor(step: int, warmup: int, cycle: int, floor: float) -> float:
     return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * position))
 
 
-def _prepare_split(config: TrainConfig, out: Path) -> tuple[object, dict[str, list[str]]]:
+def _prepare_split(config: TrainConfig, out: Path) -> tuple[object, dict[str, list[str]], bool]:
+    """The dataset and the run's split (its own, when resuming); writes nothing.
+
+    The third value says whether the split is new (to be written once the run starts).
+    """
     index = discover(Path(config.data))
     split_file = out / "split.json"
     if split_file.exists():
-        split = read_split(split_file)
+        split, fresh = read_split(split_file), False
     else:
         split = split_videos(list(index.names), config.split_fractions, seed=config.seed)
-        write_split(split_file, split, seed=config.seed, fractions=config.split_fractions)
-    return index, split
+        fresh = True
+    for subset in ("train", "val"):
+        if not split.get(subset):
+            raise ConfigError(f"the split has no {subset} videos: split_fractions needs {subset}")
+        for name in split[subset]:
+            index.video(name)  # a DatasetError naming a video the split lists and data lacks
+    return index, split, fresh
 
 
 @torch.no_grad()
@@ -133,6 +246,21 @@ def validation_dice(model: BaS, loader: DataLoader, accelerator: Accelerator) ->
 
 
 def _check(config: TrainConfig) -> None:
+    """Every value the run will use, refused by name before any file or folder is written."""
+    get_config(config.variant, image_size=config.image_size, temporal_window=config.temporal_window)
+    for name in ("epochs", "batch_size", "clip_length", "clip_stride"):
+        if getattr(config, name) < 1:
+            raise ConfigError(f"{name} must be >= 1, got {getattr(config, name)}")
+    for name in ("warmup_epochs", "restart_epochs", "threads", "workers"):
+        if getattr(config, name) < 0:
+            raise ConfigError(f"{name} must be >= 0, got {getattr(config, name)}")
+    if not config.lr > 0 or not 0 <= config.min_lr <= config.lr or config.weight_decay < 0:
+        raise ConfigError(
+            f"need lr > 0, 0 <= min_lr <= lr and weight_decay >= 0, got lr {config.lr}, "
+            f"min_lr {config.min_lr}, weight_decay {config.weight_decay}"
+        )
+    if config.init_weights and not Path(config.init_weights).is_file():
+        raise ConfigError(f"init_weights file not found: {config.init_weights}")
     if not 0 <= config.warm_frames < config.clip_length:
         raise ConfigError(
             f"warm_frames must be in [0, clip_length), got {config.warm_frames} "
@@ -144,6 +272,20 @@ def _check(config: TrainConfig) -> None:
         raise ConfigError(
             f"mixed_precision must be no, bf16 or fp16, got {config.mixed_precision!r}"
         )
+
+
+def _check_out(out: Path) -> None:
+    """The run folder: absent, empty, or an earlier run of this project (it holds split.json)."""
+    blocker = next((p for p in (out, *out.parents) if p.exists()), Path("."))
+    if not blocker.is_dir():
+        raise ConfigError(f"run folder {out} cannot be made: {blocker} is a file")
+    if out.is_dir() and any(out.iterdir()) and not (out / "split.json").is_file():
+        raise ConfigError(
+            f"run folder {out} is not empty and holds no run of this project (no split.json); "
+            "choose another out (nothing was changed)"
+        )
+    if not os.access(blocker, os.W_OK | os.X_OK):
+        raise ConfigError(f"run folder {out} cannot be written ({blocker} is read-only)")
 
 
 def _hardware() -> str:
@@ -159,15 +301,16 @@ def _one_thread(_: int) -> None:
 
 
 def train(config: TrainConfig, resume: bool = False) -> Path:
+    """Train; every value, the data and the run folder are checked before anything is written."""
     _check(config)
+    out = Path(config.out)
+    _check_out(out)
+    index, split, fresh_split = _prepare_split(config, out)
     accelerator = Accelerator(mixed_precision=config.mixed_precision)
     if config.threads:
         torch.set_num_threads(config.threads)
     torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick its kernels
     set_seed(config.seed)
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
-    index, split = _prepare_split(config, out)
 
     train_set = ClipDataset(
         index,
@@ -237,6 +380,9 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
         "recipe": json.dumps(asdict(config), default=list),
         "trained_on": _hardware(),
     }
+    out.mkdir(parents=True, exist_ok=True)  # only now: a refused run leaves no folder behind
+    if fresh_split:
+        write_split(out / "split.json", split, seed=config.seed, fractions=config.split_fractions)
     cold = np.random.default_rng([config.seed, 1])
     for epoch in range(start_epoch, config.epochs):
         train_set.set_epoch(epoch)
