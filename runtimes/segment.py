@@ -201,7 +201,7 @@ def run_segment(
     required=True,
     help="Video file, folder of frames, or dataset folder.",
 )
-@out_option(help_text="Output folder (must not exist, or be empty).")
+@out_option(help_text="Output folder: new, empty, or an earlier output of this command.")
 @click.option(
     "--threshold",
     type=click.FloatRange(0, 1, min_open=True, max_open=True),
