@@ -84,7 +84,7 @@ def check_matrix(
     for name, variant, precision, form in cells:
         target = get_target(name)
         request = ConvertRequest(variant, weights, precision, form, out=out)
-        validate(request, target.precisions, name, getattr(target, "calibrates", True))
+        validate(request, target.precisions, name, target.calibrates)
         check_replaceable(out / f"{request.stem}{target.suffix}")
     for report in ("parity.md", "parity.json"):
         if (out / report).is_dir():

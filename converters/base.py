@@ -40,6 +40,7 @@ class Target(ABC):
     modules: ClassVar[tuple[str, ...]]  # importable modules the target needs
     distributions: ClassVar[tuple[str, ...]]  # packages whose versions go into the manifest
     runtime: ClassVar[str]  # the runtimes plug-in that opens the artifacts (runtimes.registry)
+    calibrates: ClassVar[bool] = True  # whether int8 calibrates on frames (Core ML's: weights only)
 
     @classmethod
     def is_available(cls) -> bool:

@@ -114,7 +114,7 @@ def check_replaceable(final: Path) -> None:
 
 def convert(target: Target, request: ConvertRequest) -> Path:
     """Build one artifact; on any failure nothing is left in ``request.out``."""
-    validate(request, target.precisions, target.name, getattr(target, "calibrates", True))
+    validate(request, target.precisions, target.name, target.calibrates)
     if request.calibration is not None:
         check_folder(request.calibration)
     check_replaceable(Path(request.out) / f"{request.stem}{target.suffix}")
