@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import pickle
 import re
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
+from torch.nn import functional as F
 
 from .atomic import atomic_path
 from .errors import ProjectError
@@ -31,42 +34,134 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """A flat state dict from ``.safetensors`` or a ``.bin``/``.pt`` file, never unpickling code."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"weights file not found: {path}")
+_ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default format is a zip archive
+_SAFETENSORS_HEADER_MAX = 100_000_000
+_PICKLE_PROTO = 0x80  # the PROTO opcode that starts every pickle of protocol >= 2
+_SIGNATURES = {
+    b"\x89PNG\r\n\x1a\n": "a PNG image",
+    b"\xff\xd8\xff": "a JPEG image",
+    b"%PDF": "a PDF document",
+    b"\x1f\x8b": "a gzip archive",
+}
+
+
+def _not_checkpoint(path: Path, reason: str) -> CheckpointError:
+    """The one message for a file that holds no tensors we can read, on one line."""
+    reason = " ".join(reason.split()) or "it could not be read"
+    return CheckpointError(f"{path} is not a safetensors or PyTorch checkpoint: {reason}")
+
+
+def _describe(head: bytes) -> str:
+    """What a file that is neither safetensors nor torch.save output looks like instead."""
+    for magic, name in _SIGNATURES.items():
+        if head.startswith(magic):
+            return f"it is {name}"
     try:
-        if path.suffix == ".safetensors":
-            state = load_file(path)
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise CheckpointError(
-            f"cannot read weights file {path}: it holds objects other than tensors, "
-            "which are never unpickled"
-        ) from err
-    except (SafetensorError, RuntimeError, OSError, EOFError, ValueError) as err:
-        raise CheckpointError(
-            f"cannot read weights file {path}: {str(err).splitlines()[0]}"
-        ) from err
+        head.decode("utf-8")
+        text = True
+    except UnicodeDecodeError as err:
+        text = err.start >= len(head) - 3  # only a character cut off at the end of the sample
+    if text and not any(byte < 32 and byte not in b"\t\n\r" for byte in head):
+        return f"it is text, starting {head[:24].decode('utf-8', 'replace')!r}"
+    return f"its first bytes {head[:8]!r} begin neither a safetensors header nor a torch.save file"
+
+
+def _sniff(path: Path) -> str:
+    """'safetensors' or 'torch', from the file's first bytes (not its suffix).
+
+    Anything else (a directory, an empty, text or image file) is refused here, before any
+    library parses it, with a message that says what the file is instead.
+    """
+    if not path.exists():
+        raise CheckpointError(f"weights file not found: {path}")
+    if path.is_dir():
+        raise _not_checkpoint(path, "it is a directory")
+    if not path.is_file():
+        raise _not_checkpoint(path, "it is not a regular file")
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(512)
+    except OSError as err:
+        raise CheckpointError(f"cannot read weights file {path}: {err.strerror or err}") from err
+    if not head:
+        raise _not_checkpoint(path, "it is empty")
+    # safetensors: an 8-byte little-endian header length (the library caps it at 100 MB;
+    # eight bytes of text read as one are far larger), then the JSON header
+    if head[8:9] == b"{" and int.from_bytes(head[:8], "little") <= _SAFETENSORS_HEADER_MAX:
+        return "safetensors"
+    if head.startswith(_ZIP_MAGIC) or head[0] == _PICKLE_PROTO:
+        return "torch"
+    raise _not_checkpoint(path, _describe(head))
+
+
+def _reason(err: Exception) -> str:
+    """The informative line of a library's error (torch's run to a paragraph of advice)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    if isinstance(err, pickle.UnpicklingError):
+        found = next((line for line in lines if "nsupported" in line), "not tensors only")
+        return f"the weights-only unpickler refused it ({found}); only tensors are ever loaded"
+    detail = lines[0] if lines else ""
+    if isinstance(err, SafetensorError):
+        return f"a damaged safetensors file ({detail})"
+    return f"a damaged torch.save file ({type(err).__name__}: {detail})"
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """A flat state dict from a safetensors or torch.save file, never unpickling code."""
+    path = Path(path)
+    kind = _sniff(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch warns on stderr about pickle protocols
+            if kind == "safetensors":
+                state = load_file(path)
+            else:  # a handle, not the path: torch would pick safetensors by the suffix
+                with open(path, "rb") as handle:
+                    state = torch.load(handle, map_location="cpu", weights_only=True)
+    # The library edge: on malformed bytes the weights-only unpickler raises whatever the
+    # bytes trigger (KeyError, IndexError, struct.error, EOFError, ...), safetensors its own
+    # error; none of those is a bug of ours, so every one becomes the one CheckpointError.
+    except Exception as err:
+        raise _not_checkpoint(path, _reason(err)) from err
     if not isinstance(state, Mapping) or not all(
-        isinstance(v, torch.Tensor) for v in state.values()
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
     ):
         raise CheckpointError(f"{path} does not hold a flat state dict of tensors")
     return {key.removeprefix("module."): value for key, value in state.items()}
 
 
 def read_metadata(path: Path) -> dict[str, str]:
+    """The safetensors metadata of ``path``; {} for a torch.save file, which has none."""
     from safetensors import safe_open
 
+    path = Path(path)
+    if _sniff(path) != "safetensors":
+        return {}
     try:
         with safe_open(str(path), framework="pt") as handle:
             return dict(handle.metadata() or {})
-    except (SafetensorError, OSError) as err:
-        raise CheckpointError(
-            f"cannot read weights file {path}: {str(err).splitlines()[0]}"
-        ) from err
+    except Exception as err:  # the library edge, as in read_state_dict
+        raise _not_checkpoint(path, _reason(err)) from err
+
+
+def resample_position(position: torch.Tensor, side: int) -> torch.Tensor:
+    """A (1, N, C) position embedding on a square token grid, resampled to ``side`` x ``side``.
+
+    Lets weights trained at one image size run at another, as timm does for ViTs
+    (``resample_abs_pos_embed``): the tokens as a (1, C, s, s) image, bicubic, antialias off.
+    Only meaningful where tokens are row-major over the grid (not the public code's layout).
+    """
+    _, tokens, channels = position.shape
+    old = math.isqrt(tokens)
+    if old * old != tokens:
+        raise CheckpointError(f"position embedding of {tokens} tokens is not a square grid")
+    if old == side:
+        return position
+    grid = position.detach().float().reshape(1, old, old, channels).permute(0, 3, 1, 2)
+    grid = F.interpolate(
+        grid, size=(side, side), mode="bicubic", align_corners=False, antialias=False
+    )
+    return grid.permute(0, 2, 3, 1).reshape(1, side * side, channels).to(position.dtype)
 
 
 def save_weights(model: nn.Module, path: Path, metadata: Mapping[str, str]) -> Path:

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from .bas import BaS
-from .checkpoint import CheckpointError, load_strict, read_metadata, read_state_dict, sha256
+from .checkpoint import (
+    CheckpointError,
+    load_strict,
+    read_metadata,
+    read_state_dict,
+    resample_position,
+    sha256,
+)
 from .config import get_config
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -56,6 +66,32 @@ def shipped_weights(variant: str) -> Path:
     return entry.path
 
 
+def fit_position(
+    state: dict[str, torch.Tensor], model: BaS, source: str
+) -> dict[str, torch.Tensor]:
+    """``state`` with its position embedding resampled to ``model``'s token grid.
+
+    Our layout adds the embedding to row-major bottleneck tokens, so it is an image over
+    the H/16 x W/16 grid and weights trained at 240 (15 x 15) run at any multiple of 16.
+    The legacy layout scrambles tokens and channels (``BaSConfig.legacy``): no grid, no
+    resampling, only the trained size.
+    """
+    position = state.get("position")
+    expected = model.position.shape
+    if position is None or position.dim() != 3 or position.shape == expected:
+        return state
+    side = math.isqrt(position.shape[1])
+    if position.shape[2] != expected[2] or side * side != position.shape[1]:
+        return state  # not a square grid of our width: check_keys names the mismatch
+    if model.config.legacy:
+        raise CheckpointError(
+            f"{source}: the public code's layout only works at its trained image size "
+            f"{side * 16}, not {model.config.image_size} (its position embedding has no grid)"
+        )
+    side = model.config.image_size // 16
+    return {**state, "position": resample_position(position, side)}
+
+
 def build_bas(
     variant: str,
     image_size: int = 240,
@@ -67,7 +103,8 @@ def build_bas(
 
     Weights written by this project carry their variant in their metadata, so loading a
     file of the other variant fails with a message that says so. A temporal window of 1
-    disables TempLP; weights trained with a longer window then load without it.
+    disables TempLP; weights trained with a longer window then load without it. Weights
+    trained at another image size get their position embedding resampled (``fit_position``).
     """
     config = get_config(
         variant, image_size=image_size, temporal_window=temporal_window, **overrides
@@ -77,11 +114,11 @@ def build_bas(
         return model
     path = shipped_weights(variant) if weights == "shipped" else Path(weights)
     state = read_state_dict(path)
-    if path.suffix == ".safetensors":
-        found = read_metadata(path).get("variant")
-        if found is not None and found != variant:
-            raise CheckpointError(f"{path} holds BaS-{found} weights, not BaS-{variant}")
+    found = read_metadata(path).get("variant")
+    if found is not None and found != variant:
+        raise CheckpointError(f"{path} holds BaS-{found} weights, not BaS-{variant}")
     if temporal_window == 1:
         state = {k: v for k, v in state.items() if not k.startswith("temporal.")}
+    state = fit_position(state, model, str(path))
     load_strict(model, state, str(path))
     return model.eval()

@@ -100,15 +100,25 @@ def _check_variant(keys: list[str], variant: str, path: Path) -> None:
 def load_public_checkpoint(
     path: str | Path, variant: str, temporal_window: int = 3, image_size: int | None = None
 ) -> BaS:
-    """A BaS (legacy mode) holding the weights of a checkpoint from the public BaS code."""
+    """A BaS (legacy mode) holding the weights of a checkpoint from the public BaS code.
+
+    ``image_size`` may only be the trained one: that layout's position embedding cannot be
+    resampled (see ``model.hub.fit_position``).
+    """
     path = Path(path)
     state = read_state_dict(path)
     keys = sorted(state)
     _check_variant(keys, variant, path)
-    if image_size is None:
-        position = state.get("Encoder.position_embeddings")
-        tokens = position.shape[1] if position is not None and position.dim() == 3 else 225
-        image_size = round(tokens**0.5) * 16
+    position = state.get("Encoder.position_embeddings")
+    tokens = position.shape[1] if position is not None and position.dim() == 3 else 225
+    trained = round(tokens**0.5) * 16
+    if image_size is not None and image_size != trained:
+        # The reshape quirk scrambles tokens and channels: no grid to resample the embedding on.
+        raise CheckpointError(
+            f"{path}: the public code's layout only works at its trained image size "
+            f"{trained}, not {image_size} (its position embedding has no grid)"
+        )
+    image_size = trained
     config = get_config(
         variant,
         legacy=True,

@@ -197,14 +197,14 @@ def test_missing_unexpected_and_misshapen_keys_are_named(tmp_path: Path) -> None
 def test_pickled_objects_are_refused(tmp_path: Path) -> None:
     path = tmp_path / "evil.pt"
     torch.save({"Encoder.conv1.downsample.weight": torch.zeros(1), "code": print}, path)
-    with pytest.raises(CheckpointError, match="cannot read weights file"):
+    with pytest.raises(CheckpointError, match="weights-only unpickler refused it"):
         load_public_checkpoint(path, "S")
 
 
 def test_corrupt_and_missing_files(tmp_path: Path) -> None:
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointError, match="cannot read weights file"):
+    with pytest.raises(CheckpointError, match="is not a safetensors or PyTorch checkpoint"):
         load_public_checkpoint(bad, "S")
     with pytest.raises(CheckpointError, match="not found"):
         load_public_checkpoint(tmp_path / "absent.bin", "S")
@@ -218,3 +218,23 @@ def test_own_weights_of_other_variant_are_refused(tmp_path: Path) -> None:
         build_bas("S", image_size=SIZE, weights=path)
     loaded = build_bas("L", image_size=SIZE, weights=path)
     assert not loaded.training
+
+
+def test_public_layout_works_only_at_its_trained_size(checkpoints, tmp_path: Path) -> None:
+    """Its reshape quirk scrambles tokens and channels: no grid to resample the embedding on."""
+    path = checkpoints["S", SIZE]
+    assert load_public_checkpoint(path, "S", image_size=SIZE).config.image_size == SIZE
+    with pytest.raises(CheckpointError) as info:
+        load_public_checkpoint(path, "S", image_size=SIZE + 16)
+    message = str(info.value)
+    assert message == (
+        f"{path}: the public code's layout only works at its trained image size {SIZE}, "
+        f"not {SIZE + 16} (its position embedding has no grid)"
+    )
+    # the same refusal for our file of a legacy network, built at another size
+    legacy = load_public_checkpoint(path, "S")
+    ours = save_weights(legacy, tmp_path / "legacy.safetensors", {"variant": "S"})
+    overrides = {"legacy": True, "gelu_approximate": "none"}
+    with pytest.raises(CheckpointError, match="only works at its trained image size 64, not 96"):
+        build_bas("S", image_size=SIZE + 32, weights=ours, **overrides)
+    assert build_bas("S", image_size=SIZE, weights=ours, **overrides).config.legacy

@@ -1,14 +1,23 @@
-"""Shapes of every form, stream == clip, TempLP identity, export-friendliness, config errors."""
+"""Shapes of every form, stream == clip, TempLP identity, export-friendliness, config errors,
+weights files that are not checkpoints, and the position embedding resampled across sizes.
+"""
 
 from __future__ import annotations
 
 import copy
+import json
+import math
+import os
+import pickle
+from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import save
 from torch import nn
 
-from model import BaS, build_bas, get_config
+from model import BaS, CheckpointError, build_bas, get_config
+from model.checkpoint import read_metadata, read_state_dict, resample_position, save_weights
 from model.forms import FORMS, example_inputs
 from model.layers import SigmoidTanhGELU, with_sigmoid_gelu
 
@@ -148,3 +157,107 @@ def test_sigmoid_gelu_rewrite_is_the_same_function() -> None:
     x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         torch.testing.assert_close(rewritten(x), model(x), rtol=0, atol=1e-5)
+
+
+class _Payload:
+    """A pickle that would create ``marker`` if it were ever unpickled with code."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _safetensors_bytes() -> bytes:
+    return save({"position": torch.zeros(1, 16, 120)}, metadata={"variant": "S"})
+
+
+# Each writes one file (or folder) at ``path`` that is not a tensor checkpoint.
+NOT_CHECKPOINTS = {
+    "empty": lambda path: path.write_bytes(b""),
+    "text": lambda path: path.write_text("hello\n"),
+    "abc": lambda path: path.write_bytes(b"abc"),
+    "q": lambda path: path.write_bytes(b"q"),
+    "r": lambda path: path.write_bytes(b"r"),
+    "random": lambda path: path.write_bytes(
+        bytes(torch.randint(0, 256, (4096,), generator=torch.Generator().manual_seed(0)).tolist())
+    ),
+    "truncated-safetensors": lambda path: path.write_bytes(_safetensors_bytes()[:-100]),
+    "truncated-header": lambda path: path.write_bytes(_safetensors_bytes()[:20]),
+    "json": lambda path: path.write_text(json.dumps({"position": [[0.0] * 4]})),
+    "png": lambda path: path.write_bytes(b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR" + bytes(17)),
+    "directory": lambda path: path.mkdir(),
+    "pickle-reduce": lambda path: path.write_bytes(
+        pickle.dumps({"position": _Payload(path.with_name("ran"))})
+    ),
+    "torch-save-reduce": lambda path: torch.save(
+        {"position": torch.zeros(1), "x": _Payload(path.with_name("ran"))}, path
+    ),
+}
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pt"])
+@pytest.mark.parametrize("case", sorted(NOT_CHECKPOINTS))
+def test_files_that_are_not_checkpoints_get_one_line(
+    case: str, suffix: str, tmp_path: Path
+) -> None:
+    """Whatever the file holds, the reader refuses it in one line naming it, and runs nothing."""
+    path = tmp_path / f"weights{suffix}"
+    NOT_CHECKPOINTS[case](path)
+    loads = [read_state_dict, lambda p: build_bas("S", SIZE, weights=p)]
+    if "reduce" not in case:  # a pickle has no metadata to read: read_metadata gives {}
+        loads.append(read_metadata)
+    for load in loads:
+        with pytest.raises(CheckpointError) as info:
+            load(path)
+        message = str(info.value)
+        assert message.startswith(f"{path} is not a safetensors or PyTorch checkpoint: ")
+        assert "\n" not in message and len(message) < 300, message
+    assert not (tmp_path / "ran").exists()
+
+
+def test_a_checkpoint_is_read_by_its_content_not_its_suffix(tmp_path: Path) -> None:
+    model = build_bas("S", image_size=SIZE)
+    path = save_weights(model, tmp_path / "weights.bin", {"variant": "S"})
+    assert read_metadata(path)["variant"] == "S"
+    torch.save(model.state_dict(), tmp_path / "weights.safetensors")
+    for file in (path, tmp_path / "weights.safetensors"):
+        loaded = build_bas("S", SIZE, weights=file)
+        torch.testing.assert_close(loaded.state_dict(), model.state_dict(), rtol=0, atol=0)
+
+
+def _smooth(side: int, channels: int = 8) -> torch.Tensor:
+    """A (1, side*side, C) embedding sampling smooth functions at the token centres."""
+    centres = (torch.arange(side) + 0.5) / side
+    y, x = (t[..., None] for t in torch.meshgrid(centres, centres, indexing="ij"))
+    k = torch.arange(channels).float()
+    values = torch.sin(2 * math.pi * (0.4 * x + 0.3 * y) + k) * torch.cos(0.5 * math.pi * y)
+    return values.reshape(1, side * side, channels)
+
+
+def test_resampling_to_the_same_grid_is_the_identity() -> None:
+    position = build_bas("S").position.detach()  # 240: 15 x 15 tokens
+    assert torch.equal(resample_position(position, 15), position)
+
+
+@pytest.mark.parametrize("side", [12, 16, 20])
+def test_a_smooth_embedding_resamples_to_the_resampled_function(side: int) -> None:
+    """Row-major tokens, bicubic: x and y are not swapped, and values land where they belong."""
+    resampled = resample_position(_smooth(15), side)
+    assert resampled.shape == (1, side * side, 8)
+    assert resampled.sub(_smooth(side)).abs().max() < 0.03
+
+
+def test_resampling_there_and_back_is_close_to_the_original() -> None:
+    there_and_back = resample_position(resample_position(_smooth(15), 16), 15)
+    assert there_and_back.sub(_smooth(15)).abs().max() < 0.01
+
+
+def test_own_weights_load_at_another_size_with_a_resampled_embedding(tmp_path: Path) -> None:
+    trained = build_bas("S", image_size=SIZE)
+    path = save_weights(trained, tmp_path / "s.safetensors", {"variant": "S"})
+    model = build_bas("S", image_size=SIZE + 32, weights=path)
+    expected = resample_position(trained.position.detach(), (SIZE + 32) // 16)
+    torch.testing.assert_close(model.position.detach(), expected, rtol=0, atol=0)
+    assert model(torch.rand(1, 3, SIZE + 32, SIZE + 32)).shape == (1, 1, SIZE + 32, SIZE + 32)

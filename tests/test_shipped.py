@@ -8,10 +8,12 @@ from dataclasses import asdict
 from pathlib import Path
 
 import pytest
+import torch
 from click.testing import CliRunner
 
 import runtimes
 from model import CheckpointError, build_bas
+from model.atomic import OUTPUT_MARKER
 from model.checkpoint import read_metadata, sha256
 from model.data import discover
 from model.data.synth import write_dataset
@@ -59,6 +61,17 @@ def test_corrupt_shipped_file_is_detected(tmp_path: Path, monkeypatch: pytest.Mo
         shipped_weights("S")
 
 
+@pytest.mark.parametrize("size", [256, 320])
+@pytest.mark.parametrize("variant", ["S", "L"])
+def test_shipped_weights_run_at_other_image_sizes(variant: str, size: int) -> None:
+    """Trained at 240 (15 x 15 tokens): the position embedding is resampled on load."""
+    model = build_bas(variant, image_size=size, weights="shipped")
+    assert model.position.shape == (1, (size // 16) ** 2, 120)
+    with torch.no_grad():
+        logits, _ = model.stream(torch.rand(1, 3, size, size), model.initial_state(1))
+    assert logits.shape == (1, 1, size, size) and torch.isfinite(logits).all()
+
+
 def test_templp_can_be_disabled_on_shipped_weights() -> None:
     model = build_bas("S", temporal_window=1, weights="shipped")
     assert model.initial_state(1).shape[1] == 0
@@ -69,6 +82,7 @@ def test_demo_writes_its_report(tmp_path: Path) -> None:
     result = CliRunner().invoke(demo_main, ["--frames", "6", "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert {p.name for p in out.iterdir()} == {
+        OUTPUT_MARKER,  # marks the folder as ours, to replace on the next run
         "clip",
         "masks",
         "overlay.gif",
