@@ -538,7 +538,7 @@ def test_non_empty_output_folder_is_refused_and_left_alone(tmp_path: Path) -> No
     result = _segment("--input", folder, "--out", out)
     assert result.exit_code == 2, result.output
     errors = [line for line in result.output.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "exists and is not empty" in errors[0]
+    assert len(errors) == 1 and "is not empty and is not an earlier output" in errors[0]
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
     assert (out / "keep.txt").read_text() == "earlier results\n"
     assert not list(tmp_path.glob(".result.*"))
