@@ -1,0 +1,204 @@
+"""Time one BaS session on this host: load time, per-call latency, peak memory.
+
+The artifact is opened through ``runtimes`` (the code users run), its parity record is
+checked first, and only the runtime's call is timed, on held-out frames pre-processed
+beforehand, the stream form carrying its state as a device would.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+
+from model.checkpoint import sha256
+from model.data.synth import render_video
+from model.errors import ProjectError
+from model.hub import build_bas, shipped_weights
+from model.info import describe
+from runtimes import load, load_pytorch
+from runtimes.manifest import Manifest, read_manifest
+from runtimes.session import Session, to_input
+
+from .records import BenchRecord
+from .stats import LatencyStats, summarise
+
+TIMING_SEED = 1  # held-out synthetic video, as parity uses
+TARGET_OF_RUNTIME = {"torch": "pytorch"}
+
+
+@dataclass(frozen=True)
+class Measurement:
+    manifest: Manifest
+    runtime: str
+    threads: int | None
+    load_s: float
+    latency: LatencyStats
+    peak_rss_mb: float
+    size_mb: float
+    gflop: float  # one frame's forward pass
+
+
+def machine() -> dict[str, str | int]:
+    """What the figures were measured on: CPU model, cores, OS, the libraries' versions."""
+    model_name = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            if line.startswith("model name"):
+                model_name = line.split(":", 1)[1].strip()
+                break
+    found: dict[str, str | int] = {
+        "cpu": model_name,
+        "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 0,
+        "os": platform.platform(),
+        "python": platform.python_version(),
+    }
+    for dist in ("torch", "onnxruntime", "ai-edge-litert", "executorch", "coremltools"):
+        try:
+            found[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def cached_artifact(
+    target: str, variant: str, precision: str, form: str, weights: str, cache: Path
+) -> Path:
+    """The artifact for these inputs: reused from ``cache`` when built from the same weights
+    (the manifest's sha256 says so), else converted there; its parity measured once."""
+    from converters.build import convert
+    from converters.parity import record_parity
+    from converters.registry import get_target
+    from converters.spec import ConvertRequest
+
+    converter = get_target(target)
+    request = ConvertRequest(variant, weights, precision, form, out=cache)
+    path = Path(cache) / f"{request.stem}{converter.suffix}"
+    wanted = sha256(shipped_weights(variant) if weights == "shipped" else Path(weights))
+    try:
+        fresh = read_manifest(path).weights.sha256 == wanted
+    except ProjectError:
+        fresh = False
+    if not fresh:
+        path = convert(converter, request)
+    if read_manifest(path).parity is None:
+        record_parity(path)
+    return path
+
+
+def open_session(
+    target: str,
+    variant: str,
+    form: str,
+    artifact: Path | None,
+    threads: int | None,
+    weights: str = "shipped",
+    precision: str = "fp32",
+    cache: Path = Path("artifacts/bench"),
+) -> tuple[Session, float]:
+    """The session to time and its load time; an artifact must have passed parity."""
+    if target == "torch":
+        if artifact is not None:
+            raise ProjectError("--target torch runs the weights (--weights), not an --artifact")
+        started = time.perf_counter()
+        session = load_pytorch(variant, weights, form, threads=threads)
+        return session, time.perf_counter() - started
+    if artifact is None:
+        artifact = cached_artifact(target, variant, precision, form, weights, cache)
+    manifest = read_manifest(artifact)
+    if manifest.target != target:
+        raise ProjectError(f"{artifact} is an artifact for {manifest.target}, not {target}")
+    if manifest.variant != variant or manifest.form != form:
+        raise ProjectError(
+            f"{artifact} is BaS-{manifest.variant} {manifest.form} form, "
+            f"not BaS-{variant} {form} as asked"
+        )
+    if manifest.parity is None:
+        raise ProjectError(f"{artifact} has no parity record: run converters.parity on it first")
+    if not manifest.parity.get("passed"):
+        failures = "; ".join(manifest.parity.get("failures", [])) or "failed"
+        raise ProjectError(f"{artifact} failed parity ({failures}): not timed")
+    started = time.perf_counter()
+    session = load(artifact, threads=threads)
+    return session, time.perf_counter() - started
+
+
+def measure(session: Session, load_s: float, warmup: int, iters: int) -> Measurement:
+    """Time ``iters`` calls after ``warmup``, cycling through held-out frames."""
+    manifest = session.manifest
+    size = manifest.image_size
+    frames = [to_input(image, size) for image, _ in render_video(TIMING_SEED, 0, 30)]
+    session.reset()
+    for i in range(warmup):
+        session.infer(frames[i % len(frames)])
+    latencies = []
+    for i in range(iters):
+        frame = frames[i % len(frames)]
+        started = time.perf_counter()
+        session.infer(frame)
+        latencies.append((time.perf_counter() - started) * 1000)
+    network = build_bas(manifest.variant, size, manifest.temporal_window, weights=None)
+    artifact = Path(manifest.artifact.file)
+    return Measurement(
+        manifest=manifest,
+        runtime=session.runtime,
+        threads=None,
+        load_s=load_s,
+        latency=summarise(latencies),
+        peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        size_mb=manifest.artifact.bytes / 1e6 if artifact.name else 0.0,
+        gflop=describe(network).flops / 1e9,
+    )
+
+
+def to_records(result: Measurement, name: str, threads: int | None) -> list[BenchRecord]:
+    """One record per figure, ExecuTorch-style."""
+    m = result.manifest
+    parity = m.parity or {}
+    dice = (parity.get("masks_vs_pytorch") or {}).get("dice")
+    stamp = datetime.now(UTC).isoformat(timespec="seconds")
+    host = machine()
+    latency = result.latency
+    figures = [
+        ("median_latency", latency.median_ms, "ms"),
+        ("mean_latency", latency.mean_ms, "ms"),
+        ("trimmed_mean_latency", latency.trimmed_mean_ms, "ms"),
+        ("p90_latency", latency.p90_ms, "ms"),
+        ("p99_latency", latency.p99_ms, "ms"),
+        ("min_latency", latency.min_ms, "ms"),
+        ("max_latency", latency.max_ms, "ms"),
+        ("fps", latency.fps, "fps"),
+        ("achieved_gflops", result.gflop * latency.fps, "GFLOP/s"),
+        ("model_load_time", result.load_s, "s"),
+        ("peak_rss", result.peak_rss_mb, "MB"),
+        ("artifact_size", result.size_mb, "MB"),
+    ]
+    if dice is not None:
+        figures.append(("mask_dice_vs_pytorch", float(dice), "dice"))
+    target = "torch" if m.target == "pytorch" else m.target
+    return [
+        BenchRecord(
+            name=name,
+            target=target,
+            variant=m.variant,
+            precision=m.precision,
+            form=m.form,
+            metric=metric,
+            value=float(value),
+            unit=unit,
+            device=f"host: {host['cpu']}",
+            timestamp=stamp,
+            runtime=result.runtime,
+            threads=threads,
+            artifact_sha256=m.artifact.sha256,
+            parity_passed=None if m.target == "pytorch" else bool(parity.get("passed")),
+            machine=host,
+        )
+        for metric, value, unit in figures
+    ]

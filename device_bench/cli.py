@@ -1,0 +1,107 @@
+"""``device_bench``: time BaS per target and precision on this host, and report the figures.
+
+device_bench run --target tflite [--variant S] [--precision fp32] [--form frame]
+device_bench report [reports/bench/results.jsonl]
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from model.cli import Choice as ChoiceType
+from model.cli import ProjectCommand, form_option, threads_option, variant_option, weights_option
+
+from .bench import measure, open_session, to_records
+from .records import RESULTS, append_records, read_records
+from .report import markdown
+
+TARGETS = ("torch", "onnx", "tflite", "coreml", "executorch")
+
+
+class _Group(click.Group):
+    command_class = ProjectCommand
+
+
+@click.group(cls=_Group, name="device_bench")
+def main() -> None:
+    """Latency, FPS and memory of BaS per target and precision (timed through runtimes)."""
+
+
+@main.command("run")
+@click.option("--target", type=ChoiceType(TARGETS), required=True)
+@variant_option()
+@click.option("--precision", type=ChoiceType(("fp32", "fp16", "int8")), default="fp32")
+@form_option(("frame", "stream"))
+@threads_option
+@click.option("--warmup", type=click.IntRange(min=0), default=10, show_default=True)
+@click.option("--iters", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option(
+    "--artifact",
+    type=click.Path(path_type=Path, exists=True),
+    help="A converted artifact (with a passed parity record); default: convert, cached.",
+)
+@weights_option
+@click.option(
+    "--cache",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("artifacts/bench"),
+    show_default=True,
+    help="Where converted artifacts are kept and reused.",
+)
+@click.option(
+    "--results",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=RESULTS,
+    show_default=True,
+    help="JSON-lines file the records are appended to.",
+)
+def run(
+    target: str,
+    variant: str,
+    precision: str,
+    form: str,
+    threads: int | None,
+    warmup: int,
+    iters: int,
+    artifact: Path | None,
+    weights: str,
+    cache: Path,
+    results: Path,
+) -> None:
+    """Time one target on this host; append one record per figure to --results."""
+    if target == "torch" and precision != "fp32":
+        raise click.UsageError("--target torch runs fp32 only")
+    if results.exists() and not results.is_file():
+        raise click.UsageError(f"--results {results} is not a file")
+    session, load_s = open_session(
+        target, variant, form, artifact, threads, weights, precision, cache
+    )
+    if session.manifest.precision != precision:
+        raise click.UsageError(
+            f"the artifact is {session.manifest.precision}, not --precision {precision}"
+        )
+    result = measure(session, load_s, warmup, iters)
+    name = Path(session.manifest.artifact.file).name
+    append_records(results, to_records(result, name, threads))
+    latency = result.latency
+    click.echo(
+        f"{target} BaS-{variant} {precision} {form} via {result.runtime}: median "
+        f"{latency.median_ms:.2f} ms, p90 {latency.p90_ms:.2f} ms, {latency.fps:.1f} FPS, "
+        f"load {result.load_s:.2f} s, peak RSS {result.peak_rss_mb:.0f} MB; "
+        f"{iters} iterations; appended to {results}"
+    )
+
+
+@main.command("report")
+@click.argument(
+    "results", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=RESULTS
+)
+def report(results: Path) -> None:
+    """A Markdown table of the latest figures per artifact and runtime in RESULTS."""
+    click.echo(markdown(read_records(results)))
+
+
+if __name__ == "__main__":
+    main()

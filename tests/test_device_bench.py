@@ -1,0 +1,134 @@
+"""device_bench: statistics on known samples, the record schema, the report, bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from device_bench.cli import main
+from device_bench.records import BenchRecord, append_records, read_records
+from device_bench.report import markdown
+from device_bench.stats import summarise
+from model.errors import ProjectError
+from runtimes.manifest import manifest_path
+
+
+def test_statistics_of_a_known_sample() -> None:
+    stats = summarise([float(v) for v in range(1, 11)][::-1])  # 1..10 ms, any order
+    assert (stats.iterations, stats.min_ms, stats.max_ms) == (10, 1.0, 10.0)
+    assert stats.mean_ms == 5.5 and stats.median_ms == 5.5
+    assert stats.trimmed_mean_ms == 5.5  # 2..9: the lowest and highest 10 % left out
+    assert stats.p90_ms == pytest.approx(9.1) and stats.p99_ms == pytest.approx(9.91)
+    assert stats.fps == pytest.approx(1000 / 5.5)
+    skewed = summarise([10.0] * 9 + [1000.0])  # one hiccup moves the mean, not the rest
+    assert skewed.median_ms == 10.0 and skewed.trimmed_mean_ms == 10.0 and skewed.mean_ms == 109
+    assert summarise(np.array([4.0])).p99_ms == 4.0
+    for bad in ([], [1.0, float("nan")], [-1.0]):
+        with pytest.raises(ProjectError):
+            summarise(bad)
+
+
+def _record(**changes) -> BenchRecord:
+    fields = dict(
+        name="bas_s_frame_240_fp32.onnx",
+        target="onnx",
+        variant="S",
+        precision="fp32",
+        form="frame",
+        metric="median_latency",
+        value=10.0,
+        unit="ms",
+        device="host: cpu",
+        timestamp="2026-11-27T09:00:00+00:00",
+        runtime="onnxruntime",
+        threads=2,
+    )
+    return BenchRecord(**{**fields, **changes})
+
+
+def test_records_append_as_json_lines_and_read_back(tmp_path: Path) -> None:
+    path = tmp_path / "bench" / "results.jsonl"
+    append_records(path, [_record(), _record(metric="fps", value=100.0, unit="fps")])
+    append_records(path, [_record(value=9.0, timestamp="2026-11-27T10:00:00+00:00")])
+    lines = path.read_text().splitlines()
+    assert len(lines) == 3
+    first = json.loads(lines[0])
+    for key in ("name", "target", "variant", "precision", "form", "metric", "value", "unit"):
+        assert key in first
+    assert {"device", "timestamp"} <= set(first)
+    assert read_records(path)[2].value == 9.0
+    path.write_text(lines[0] + "\n{not json\n")
+    with pytest.raises(ProjectError, match=r"results\.jsonl:2 is not a benchmark record"):
+        read_records(path)
+    path.write_text(json.dumps({**first, "colour": 1}) + "\n")
+    with pytest.raises(ProjectError, match="unknown fields"):
+        read_records(path)
+
+
+def test_report_takes_the_latest_figures_and_the_speed_up_at_the_same_threads() -> None:
+    torch = dict(name="bas_s.safetensors", target="torch", runtime="pytorch")
+    records = [
+        _record(**torch, value=30.0),
+        _record(value=12.0),
+        _record(value=10.0, timestamp="2026-11-27T10:00:00+00:00"),  # later: wins
+        _record(metric="fps", value=100.0, unit="fps"),
+        _record(value=5.0, threads=1),  # no PyTorch at 1 thread: no speed-up
+    ]
+    table = markdown(records).splitlines()
+    assert table[0].startswith("| target | runtime | precision")
+    onnx_2 = next(line for line in table if "| onnx |" in line and "| 2 |" in line)
+    assert "| 10.00 |" in onnx_2 and "| 3.00 x |" in onnx_2 and "| 100.0 |" in onnx_2
+    onnx_1 = next(line for line in table if "| onnx |" in line and "| 1 |" in line)
+    cells = [cell.strip() for cell in onnx_1.split("|")]
+    assert cells[9] == "5.00" and cells[12] == "-"  # median; speed-up
+
+
+def test_run_times_pytorch_and_appends_records(tmp_path: Path) -> None:
+    results = tmp_path / "r.jsonl"
+    args = ["run", "--target", "torch", "--warmup", "1", "--iters", "3", "--results", str(results)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "torch BaS-S fp32 frame via pytorch: median" in result.stdout
+    metrics = {r.metric: r for r in read_records(results)}
+    assert metrics["median_latency"].value > 0 and metrics["fps"].unit == "fps"
+    assert metrics["peak_rss"].value > 100  # MB: PyTorch alone takes more
+    assert metrics["median_latency"].machine["cores"] >= 1
+    report = CliRunner().invoke(main, ["report", str(results)])
+    assert report.exit_code == 0 and "| torch | pytorch | fp32 | S | frame |" in report.stdout
+
+
+@pytest.mark.slow
+def test_an_artifact_is_timed_only_as_what_it_is_and_after_passing_parity(
+    built_artifact, tmp_path: Path
+) -> None:
+    artifact = built_artifact("onnx", "S", "fp32", "frame")
+    copy = tmp_path / artifact.name
+    shutil.copyfile(artifact, copy)
+    record = json.loads(manifest_path(artifact).read_text())
+    results = tmp_path / "r.jsonl"
+    base = ["run", "--iters", "2", "--warmup", "0", "--results", str(results)]
+
+    def run(*args: str) -> str:
+        result = CliRunner().invoke(main, [*base, *args, "--artifact", str(copy)])
+        assert result.exit_code == 2, result.output
+        assert "Traceback" not in result.output
+        return result.stderr.strip().splitlines()[-1]
+
+    manifest_path(copy).write_text(json.dumps({**record, "parity": None}))
+    assert "no parity record" in run("--target", "onnx")
+    failed = {"passed": False, "failures": ["logits max abs err 1 > 1e-3"]}
+    manifest_path(copy).write_text(json.dumps({**record, "parity": failed}))
+    assert "failed parity (logits max abs err 1 > 1e-3): not timed" in run("--target", "onnx")
+    manifest_path(copy).write_text(json.dumps({**record, "parity": {"passed": True}}))
+    assert "is an artifact for onnx, not tflite" in run("--target", "tflite")
+    assert "is BaS-S frame form, not BaS-L frame" in run("--target", "onnx", "--variant", "L")
+    assert "'int4' is not one of" in run("--target", "onnx", "--precision", "int4")
+    assert not results.exists()  # nothing recorded for any of them
+    ok = CliRunner().invoke(main, [*base, "--target", "onnx", "--artifact", str(copy)])
+    assert ok.exit_code == 0, ok.output
+    assert {r.runtime for r in read_records(results)} == {"onnxruntime"}
