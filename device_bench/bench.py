@@ -39,7 +39,7 @@ class Measurement:
     threads: int | None
     load_s: float
     latency: LatencyStats
-    peak_rss_mb: float
+    peak_rss_mb: float | None  # process peak; None in a sweep (every session in one process)
     size_mb: float
     gflop: float  # one frame's forward pass
 
@@ -129,32 +129,48 @@ def open_session(
     return session, time.perf_counter() - started
 
 
-def measure(session: Session, load_s: float, warmup: int, iters: int) -> Measurement:
-    """Time ``iters`` calls after ``warmup``, cycling through held-out frames."""
-    manifest = session.manifest
-    size = manifest.image_size
-    frames = [to_input(image, size) for image, _ in render_video(TIMING_SEED, 0, 30)]
-    session.reset()
-    for i in range(warmup):
-        session.infer(frames[i % len(frames)])
+def timing_frames(size: int) -> list:
+    """Held-out frames, pre-processed once, so only the runtime's call is timed."""
+    return [to_input(image, size) for image, _ in render_video(TIMING_SEED, 0, 30)]
+
+
+def timed_calls(session: Session, frames: list, count: int, start: int = 0) -> list[float]:
+    """``count`` calls of the session (state carried), each timed alone, in ms."""
     latencies = []
-    for i in range(iters):
+    for i in range(start, start + count):
         frame = frames[i % len(frames)]
         started = time.perf_counter()
         session.infer(frame)
         latencies.append((time.perf_counter() - started) * 1000)
-    network = build_bas(manifest.variant, size, manifest.temporal_window, weights=None)
-    artifact = Path(manifest.artifact.file)
+    return latencies
+
+
+def measurement(
+    session: Session, load_s: float, latencies: list[float], peak_rss: bool = True
+) -> Measurement:
+    """The figures of one session from its timed calls; ``peak_rss`` only when it ran alone."""
+    manifest = session.manifest
+    network = build_bas(
+        manifest.variant, manifest.image_size, manifest.temporal_window, weights=None
+    )
     return Measurement(
         manifest=manifest,
         runtime=session.runtime,
         threads=None,
         load_s=load_s,
         latency=summarise(latencies),
-        peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        size_mb=manifest.artifact.bytes / 1e6 if artifact.name else 0.0,
+        peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 if peak_rss else None,
+        size_mb=manifest.artifact.bytes / 1e6,
         gflop=describe(network).flops / 1e9,
     )
+
+
+def measure(session: Session, load_s: float, warmup: int, iters: int) -> Measurement:
+    """Time ``iters`` calls after ``warmup``, cycling through held-out frames."""
+    frames = timing_frames(session.manifest.image_size)
+    session.reset()
+    timed_calls(session, frames, warmup)
+    return measurement(session, load_s, timed_calls(session, frames, iters, warmup))
 
 
 def to_records(result: Measurement, name: str, threads: int | None) -> list[BenchRecord]:
@@ -176,9 +192,10 @@ def to_records(result: Measurement, name: str, threads: int | None) -> list[Benc
         ("fps", latency.fps, "fps"),
         ("achieved_gflops", result.gflop * latency.fps, "GFLOP/s"),
         ("model_load_time", result.load_s, "s"),
-        ("peak_rss", result.peak_rss_mb, "MB"),
         ("artifact_size", result.size_mb, "MB"),
     ]
+    if result.peak_rss_mb is not None:
+        figures.append(("peak_rss", result.peak_rss_mb, "MB"))
     if dice is not None:
         figures.append(("mask_dice_vs_pytorch", float(dice), "dice"))
     target = "torch" if m.target == "pytorch" else m.target

@@ -16,6 +16,7 @@ from model.cli import ProjectCommand, form_option, threads_option, variant_optio
 from .bench import measure, open_session, to_records
 from .records import RESULTS, append_records, read_records
 from .report import markdown
+from .sweep import run_sweep, sweep_cells
 
 TARGETS = ("torch", "onnx", "tflite", "coreml", "executorch")
 
@@ -89,9 +90,71 @@ def run(
     click.echo(
         f"{target} BaS-{variant} {precision} {form} via {result.runtime}: median "
         f"{latency.median_ms:.2f} ms, p90 {latency.p90_ms:.2f} ms, {latency.fps:.1f} FPS, "
-        f"load {result.load_s:.2f} s, peak RSS {result.peak_rss_mb:.0f} MB; "
+        f"load {result.load_s:.2f} s, peak RSS {result.peak_rss_mb or 0:.0f} MB; "
         f"{iters} iterations; appended to {results}"
     )
+
+
+@main.command("sweep")
+@click.option("--targets", default=",".join(TARGETS), show_default=True, help="Comma-separated.")
+@click.option("--variants", default="S,L", show_default=True, help="Comma-separated.")
+@click.option("--precisions", default="fp32,fp16,int8", show_default=True, help="Comma-separated.")
+@click.option("--forms", default="frame,stream", show_default=True, help="Comma-separated.")
+@threads_option
+@click.option("--warmup", type=click.IntRange(min=0), default=10, show_default=True)
+@click.option("--iters", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option("--rounds", type=click.IntRange(min=1), default=5, show_default=True)
+@weights_option
+@click.option(
+    "--cache",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("artifacts/bench"),
+    show_default=True,
+)
+@click.option(
+    "--results",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=RESULTS,
+    show_default=True,
+)
+def sweep(
+    targets: str,
+    variants: str,
+    precisions: str,
+    forms: str,
+    threads: int | None,
+    warmup: int,
+    iters: int,
+    rounds: int,
+    weights: str,
+    cache: Path,
+    results: Path,
+) -> None:
+    """Every cell available here in one process, timed in interleaved rounds (drift hits all).
+
+    Cells whose artifact failed parity are listed and not timed.
+    """
+    cells = sweep_cells(
+        _listed(targets, TARGETS, "target"),
+        _listed(variants, ("S", "L"), "variant"),
+        _listed(precisions, ("fp32", "fp16", "int8"), "precision"),
+        _listed(forms, ("frame", "stream"), "form"),
+    )
+    timed, refused = run_sweep(cells, threads, warmup, iters, rounds, weights, cache)
+    for cell, reason in refused:
+        click.echo(f"not timed: {' '.join(cell)}: {reason}", err=True)
+    if not timed:
+        raise click.UsageError("no cell could be timed here")
+    records = [r for name, result in timed for r in to_records(result, name, threads)]
+    append_records(results, records)
+    click.echo(markdown(records))
+
+
+def _listed(text: str, choices: tuple[str, ...], kind: str) -> list[str]:
+    chosen = [ChoiceType(choices).convert(v.strip(), None, None) for v in text.split(",") if v]
+    if not chosen:
+        raise click.UsageError(f"no {kind} given")
+    return list(dict.fromkeys(chosen))
 
 
 @main.command("report")

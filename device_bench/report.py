@@ -6,10 +6,13 @@ from .records import BenchRecord
 
 
 def _latest(records: list[BenchRecord]) -> dict[tuple, dict[str, BenchRecord]]:
-    """(name, runtime, threads, device) -> metric -> its latest record."""
+    """(name, form, runtime, threads, device) -> metric -> its latest record.
+
+    The form is part of the key: PyTorch's frame and stream forms share one weights file.
+    """
     rows: dict[tuple, dict[str, BenchRecord]] = {}
     for record in sorted(records, key=lambda r: r.timestamp):
-        key = (record.name, record.runtime, record.threads, record.device)
+        key = (record.name, record.form, record.runtime, record.threads, record.device)
         rows.setdefault(key, {})[record.metric] = record
     return rows
 
@@ -22,7 +25,7 @@ def markdown(records: list[BenchRecord]) -> str:
     """target, precision, variant, form, size, Dice vs PyTorch, median, p90, FPS, speed-up."""
     rows = _latest(records)
     eager = {
-        (r["median_latency"].variant, r["median_latency"].form, key[2], key[3]): r[
+        (r["median_latency"].variant, r["median_latency"].form, key[3], key[4]): r[
             "median_latency"
         ].value
         for key, r in rows.items()
@@ -34,10 +37,10 @@ def markdown(records: list[BenchRecord]) -> str:
         "| GFLOP/s |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for key, metrics in sorted(rows.items(), key=lambda kv: kv[0][:2]):
+    for key, metrics in sorted(rows.items(), key=lambda kv: kv[0][:3]):
         first = next(iter(metrics.values()))
         median = metrics.get("median_latency")
-        base = eager.get((first.variant, first.form, key[2], key[3]))  # same threads, device
+        base = eager.get((first.variant, first.form, key[3], key[4]))  # same threads, device
         speedup = "-" if median is None or base is None else f"{base / median.value:.2f} x"
         lines.append(
             f"| {first.target} | {first.runtime} | {first.precision} | {first.variant} "

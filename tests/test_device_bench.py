@@ -132,3 +132,18 @@ def test_an_artifact_is_timed_only_as_what_it_is_and_after_passing_parity(
     ok = CliRunner().invoke(main, [*base, "--target", "onnx", "--artifact", str(copy)])
     assert ok.exit_code == 0, ok.output
     assert {r.runtime for r in read_records(results)} == {"onnxruntime"}
+
+
+def test_sweep_interleaves_cells_and_records_each(tmp_path: Path) -> None:
+    results = tmp_path / "r.jsonl"
+    args = ["sweep", "--targets", "torch", "--variants", "s", "--forms", "frame,stream"]
+    args += ["--iters", "4", "--rounds", "2", "--warmup", "0", "--results", str(results)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    records = read_records(results)
+    medians = [r for r in records if r.metric == "median_latency"]
+    assert sorted(r.form for r in medians) == ["frame", "stream"]
+    assert not any(r.metric == "peak_rss" for r in records)  # one process for all: not per cell
+    assert result.stdout.count("| torch | pytorch | fp32 | S |") == 2
+    bad = CliRunner().invoke(main, ["sweep", "--targets", "tpu", "--results", str(results)])
+    assert bad.exit_code == 2 and "'tpu' is not one of" in bad.output

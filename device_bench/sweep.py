@@ -1,0 +1,84 @@
+"""Every target x precision x variant x form available here, timed in interleaved rounds.
+
+All sessions are opened first; then each round gives every cell ``iters / rounds`` calls
+in turn, so a shared machine's drift (another job, thermal throttling) hits all cells alike
+and the ratios between them hold.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from model.errors import ProjectError
+from runtimes.session import Session
+
+from .bench import Measurement, measurement, open_session, timed_calls, timing_frames
+
+Cell = tuple[str, str, str, str]  # target, variant, precision, form
+
+
+def sweep_cells(
+    targets: list[str], variants: list[str], precisions: list[str], forms: list[str]
+) -> list[Cell]:
+    """The cells to time: PyTorch in fp32, each converter target in the precisions it builds."""
+    from converters.registry import get_target
+    from runtimes.registry import get_backend
+
+    cells = []
+    for target in targets:
+        built = ("fp32",) if target == "torch" else get_target(target).precisions
+        if target != "torch" and not (
+            get_target(target).is_available()
+            and get_backend(get_target(target).runtime).is_available()
+        ):
+            continue  # neither converted nor timed where its runtime cannot run (Core ML on Linux)
+        cells += [
+            (target, v, p, f) for v in variants for p in precisions if p in built for f in forms
+        ]
+    if not cells:
+        raise ProjectError("no cell to time: no target builds those precisions here")
+    return cells
+
+
+def run_sweep(
+    cells: list[Cell],
+    threads: int | None,
+    warmup: int,
+    iters: int,
+    rounds: int,
+    weights: str,
+    cache: Path,
+) -> tuple[list[tuple[str, Measurement]], list[tuple[Cell, str]]]:
+    """(artifact name, figures) of each timed cell, and (cell, why) of each that was not."""
+    sessions: list[tuple[Cell, Session, float]] = []
+    refused: list[tuple[Cell, str]] = []
+    for cell in cells:
+        target, variant, precision, form = cell
+        try:
+            session, load_s = open_session(
+                target, variant, form, None, threads, weights, precision, cache
+            )
+        except ProjectError as err:  # failed parity, or a runtime that cannot run here
+            refused.append((cell, str(err)))
+            continue
+        sessions.append((cell, session, load_s))
+    frames = {s.manifest.image_size: timing_frames(s.manifest.image_size) for _, s, _ in sessions}
+    latencies: dict[Cell, list[float]] = {cell: [] for cell, _, _ in sessions}
+    for _, session, _ in sessions:
+        session.reset()
+        timed_calls(session, frames[session.manifest.image_size], warmup)
+    per_round = max(1, iters // rounds)
+    for round_index in range(rounds):
+        for cell, session, _ in sessions:
+            start = warmup + round_index * per_round
+            latencies[cell] += timed_calls(
+                session, frames[session.manifest.image_size], per_round, start
+            )
+    timed = [
+        (
+            Path(session.manifest.artifact.file).name,
+            measurement(session, load_s, latencies[cell], peak_rss=False),
+        )
+        for cell, session, load_s in sessions
+    ]
+    return timed, refused
