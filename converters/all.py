@@ -15,16 +15,13 @@ gate, naming each (and the reports say FAILED).
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import click
-
 from model.atomic import atomic_path
 from model.checkpoint import CheckpointError
-from model.cli import Choice, command, frames_option, out_option, weights_option
+from model.cli import command, frames_option, list_option, out_option, weights_option
 from model.config import VARIANTS
 from runtimes.manifest import read_manifest, write_json_atomic
 
@@ -93,16 +90,14 @@ def check_matrix(
 
 
 def build_matrix(
-    variants: list[str],
-    targets: list[str],
-    precisions: list[str],
-    forms: list[str],
+    cells: list[tuple[str, str, str, str]],
     out: Path,
     weights: str = "shipped",
     frames: int = 60,
 ) -> list[MatrixResult]:
+    """Convert and check each cell of ``check_matrix``, in order."""
     results = []
-    for key in matrix(variants, targets, precisions, forms):
+    for key in cells:
         name, variant, precision, form = key
         target = get_target(name)
         if not target.is_available():
@@ -169,32 +164,6 @@ def summary(results: list[MatrixResult], bad: list[MatrixResult]) -> str:
     return f"passed: {len(results) - unavailable} of {len(results)} cells{skipped}"
 
 
-def list_option(flag: str, choices: Sequence[str], help_text: str) -> Callable:
-    """A repeatable option of comma-separated choices; all of ``choices`` by default."""
-    choice = Choice(choices)
-
-    def split(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> list[str]:
-        picked: list[str] = []
-        for value in values:
-            for item in filter(None, (part.strip() for part in value.split(","))):
-                canonical = choice.convert(item, param, ctx)
-                if canonical not in picked:
-                    picked.append(canonical)
-        if not picked:
-            raise click.BadParameter("needs at least one value", ctx, param)
-        return picked
-
-    return click.option(
-        flag,
-        multiple=True,
-        default=(",".join(choices),),
-        show_default=True,
-        callback=split,
-        metavar="A,B,...",
-        help=f"{help_text} Comma-separated or repeated; from {', '.join(choices)}.",
-    )
-
-
 @command("python -m converters.all")
 @list_option("--variants", tuple(VARIANTS), "BaS variants.")
 @list_option("--targets", TARGET_NAMES, "Targets.")
@@ -213,9 +182,9 @@ def main(
     out: Path,
 ) -> None:
     """Build the matrix of artifacts and check each one's parity; exit 1 if any failed."""
-    check_matrix(variants, targets, precisions, forms, out, weights)
+    cells = check_matrix(variants, targets, precisions, forms, out, weights)
     with quiet_toolchains():
-        results = build_matrix(variants, targets, precisions, forms, out, weights, frames)
+        results = build_matrix(cells, out, weights, frames)
     table = markdown(results)
     bad = [r for r in results if r.status not in ("passed", "unavailable")]
     verdict = summary(results, bad)

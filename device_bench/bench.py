@@ -36,7 +36,6 @@ TARGET_OF_RUNTIME = {"torch": "pytorch"}
 class Measurement:
     manifest: Manifest
     runtime: str
-    threads: int | None
     load_s: float
     latency: LatencyStats
     peak_rss_mb: float | None  # process peak; None in a sweep (every session in one process)
@@ -156,7 +155,6 @@ def measurement(
     return Measurement(
         manifest=manifest,
         runtime=session.runtime,
-        threads=None,
         load_s=load_s,
         latency=summarise(latencies),
         peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 if peak_rss else None,

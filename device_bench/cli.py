@@ -10,8 +10,15 @@ from pathlib import Path
 
 import click
 
-from model.cli import Choice as ChoiceType
-from model.cli import ProjectCommand, form_option, threads_option, variant_option, weights_option
+from model.cli import (
+    Choice,
+    ProjectCommand,
+    form_option,
+    list_option,
+    threads_option,
+    variant_option,
+    weights_option,
+)
 
 from .bench import measure, open_session, to_records
 from .records import RESULTS, append_records, read_records
@@ -19,6 +26,27 @@ from .report import markdown
 from .sweep import run_sweep, sweep_cells
 
 TARGETS = ("torch", "onnx", "tflite", "coreml", "executorch")
+
+warmup_option = click.option(
+    "--warmup", type=click.IntRange(min=0), default=10, show_default=True, help="Untimed calls."
+)
+iters_option = click.option(
+    "--iters", type=click.IntRange(min=1), default=100, show_default=True, help="Timed calls."
+)
+cache_option = click.option(
+    "--cache",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("artifacts/bench"),
+    show_default=True,
+    help="Where converted artifacts are kept and reused.",
+)
+results_option = click.option(
+    "--results",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=RESULTS,
+    show_default=True,
+    help="JSON-lines file the records are appended to.",
+)
 
 
 class _Group(click.Group):
@@ -31,33 +59,21 @@ def main() -> None:
 
 
 @main.command("run")
-@click.option("--target", type=ChoiceType(TARGETS), required=True)
+@click.option("--target", type=Choice(TARGETS), required=True)
 @variant_option()
-@click.option("--precision", type=ChoiceType(("fp32", "fp16", "int8")), default="fp32")
+@click.option("--precision", type=Choice(("fp32", "fp16", "int8")), default="fp32")
 @form_option(("frame", "stream"))
 @threads_option
-@click.option("--warmup", type=click.IntRange(min=0), default=10, show_default=True)
-@click.option("--iters", type=click.IntRange(min=1), default=100, show_default=True)
+@warmup_option
+@iters_option
 @click.option(
     "--artifact",
     type=click.Path(path_type=Path, exists=True),
     help="A converted artifact (with a passed parity record); default: convert, cached.",
 )
 @weights_option
-@click.option(
-    "--cache",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=Path("artifacts/bench"),
-    show_default=True,
-    help="Where converted artifacts are kept and reused.",
-)
-@click.option(
-    "--results",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=RESULTS,
-    show_default=True,
-    help="JSON-lines file the records are appended to.",
-)
+@cache_option
+@results_option
 def run(
     target: str,
     variant: str,
@@ -96,32 +112,22 @@ def run(
 
 
 @main.command("sweep")
-@click.option("--targets", default=",".join(TARGETS), show_default=True, help="Comma-separated.")
-@click.option("--variants", default="S,L", show_default=True, help="Comma-separated.")
-@click.option("--precisions", default="fp32,fp16,int8", show_default=True, help="Comma-separated.")
-@click.option("--forms", default="frame,stream", show_default=True, help="Comma-separated.")
+@list_option("--targets", TARGETS, "Targets.")
+@list_option("--variants", ("S", "L"), "BaS variants.")
+@list_option("--precisions", ("fp32", "fp16", "int8"), "Precisions.")
+@list_option("--forms", ("frame", "stream"), "Forms.")
 @threads_option
-@click.option("--warmup", type=click.IntRange(min=0), default=10, show_default=True)
-@click.option("--iters", type=click.IntRange(min=1), default=100, show_default=True)
+@warmup_option
+@iters_option
 @click.option("--rounds", type=click.IntRange(min=1), default=5, show_default=True)
 @weights_option
-@click.option(
-    "--cache",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=Path("artifacts/bench"),
-    show_default=True,
-)
-@click.option(
-    "--results",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=RESULTS,
-    show_default=True,
-)
+@cache_option
+@results_option
 def sweep(
-    targets: str,
-    variants: str,
-    precisions: str,
-    forms: str,
+    targets: list[str],
+    variants: list[str],
+    precisions: list[str],
+    forms: list[str],
     threads: int | None,
     warmup: int,
     iters: int,
@@ -134,12 +140,7 @@ def sweep(
 
     Cells whose artifact failed parity are listed and not timed.
     """
-    cells = sweep_cells(
-        _listed(targets, TARGETS, "target"),
-        _listed(variants, ("S", "L"), "variant"),
-        _listed(precisions, ("fp32", "fp16", "int8"), "precision"),
-        _listed(forms, ("frame", "stream"), "form"),
-    )
+    cells = sweep_cells(targets, variants, precisions, forms)
     timed, refused = run_sweep(cells, threads, warmup, iters, rounds, weights, cache)
     for cell, reason in refused:
         click.echo(f"not timed: {' '.join(cell)}: {reason}", err=True)
@@ -148,13 +149,6 @@ def sweep(
     records = [r for name, result in timed for r in to_records(result, name, threads)]
     append_records(results, records)
     click.echo(markdown(records))
-
-
-def _listed(text: str, choices: tuple[str, ...], kind: str) -> list[str]:
-    chosen = [ChoiceType(choices).convert(v.strip(), None, None) for v in text.split(",") if v]
-    if not chosen:
-        raise click.UsageError(f"no {kind} given")
-    return list(dict.fromkeys(chosen))
 
 
 @main.command("report")

@@ -219,3 +219,29 @@ def runtime_option(choices: Sequence[str]) -> Callable[[F], F]:
         type=Choice(choices),
         help="A runtime other than the manifest's (mil_reference: Core ML's reference evaluator).",
     )
+
+
+def list_option(flag: str, choices: Sequence[str], help_text: str) -> Callable:
+    """A repeatable option of comma-separated choices; all of ``choices`` by default."""
+    choice = Choice(choices)
+
+    def split(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> list[str]:
+        picked: list[str] = []
+        for value in values:
+            for item in filter(None, (part.strip() for part in value.split(","))):
+                canonical = choice.convert(item, param, ctx)
+                if canonical not in picked:
+                    picked.append(canonical)
+        if not picked:
+            raise click.BadParameter("needs at least one value", ctx, param)
+        return picked
+
+    return click.option(
+        flag,
+        multiple=True,
+        default=(",".join(choices),),
+        show_default=True,
+        callback=split,
+        metavar="A,B,...",
+        help=f"{help_text} Comma-separated or repeated; from {', '.join(choices)}.",
+    )
