@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from model.bas import BaS
+from model.hub import build_bas
 
 from .backends.pytorch import model_runner, pytorch_manifest
 from .manifest import ArtifactError, Manifest, read_manifest, verify
@@ -53,9 +56,11 @@ def load_pytorch(
     threads: int | None = None,
 ) -> Session:
     """A session over PyTorch eager BaS: the reference, from shipped or given weights."""
-    manifest = pytorch_manifest(variant, weights, form, image_size, temporal_window)
-    backend = get_backend("pytorch")
-    return Session(ArtifactModel(backend.open(Path(), manifest, threads), manifest, "pytorch"))
+    if threads:
+        torch.set_num_threads(threads)  # process-wide, as PyTorch has it
+    model = build_bas(variant, image_size, temporal_window, weights=weights).eval()
+    manifest = pytorch_manifest(variant, weights, form, model=model)  # built once, not twice
+    return Session(ArtifactModel(model_runner(model, form), manifest, "pytorch"))
 
 
 def from_model(model: BaS, form: str = "stream") -> Session:

@@ -63,7 +63,7 @@ def _specs(names: tuple[str, ...], tensors: list[torch.Tensor]) -> tuple[TensorS
 
 def pytorch_manifest(
     variant: str = "S",
-    weights: str = "shipped",
+    weights: str | None = None,
     form: str = "stream",
     image_size: int = 240,
     temporal_window: int = 3,
@@ -71,16 +71,19 @@ def pytorch_manifest(
 ) -> Manifest:
     """The manifest a PyTorch "artifact" would have: canonical tensors, weights by hash.
 
-    With ``model``, that network as it is in memory (its config; no weights file).
+    ``model``: the network already built (from ``weights``, or, without them, as it is
+    in memory: no weights file); otherwise it is built here from ``weights`` (shipped).
     """
     if form not in IO_NAMES:
         raise ConfigError(unknown_choice("form", form, tuple(IO_NAMES)))
     if model is None:
+        weights = weights or "shipped"
         model = build_bas(variant, image_size, temporal_window, weights=weights)
-        path = shipped_weights(variant) if weights == "shipped" else Path(weights)
-        file = ArtifactFile(str(path), sha256(path), path.stat().st_size)
-    else:
+    if weights is None:
         weights, file = "in memory", ArtifactFile("", "", 0)
+    else:
+        path = shipped_weights(model.config.variant) if weights == "shipped" else Path(weights)
+        file = ArtifactFile(str(path), sha256(path), path.stat().st_size)
     config = model.config
     inputs, outputs = _example(model, form)
     names_in, names_out = IO_NAMES[form]
