@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from runtimes.backend import RawTensor
+from runtimes.manifest import GraphSummary
 
 from .spec import ConvertRequest
 
@@ -65,3 +66,7 @@ class Target(ABC):
     ) -> tuple[list[str], list[str]]:
         """Which BaS tensor each of the file's inputs and outputs carries (default: same names)."""
         return [t.name for t in inputs], [t.name for t in outputs]
+
+    def graph_summary(self, job: ConversionJob, options: dict) -> GraphSummary | None:
+        """Op counts of the written artifact (float compute, quantise / dequantise), if known."""
+        return None

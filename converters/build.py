@@ -182,6 +182,7 @@ def convert(target: Target, request: ConvertRequest) -> Path:
             options={k: str(v) if isinstance(v, Path) else v for k, v in options.items()},
             conversion_seconds=round(seconds, 2),
             created=datetime.now(UTC).isoformat(timespec="seconds"),
+            graph=target.graph_summary(job, options),
         )
         write_manifest(artifact, manifest)
         final = out / artifact.name

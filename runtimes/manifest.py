@@ -87,6 +87,22 @@ class Preprocessing:
 
 
 @dataclass(frozen=True)
+class GraphSummary:
+    """What a phone's delegate would be handed: every float compute op splits an integer graph.
+
+    Shape and data-movement ops (reshape, transpose, concat, slice, pad) are not compute ops.
+    """
+
+    ops: int  # every op in the file's graph
+    float_compute_ops: int  # compute ops that read or write a float tensor
+    quantize_ops: int
+    dequantize_ops: int
+    float_op_types: dict[str, int] = field(default_factory=dict)  # op type -> float count
+    partitions: int | None = None  # delegate partitions, where a tool reports them
+    partitions_source: str = ""  # the tool that reported them
+
+
+@dataclass(frozen=True)
 class Manifest:
     target: str  # onnx | tflite | coreml | executorch | pytorch
     runtime: str  # the runtime plug-in that opens it by default (runtimes.registry)
@@ -108,6 +124,7 @@ class Manifest:
     conversion_seconds: float = 0.0
     created: str = ""
     parity: dict[str, Any] | None = None
+    graph: GraphSummary | None = None
     schema: str = SCHEMA
 
     def tensor(self, canonical: str) -> TensorSpec:
