@@ -7,11 +7,12 @@ beforehand, the stream form carrying its state as a device would.
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import resource
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -25,11 +26,16 @@ from runtimes import load, load_pytorch
 from runtimes.manifest import Manifest, read_manifest
 from runtimes.session import Session, to_input
 
+from .peak import Peak, cores_used, measure_peak
 from .records import BenchRecord
 from .stats import LatencyStats, summarise
 
 TIMING_SEED = 1  # held-out synthetic video, as parity uses
 TARGET_OF_RUNTIME = {"torch": "pytorch"}
+
+
+class FailedParity(ProjectError):
+    """An artifact without a passed parity record: never timed."""
 
 
 @dataclass(frozen=True)
@@ -43,8 +49,9 @@ class Measurement:
     gflop: float  # one frame's forward pass
 
 
-def machine() -> dict[str, str | int]:
-    """What the figures were measured on: CPU model, cores, OS, the libraries' versions."""
+@functools.cache
+def machine() -> dict[str, str | int | float]:
+    """What the figures were measured on: CPU model, cores, clock, fp32 peak, OS, libraries."""
     model_name = platform.processor() or platform.machine()
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.is_file():
@@ -52,9 +59,10 @@ def machine() -> dict[str, str | int]:
             if line.startswith("model name"):
                 model_name = line.split(":", 1)[1].strip()
                 break
-    found: dict[str, str | int] = {
+    found: dict[str, str | int | float] = {
         "cpu": model_name,
         "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 0,
+        **asdict(measure_peak()),
         "os": platform.platform(),
         "python": platform.python_version(),
     }
@@ -119,10 +127,10 @@ def open_session(
             f"not BaS-{variant} {form} as asked"
         )
     if manifest.parity is None:
-        raise ProjectError(f"{artifact} has no parity record: run converters.parity on it first")
+        raise FailedParity(f"{artifact} has no parity record: run converters.parity on it first")
     if not manifest.parity.get("passed"):
         failures = "; ".join(manifest.parity.get("failures", [])) or "failed"
-        raise ProjectError(f"{artifact} failed parity ({failures}): not timed")
+        raise FailedParity(f"{artifact} failed parity ({failures}): not timed")
     started = time.perf_counter()
     session = load(artifact, threads=threads)
     return session, time.perf_counter() - started
@@ -178,6 +186,7 @@ def to_records(result: Measurement, name: str, threads: int | None) -> list[Benc
     dice = (parity.get("masks_vs_pytorch") or {}).get("dice")
     stamp = datetime.now(UTC).isoformat(timespec="seconds")
     host = machine()
+    peak = Peak.of(host).gflops(cores_used(threads, int(host["cores"])))
     latency = result.latency
     figures = [
         ("median_latency", latency.median_ms, "ms"),
@@ -189,6 +198,7 @@ def to_records(result: Measurement, name: str, threads: int | None) -> list[Benc
         ("max_latency", latency.max_ms, "ms"),
         ("fps", latency.fps, "fps"),
         ("achieved_gflops", result.gflop * latency.fps, "GFLOP/s"),
+        ("fp32_peak_fraction", result.gflop * latency.fps / peak, "ratio"),
         ("model_load_time", result.load_s, "s"),
         ("artifact_size", result.size_mb, "MB"),
     ]
@@ -214,6 +224,7 @@ def to_records(result: Measurement, name: str, threads: int | None) -> list[Benc
             artifact_sha256=m.artifact.sha256,
             parity_passed=None if m.target == "pytorch" else bool(parity.get("passed")),
             machine=host,
+            status="reference" if m.target == "pytorch" else "passed",
         )
         for metric, value, unit in figures
     ]

@@ -22,8 +22,9 @@ from model.cli import (
 
 from .bench import measure, open_session, to_records
 from .records import RESULTS, append_records, read_records
+from .report import chart as draw_chart
 from .report import markdown
-from .sweep import run_sweep, sweep_cells
+from .sweep import run_sweep, status_record, sweep_cells
 
 TARGETS = ("torch", "onnx", "tflite", "coreml", "executorch")
 
@@ -142,11 +143,12 @@ def sweep(
     """
     cells = sweep_cells(targets, variants, precisions, forms)
     timed, refused = run_sweep(cells, threads, warmup, iters, rounds, weights, cache)
-    for cell, reason in refused:
-        click.echo(f"not timed: {' '.join(cell)}: {reason}", err=True)
+    for cell, status, reason in refused:
+        click.echo(f"not timed ({status}): {' '.join(cell)}: {reason}", err=True)
     if not timed:
         raise click.UsageError("no cell could be timed here")
     records = [r for name, result in timed for r in to_records(result, name, threads)]
+    records += [status_record(cell, status, note, threads) for cell, status, note in refused]
     append_records(results, records)
     click.echo(markdown(records))
 
@@ -155,9 +157,20 @@ def sweep(
 @click.argument(
     "results", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=RESULTS
 )
-def report(results: Path) -> None:
-    """A Markdown table of the latest figures per artifact and runtime in RESULTS."""
-    click.echo(markdown(read_records(results)))
+@click.option(
+    "--chart",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="PNG of FPS per target and precision, S beside L  [default: fps.png beside RESULTS]",
+)
+def report(results: Path, chart: Path | None) -> None:
+    """A Markdown table of the latest figures per artifact and runtime in RESULTS, and a chart."""
+    records = read_records(results)
+    click.echo(markdown(records))
+    chart = chart or results.with_name("fps.png")
+    if chart.exists() and not chart.is_file():
+        raise click.UsageError(f"--chart {chart} is not a file")
+    draw_chart(records, chart)
+    click.echo(f"\nchart: {chart}")
 
 
 if __name__ == "__main__":

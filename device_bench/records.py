@@ -1,7 +1,8 @@
 """One JSON line per figure, after ExecuTorch's benchmark records, appended to a results file.
 
 Fields: name, target, variant, precision, form, metric, value, unit, device, timestamp;
-plus the runtime, the artifact's sha256 and the machine, so a figure says what it measured.
+plus the runtime, the artifact's sha256 and the machine, so a figure says what it measured,
+and a status: a cell a sweep could not time is one ``status`` record saying why.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 from model.errors import ProjectError
 
 RESULTS = Path("reports/bench/results.jsonl")
+STATUSES = ("passed", "reference", "failed parity", "failed to convert", "not run here")
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,8 @@ class BenchRecord:
     artifact_sha256: str = ""
     parity_passed: bool | None = None
     machine: dict[str, Any] = field(default_factory=dict)
+    status: str = "passed"  # one of STATUSES; "reference" for PyTorch eager
+    note: str = ""  # why a cell was not timed
 
 
 def append_records(path: Path, records: list[BenchRecord]) -> None:
@@ -64,7 +68,10 @@ def read_records(path: Path) -> list[BenchRecord]:
             unknown = set(data) - names
             if unknown:
                 raise ValueError(f"unknown fields {sorted(unknown)}")
-            records.append(BenchRecord(**data))
+            record = BenchRecord(**data)
+            if record.status not in STATUSES:
+                raise ValueError(f"status {record.status!r} is not one of {STATUSES}")
+            records.append(record)
         except (ValueError, TypeError) as err:
             raise ProjectError(f"{path}:{number} is not a benchmark record: {err}") from err
     return records

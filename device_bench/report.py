@@ -1,54 +1,147 @@
-"""The latest figures per artifact, runtime and threads as one Markdown table."""
+"""The latest figures per artifact as a Markdown table, the cells not timed apart, and a chart."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from model.atomic import atomic_path
+
+from .peak import Peak, cores_used
 from .records import BenchRecord
 
+Cell = tuple[str, str, str, str, int | None, str]  # target, variant, precision, form, threads, dev
 
-def _latest(records: list[BenchRecord]) -> dict[tuple, dict[str, BenchRecord]]:
-    """(name, form, runtime, threads, device) -> metric -> its latest record.
 
-    The form is part of the key: PyTorch's frame and stream forms share one weights file.
+def _cell(record: BenchRecord) -> Cell:
+    return (
+        record.target,
+        record.variant,
+        record.precision,
+        record.form,
+        record.threads,
+        record.device,
+    )
+
+
+def _latest(records: list[BenchRecord]) -> tuple[dict[tuple, dict[str, BenchRecord]], dict]:
+    """Timed rows ((cell, runtime) -> metric -> latest record) and the not-timed cells.
+
+    A cell's latest outcome wins: a cell timed after it failed shows as timed, and the other
+    way round. The form is in the key: PyTorch's frame and stream forms share a weights file.
     """
-    rows: dict[tuple, dict[str, BenchRecord]] = {}
+    timed: dict[tuple, dict[str, BenchRecord]] = {}
+    refused: dict[Cell, BenchRecord] = {}
     for record in sorted(records, key=lambda r: r.timestamp):
-        key = (record.name, record.form, record.runtime, record.threads, record.device)
-        rows.setdefault(key, {})[record.metric] = record
-    return rows
+        cell = _cell(record)
+        if record.metric == "status":
+            refused[cell] = record
+            for key in [k for k in timed if k[0] == cell]:
+                del timed[key]
+        else:
+            refused.pop(cell, None)
+            timed.setdefault((cell, record.runtime), {})[record.metric] = record
+    return timed, refused
 
 
 def _fmt(record: BenchRecord | None, spec: str) -> str:
     return "-" if record is None else format(record.value, spec)
 
 
+def _order(cell: Cell) -> tuple:
+    target, variant, precision, form, threads, device = cell
+    return (device, variant, form, target, precision, threads or 0)
+
+
 def markdown(records: list[BenchRecord]) -> str:
-    """target, precision, variant, form, size, Dice vs PyTorch, median, p90, FPS, speed-up."""
-    rows = _latest(records)
+    """Timed cells (size, Dice vs PyTorch, latency, FPS, speed-up, GFLOP/s, share of the fp32
+    peak), then the cells not timed and why, then each machine's peak formula."""
+    timed, refused = _latest(records)
     eager = {
-        (r["median_latency"].variant, r["median_latency"].form, key[3], key[4]): r[
-            "median_latency"
-        ].value
-        for key, r in rows.items()
-        if "median_latency" in r and r["median_latency"].target == "torch"
+        (cell[1], cell[3], cell[4], cell[5]): metrics["median_latency"].value
+        for (cell, _), metrics in timed.items()
+        if "median_latency" in metrics and cell[0] == "torch"
     }
     lines = [
-        "| target | runtime | precision | variant | form | threads | size (MB) "
+        "| target | runtime | precision | variant | form | threads | status | size (MB) "
         "| mask Dice vs PyTorch | median (ms) | p90 (ms) | FPS | speed-up vs PyTorch "
-        "| GFLOP/s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| GFLOP/s | of fp32 peak |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for key, metrics in sorted(rows.items(), key=lambda kv: kv[0][:3]):
+    formulas: dict[str, str] = {}
+    for (cell, runtime), metrics in sorted(timed.items(), key=lambda kv: _order(kv[0][0])):
+        target, variant, precision, form, threads, device = cell
         first = next(iter(metrics.values()))
         median = metrics.get("median_latency")
-        base = eager.get((first.variant, first.form, key[3], key[4]))  # same threads, device
+        base = eager.get((variant, form, threads, device))  # PyTorch at the same threads
         speedup = "-" if median is None or base is None else f"{base / median.value:.2f} x"
+        fraction = metrics.get("fp32_peak_fraction")
+        peak = Peak.of(first.machine)
+        if peak is not None and fraction is not None:
+            cores = cores_used(threads, int(first.machine.get("cores", 0)))
+            formulas[f"{device}, {cores} cores"] = peak.formula(cores)
         lines.append(
-            f"| {first.target} | {first.runtime} | {first.precision} | {first.variant} "
-            f"| {first.form} | {first.threads or 'default'} "
+            f"| {target} | {runtime} | {precision} | {variant} | {form} "
+            f"| {threads or 'default'} | {first.status} "
             f"| {_fmt(metrics.get('artifact_size'), '.2f')} "
             f"| {_fmt(metrics.get('mask_dice_vs_pytorch'), '.5f')} "
             f"| {_fmt(median, '.2f')} | {_fmt(metrics.get('p90_latency'), '.2f')} "
             f"| {_fmt(metrics.get('fps'), '.1f')} | {speedup} "
-            f"| {_fmt(metrics.get('achieved_gflops'), '.1f')} |"
+            f"| {_fmt(metrics.get('achieved_gflops'), '.1f')} "
+            f"| {'-' if fraction is None else f'{fraction.value:.0%}'} |"
         )
+    if refused:
+        lines += ["", "Not timed:", "", "| target | precision | variant | form | status | why |"]
+        lines.append("|---|---|---|---|---|---|")
+        for cell, record in sorted(refused.items(), key=lambda kv: _order(kv[0])):
+            why = record.note.replace("|", "/")
+            lines.append(
+                f"| {cell[0]} | {cell[2]} | {cell[1]} | {cell[3]} | {record.status} | {why} |"
+            )
+    if formulas:
+        lines += [
+            "",
+            "fp32 peak (cores x FMA lanes x 2 x clock; clock: the kernel's, or the "
+            "higher one a one-core sgemm proves):",
+            "",
+        ]
+        lines += [f"- {where}: {formula}" for where, formula in sorted(formulas.items())]
     return "\n".join(lines)
+
+
+def chart(records: list[BenchRecord], path: Path) -> None:
+    """FPS per target and precision, BaS-S beside BaS-L, one panel per form, as a PNG."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    timed, _ = _latest(records)
+    fps: dict[tuple[str, str, str], dict[tuple[str, str], float]] = {}
+    for (cell, _runtime), metrics in timed.items():
+        if "fps" in metrics:
+            target, variant, precision, form, threads, device = cell
+            fps.setdefault((device, form, f"{threads or 'default'} threads"), {})[
+                (f"{target}\n{precision}", variant)
+            ] = metrics["fps"].value
+    panels = sorted(fps)
+    figure = Figure(figsize=(11, 3.6 * max(1, len(panels))), dpi=100)
+    FigureCanvasAgg(figure)
+    for index, panel in enumerate(panels, 1):
+        axes = figure.add_subplot(len(panels), 1, index)
+        values = fps[panel]
+        groups = sorted({group for group, _ in values})
+        for offset, variant, colour in ((-0.2, "S", "#4c72b0"), (0.2, "L", "#dd8452")):
+            heights = [values.get((group, variant), 0.0) for group in groups]
+            bars = axes.bar(
+                [i + offset for i in range(len(groups))],
+                heights,
+                0.4,
+                label=f"BaS-{variant}",
+                color=colour,
+            )
+            axes.bar_label(bars, labels=[f"{h:.0f}" if h else "" for h in heights], fontsize=7)
+        axes.set_xticks(range(len(groups)), groups, fontsize=8)
+        axes.set_ylabel("FPS (median latency)")
+        axes.set_title(f"{panel[0]}: {panel[1]} form, {panel[2]}", fontsize=10)
+        axes.legend(fontsize=8)
+    figure.tight_layout()
+    with atomic_path(Path(path)) as tmp:
+        figure.savefig(tmp, format="png", dpi=100)

@@ -7,12 +7,22 @@ and the ratios between them hold.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 from model.errors import ProjectError
 from runtimes.session import Session
 
-from .bench import Measurement, measurement, open_session, timed_calls, timing_frames
+from .bench import (
+    FailedParity,
+    Measurement,
+    machine,
+    measurement,
+    open_session,
+    timed_calls,
+    timing_frames,
+)
+from .records import BenchRecord
 
 Cell = tuple[str, str, str, str]  # target, variant, precision, form
 
@@ -40,6 +50,36 @@ def sweep_cells(
     return cells
 
 
+def _status(err: ProjectError) -> str:
+    from converters.spec import ConversionError
+
+    if isinstance(err, FailedParity):
+        return "failed parity"
+    return "failed to convert" if isinstance(err, ConversionError) else "not run here"
+
+
+def status_record(cell: Cell, status: str, note: str, threads: int | None) -> BenchRecord:
+    """The one record of a cell that was not timed, so the report shows it and why."""
+    target, variant, precision, form = cell
+    host = machine()
+    return BenchRecord(
+        name=f"bas_{variant.lower()}_{form}_{precision}.{target}",
+        target=target,
+        variant=variant,
+        precision=precision,
+        form=form,
+        metric="status",
+        value=0.0,
+        unit="",
+        device=f"host: {host['cpu']}",
+        timestamp=datetime.now(UTC).isoformat(timespec="seconds"),
+        threads=threads,
+        machine=host,
+        status=status,
+        note=note,
+    )
+
+
 def run_sweep(
     cells: list[Cell],
     threads: int | None,
@@ -48,18 +88,18 @@ def run_sweep(
     rounds: int,
     weights: str,
     cache: Path,
-) -> tuple[list[tuple[str, Measurement]], list[tuple[Cell, str]]]:
-    """(artifact name, figures) of each timed cell, and (cell, why) of each that was not."""
+) -> tuple[list[tuple[str, Measurement]], list[tuple[Cell, str, str]]]:
+    """(artifact name, figures) of each timed cell, and (cell, status, why) of each that was not."""
     sessions: list[tuple[Cell, Session, float]] = []
-    refused: list[tuple[Cell, str]] = []
+    refused: list[tuple[Cell, str, str]] = []
     for cell in cells:
         target, variant, precision, form = cell
         try:
             session, load_s = open_session(
                 target, variant, form, None, threads, weights, precision, cache
             )
-        except ProjectError as err:  # failed parity, or a runtime that cannot run here
-            refused.append((cell, str(err)))
+        except ProjectError as err:  # failed parity or conversion, or cannot run here
+            refused.append((cell, _status(err), str(err)))
             continue
         sessions.append((cell, session, load_s))
     frames = {s.manifest.image_size: timing_frames(s.manifest.image_size) for _, s, _ in sessions}

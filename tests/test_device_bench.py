@@ -9,10 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from PIL import Image
 
 from device_bench.cli import main
+from device_bench.peak import Peak, cores_used
 from device_bench.records import BenchRecord, append_records, read_records
-from device_bench.report import markdown
+from device_bench.report import chart, markdown
 from device_bench.stats import summarise
 from model.errors import ProjectError
 from runtimes.manifest import manifest_path
@@ -85,7 +87,58 @@ def test_report_takes_the_latest_figures_and_the_speed_up_at_the_same_threads() 
     assert "| 10.00 |" in onnx_2 and "| 3.00 x |" in onnx_2 and "| 100.0 |" in onnx_2
     onnx_1 = next(line for line in table if "| onnx |" in line and "| 1 |" in line)
     cells = [cell.strip() for cell in onnx_1.split("|")]
-    assert cells[9] == "5.00" and cells[12] == "-"  # median; speed-up
+    assert cells[10] == "5.00" and cells[13] == "-"  # median; speed-up
+
+
+def test_report_shows_the_cells_not_timed_apart_and_the_latest_outcome_wins() -> None:
+    timed = _record(target="tflite", precision="int8", name="bas_s_frame_240_int8.tflite")
+    failed = _record(
+        target="tflite",
+        precision="int8",
+        name="bas_s_frame_int8.tflite",
+        metric="status",
+        value=0.0,
+        unit="",
+        runtime="",
+        status="failed parity",
+        note="mask Dice vs PyTorch 0.91 < 0.97",
+        timestamp="2026-11-27T10:00:00+00:00",
+    )
+    table = markdown([timed, failed])
+    row = "| tflite | int8 | S | frame | failed parity | mask Dice vs PyTorch 0.91 < 0.97 |"
+    assert row in table
+    assert "| tflite | litert" not in table  # failed after it was timed: not shown as timed
+    again = _record(target="tflite", precision="int8", timestamp="2026-11-27T11:00:00+00:00")
+    table = markdown([timed, failed, again])
+    assert "Not timed" not in table and "| tflite | onnxruntime | int8 |" in table
+
+
+def test_fraction_of_the_fp32_peak_and_its_formula() -> None:
+    host = {"cores": 4, "isa": "avx2", "fp32_lanes": 16, "reported_ghz": 2.0, "sgemm_ghz": 2.5}
+    peak = Peak.of(host)
+    assert peak is not None and peak.clock_ghz == 2.5  # sgemm proves more than the kernel says
+    assert peak.gflops(2) == 2 * 16 * 2 * 2.5
+    assert peak.formula(2) == "2 cores x 16 fp32 FMA lanes (avx2) x 2 x 2.50 GHz = 160 GFLOP/s"
+    assert Peak.of({"cores": 4}) is None
+    assert cores_used(None, 4) == 4 and cores_used(2, 4) == 2 and cores_used(8, 4) == 4
+    records = [
+        _record(machine=host),
+        _record(metric="fp32_peak_fraction", value=0.25, unit="ratio", machine=host),
+    ]
+    table = markdown(records)
+    assert "| 25% |" in table
+    assert "- host: cpu, 2 cores: 2 cores x 16 fp32 FMA lanes (avx2) x 2 x 2.50 GHz" in table
+
+
+def test_chart_is_a_png_of_fps_with_s_beside_l(tmp_path: Path) -> None:
+    records = [
+        _record(metric="fps", value=80.0, unit="fps"),
+        _record(metric="fps", value=100.0, unit="fps", variant="L", name="bas_l.onnx"),
+        _record(metric="fps", value=60.0, unit="fps", form="stream"),
+    ]
+    chart(records, tmp_path / "fps.png")
+    with Image.open(tmp_path / "fps.png") as image:
+        assert image.format == "PNG" and image.height > image.width / 2  # two panels
 
 
 def test_run_times_pytorch_and_appends_records(tmp_path: Path) -> None:
@@ -98,8 +151,12 @@ def test_run_times_pytorch_and_appends_records(tmp_path: Path) -> None:
     assert metrics["median_latency"].value > 0 and metrics["fps"].unit == "fps"
     assert metrics["peak_rss"].value > 100  # MB: PyTorch alone takes more
     assert metrics["median_latency"].machine["cores"] >= 1
+    assert metrics["fp32_peak_fraction"].unit == "ratio"
+    assert 0 < metrics["fp32_peak_fraction"].value < 1
+    assert metrics["median_latency"].status == "reference"
     report = CliRunner().invoke(main, ["report", str(results)])
     assert report.exit_code == 0 and "| torch | pytorch | fp32 | S | frame |" in report.stdout
+    assert (tmp_path / "fps.png").is_file() and "of fp32 peak" in report.stdout
 
 
 @pytest.mark.slow
