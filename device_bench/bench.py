@@ -182,9 +182,7 @@ def measure(session: Session, load_s: float, warmup: int, iters: int) -> Measure
 def to_records(result: Measurement, name: str, threads: int | None) -> list[BenchRecord]:
     """One record per figure, ExecuTorch-style."""
     m = result.manifest
-    parity = m.parity or {}
-    dice = (parity.get("masks_vs_pytorch") or {}).get("dice")
-    stamp = datetime.now(UTC).isoformat(timespec="seconds")
+    dice = ((m.parity or {}).get("masks_vs_pytorch") or {}).get("dice")
     host = machine()
     peak = Peak.of(host).gflops(cores_used(threads, int(host["cores"])))
     latency = result.latency
@@ -206,25 +204,39 @@ def to_records(result: Measurement, name: str, threads: int | None) -> list[Benc
         figures.append(("peak_rss", result.peak_rss_mb, "MB"))
     if dice is not None:
         figures.append(("mask_dice_vs_pytorch", float(dice), "dice"))
-    target = "torch" if m.target == "pytorch" else m.target
+    return host_records(m, result.runtime, name, threads, figures)
+
+
+def host_records(
+    manifest: Manifest,
+    runtime: str,
+    name: str,
+    threads: int | None,
+    figures: list[tuple[str, float, str]],
+) -> list[BenchRecord]:
+    """(metric, value, unit) figures of one artifact measured on this host, as records."""
+    host = machine()
+    stamp = datetime.now(UTC).isoformat(timespec="seconds")
+    parity = manifest.parity or {}
+    eager = manifest.target == "pytorch"
     return [
         BenchRecord(
             name=name,
-            target=target,
-            variant=m.variant,
-            precision=m.precision,
-            form=m.form,
+            target="torch" if eager else manifest.target,
+            variant=manifest.variant,
+            precision=manifest.precision,
+            form=manifest.form,
             metric=metric,
             value=float(value),
             unit=unit,
             device=f"host: {host['cpu']}",
             timestamp=stamp,
-            runtime=result.runtime,
+            runtime=runtime,
             threads=threads,
-            artifact_sha256=m.artifact.sha256,
-            parity_passed=None if m.target == "pytorch" else bool(parity.get("passed")),
+            artifact_sha256=manifest.artifact.sha256,
+            parity_passed=None if eager else bool(parity.get("passed")),
             machine=host,
-            status="reference" if m.target == "pytorch" else "passed",
+            status="reference" if eager else "passed",
         )
         for metric, value, unit in figures
     ]

@@ -19,12 +19,15 @@ from model.cli import (
     variant_option,
     weights_option,
 )
+from runtimes.manifest import read_manifest
+from runtimes.video import open_sources
 
-from .bench import measure, open_session, to_records
+from .bench import host_records, measure, open_session, to_records
 from .records import RESULTS, append_records, read_records
 from .report import chart as draw_chart
 from .report import markdown
 from .sweep import run_sweep, status_record, sweep_cells
+from .video import DRIFT_WINDOW, MIN_FRAMES, plot_latency, sustained
 
 TARGETS = ("torch", "onnx", "tflite", "coreml", "executorch")
 
@@ -171,6 +174,87 @@ def report(results: Path, chart: Path | None) -> None:
         raise click.UsageError(f"--chart {chart} is not a file")
     draw_chart(records, chart)
     click.echo(f"\nchart: {chart}")
+
+
+@main.command("video")
+@click.option(
+    "--artifact",
+    type=click.Path(path_type=Path, exists=True),
+    help="A converted artifact with a passed parity record  [default: PyTorch, stream form]",
+)
+@click.option(
+    "--input",
+    "input_path",
+    type=click.Path(path_type=Path, exists=True),
+    required=True,
+    help="A video file, a folder of frames, or a dataset folder (as runtimes.segment reads).",
+)
+@click.option(
+    "--frames",
+    type=click.IntRange(min=MIN_FRAMES),
+    default=MIN_FRAMES,
+    show_default=True,
+    help="Frames to run; the video is looped (fresh state each pass) until reached.",
+)
+@variant_option()
+@weights_option
+@threads_option
+@results_option
+@click.option(
+    "--plot",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="PNG of latency over time  [default: <artifact>_video.png beside --results]",
+)
+def video(
+    artifact: Path | None,
+    input_path: Path,
+    frames: int,
+    variant: str,
+    weights: str,
+    threads: int | None,
+    results: Path,
+    plot: Path | None,
+) -> None:
+    """Sustained FPS over a video through runtimes.segment's path, and its drift over time."""
+    if results.exists() and not results.is_file():
+        raise click.UsageError(f"--results {results} is not a file")
+    sources = open_sources(input_path)
+    if artifact is None:
+        session, _ = open_session("torch", variant, "stream", None, threads, weights)
+    else:
+        manifest = read_manifest(artifact)
+        session, _ = open_session(
+            manifest.target, manifest.variant, manifest.form, artifact, threads
+        )
+    manifest = session.manifest
+    name = Path(manifest.artifact.file).name
+    plot = plot or results.with_name(f"{Path(name).stem}_video.png")
+    if plot.exists() and not plot.is_file():
+        raise click.UsageError(f"--plot {plot} is not a file")
+    timed = sustained(session, sources, frames)
+    stats = timed.stats()
+    figures = [
+        ("sustained_fps", timed.sustained_fps, "fps"),
+        ("video_frame_median_latency", stats["frame"].median_ms, "ms"),
+        ("video_frame_p90_latency", stats["frame"].p90_ms, "ms"),
+        ("video_inference_median_latency", stats["inference"].median_ms, "ms"),
+        ("video_decode_median_latency", stats["decode"].median_ms, "ms"),
+        ("video_drift", timed.drift, "ratio"),
+        ("video_frames", float(timed.frames), "frames"),
+    ]
+    title = (
+        f"BaS-{manifest.variant} {manifest.form} {manifest.precision} via {session.runtime}, "
+        f"{timed.frames} frames of {input_path.name}"
+    )
+    plot_latency(plot, timed, title)
+    append_records(results, host_records(manifest, session.runtime, name, threads, figures))
+    click.echo(
+        f"{title}: sustained {timed.sustained_fps:.1f} FPS; per frame median "
+        f"{stats['frame'].median_ms:.2f} ms (inference {stats['inference'].median_ms:.2f}, "
+        f"decode {stats['decode'].median_ms:.2f}); drift x{timed.drift:.2f} (last "
+        f"{min(DRIFT_WINDOW, timed.frames // 3)} frames vs first); plot {plot}; "
+        f"appended to {results}"
+    )
 
 
 if __name__ == "__main__":

@@ -16,8 +16,10 @@ from device_bench.peak import Peak, cores_used
 from device_bench.records import BenchRecord, append_records, read_records
 from device_bench.report import chart, markdown
 from device_bench.stats import summarise
+from model.data.synth import render_video
 from model.errors import ProjectError
 from runtimes.manifest import manifest_path
+from runtimes.video import write_video
 
 
 def test_statistics_of_a_known_sample() -> None:
@@ -204,3 +206,41 @@ def test_sweep_interleaves_cells_and_records_each(tmp_path: Path) -> None:
     assert result.stdout.count("| torch | pytorch | fp32 | S |") == 2
     bad = CliRunner().invoke(main, ["sweep", "--targets", "tpu", "--results", str(results)])
     assert bad.exit_code == 2 and "'tpu' is not one of" in bad.output
+
+
+@pytest.mark.slow
+def test_video_loops_a_short_clip_to_300_frames_and_plots_latency(tmp_path: Path) -> None:
+    clip = write_video(
+        tmp_path / "clip.mp4", [image for image, _ in render_video(3, 0, 40)], fps=20.0
+    )
+    results = tmp_path / "r.jsonl"
+    args = ["video", "--input", str(clip), "--threads", "1", "--results", str(results)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "300 frames of clip.mp4: sustained" in result.stdout
+    metrics = {r.metric: r for r in read_records(results)}
+    assert metrics["video_frames"].value == 300 and metrics["sustained_fps"].value > 0
+    frame, inference = (
+        metrics["video_frame_median_latency"],
+        metrics["video_inference_median_latency"],
+    )
+    assert frame.value > inference.value > 0  # decode and resizing come on top
+    assert 0.2 < metrics["video_drift"].value < 5 and frame.form == "stream"
+    with Image.open(tmp_path / "bas_s_video.png") as plot:
+        assert plot.format == "PNG"
+
+
+def test_video_refuses_bad_input_before_any_work(tmp_path: Path) -> None:
+    results = tmp_path / "r.jsonl"
+    not_video = tmp_path / "notes.mp4"
+    not_video.write_text("not a video")
+    base = ["video", "--results", str(results)]
+    for args, message in (
+        (["--input", str(not_video)], "notes.mp4"),
+        (["--input", str(not_video), "--frames", "299"], "299 is not in the range x>=300"),
+        (["--input", str(tmp_path / "none.mp4")], "does not exist"),
+    ):
+        result = CliRunner().invoke(main, [*base, *args])
+        assert result.exit_code == 2, result.output
+        assert message in result.output and "Traceback" not in result.output
+    assert not results.exists()
