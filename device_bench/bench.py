@@ -213,8 +213,10 @@ def host_records(
     name: str,
     threads: int | None,
     figures: list[tuple[str, float, str]],
+    device: str | None = None,
+    batch: int = 1,
 ) -> list[BenchRecord]:
-    """(metric, value, unit) figures of one artifact measured on this host, as records."""
+    """(metric, value, unit) figures of one artifact measured on this host (or its GPU)."""
     host = machine()
     stamp = datetime.now(UTC).isoformat(timespec="seconds")
     parity = manifest.parity or {}
@@ -229,7 +231,7 @@ def host_records(
             metric=metric,
             value=float(value),
             unit=unit,
-            device=f"host: {host['cpu']}",
+            device=device or f"host: {host['cpu']}",
             timestamp=stamp,
             runtime=runtime,
             threads=threads,
@@ -237,6 +239,7 @@ def host_records(
             parity_passed=None if eager else bool(parity.get("passed")),
             machine=host,
             status="reference" if eager else "passed",
+            batch=batch,
         )
         for metric, value, unit in figures
     ]

@@ -37,6 +37,7 @@ class BenchRecord:
     parity_passed: bool | None = None
     machine: dict[str, Any] = field(default_factory=dict)
     status: str = "passed"  # one of STATUSES; "reference" for PyTorch eager
+    batch: int = 1  # frames per call; fps counts all of them
     note: str = ""  # why a cell was not timed
 
 

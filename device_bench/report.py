@@ -9,7 +9,8 @@ from model.atomic import atomic_path
 from .peak import Peak, cores_used
 from .records import BenchRecord
 
-Cell = tuple[str, str, str, str, int | None, str]  # target, variant, precision, form, threads, dev
+# target, variant, precision, form, threads, device, batch
+Cell = tuple[str, str, str, str, int | None, str, int]
 
 
 def _cell(record: BenchRecord) -> Cell:
@@ -20,6 +21,7 @@ def _cell(record: BenchRecord) -> Cell:
         record.form,
         record.threads,
         record.device,
+        record.batch,
     )
 
 
@@ -48,31 +50,31 @@ def _fmt(record: BenchRecord | None, spec: str) -> str:
 
 
 def _order(cell: Cell) -> tuple:
-    target, variant, precision, form, threads, device = cell
-    return (device, variant, form, target, precision, threads or 0)
+    target, variant, precision, form, threads, device, batch = cell
+    return (device, variant, form, batch, target, precision, threads or 0)
 
 
 def markdown(records: list[BenchRecord]) -> str:
     """Timed cells (size, Dice vs PyTorch, latency, FPS, speed-up, GFLOP/s, share of the fp32
     peak), then the cells not timed and why, then each machine's peak formula."""
     timed, refused = _latest(records)
-    eager = {
-        (cell[1], cell[3], cell[4], cell[5]): metrics["median_latency"].value
+    eager = {  # PyTorch fp32 at the same threads, device and batch
+        (cell[1], cell[3], cell[4], cell[5], cell[6]): metrics["median_latency"].value
         for (cell, _), metrics in timed.items()
-        if "median_latency" in metrics and cell[0] == "torch"
+        if "median_latency" in metrics and cell[0] == "torch" and cell[2] == "fp32"
     }
     lines = [
-        "| target | runtime | precision | variant | form | threads | status | size (MB) "
+        "| target | runtime | precision | variant | form | threads | batch | status | size (MB) "
         "| mask Dice vs PyTorch | median (ms) | p90 (ms) | FPS | speed-up vs PyTorch "
-        "| GFLOP/s | of fp32 peak |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| GFLOP/s | of fp32 peak | device |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     formulas: dict[str, str] = {}
     for (cell, runtime), metrics in sorted(timed.items(), key=lambda kv: _order(kv[0][0])):
-        target, variant, precision, form, threads, device = cell
+        target, variant, precision, form, threads, device, batch = cell
         first = next(iter(metrics.values()))
         median = metrics.get("median_latency")
-        base = eager.get((variant, form, threads, device))  # PyTorch at the same threads
+        base = eager.get((variant, form, threads, device, batch))
         speedup = "-" if median is None or base is None else f"{base / median.value:.2f} x"
         fraction = metrics.get("fp32_peak_fraction")
         peak = Peak.of(first.machine)
@@ -81,13 +83,13 @@ def markdown(records: list[BenchRecord]) -> str:
             formulas[f"{device}, {cores} cores"] = peak.formula(cores)
         lines.append(
             f"| {target} | {runtime} | {precision} | {variant} | {form} "
-            f"| {threads or 'default'} | {first.status} "
+            f"| {threads or 'default'} | {batch} | {first.status} "
             f"| {_fmt(metrics.get('artifact_size'), '.2f')} "
             f"| {_fmt(metrics.get('mask_dice_vs_pytorch'), '.5f')} "
             f"| {_fmt(median, '.2f')} | {_fmt(metrics.get('p90_latency'), '.2f')} "
             f"| {_fmt(metrics.get('fps'), '.1f')} | {speedup} "
             f"| {_fmt(metrics.get('achieved_gflops'), '.1f')} "
-            f"| {'-' if fraction is None else f'{fraction.value:.0%}'} |"
+            f"| {'-' if fraction is None else f'{fraction.value:.0%}'} | {device} |"
         )
     if refused:
         lines += ["", "Not timed:", "", "| target | precision | variant | form | status | why |"]
@@ -117,8 +119,8 @@ def chart(records: list[BenchRecord], path: Path) -> None:
     fps: dict[tuple[str, str, str], dict[tuple[str, str], float]] = {}
     for (cell, _runtime), metrics in timed.items():
         if "fps" in metrics:
-            target, variant, precision, form, threads, device = cell
-            fps.setdefault((device, form, f"{threads or 'default'} threads"), {})[
+            target, variant, precision, form, threads, device, batch = cell
+            fps.setdefault((device, form, f"{threads or 'default'} threads, batch {batch}"), {})[
                 (f"{target}\n{precision}", variant)
             ] = metrics["fps"].value
     panels = sorted(fps)

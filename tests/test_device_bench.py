@@ -8,10 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 from PIL import Image
 
 from device_bench.cli import main
+from device_bench.gpu import gpu_figures, run_cuda, timed
 from device_bench.peak import Peak, cores_used
 from device_bench.records import BenchRecord, append_records, read_records
 from device_bench.report import chart, markdown
@@ -89,7 +91,7 @@ def test_report_takes_the_latest_figures_and_the_speed_up_at_the_same_threads() 
     assert "| 10.00 |" in onnx_2 and "| 3.00 x |" in onnx_2 and "| 100.0 |" in onnx_2
     onnx_1 = next(line for line in table if "| onnx |" in line and "| 1 |" in line)
     cells = [cell.strip() for cell in onnx_1.split("|")]
-    assert cells[10] == "5.00" and cells[13] == "-"  # median; speed-up
+    assert cells[11] == "5.00" and cells[14] == "-"  # median; speed-up
 
 
 def test_report_shows_the_cells_not_timed_apart_and_the_latest_outcome_wins() -> None:
@@ -244,3 +246,22 @@ def test_video_refuses_bad_input_before_any_work(tmp_path: Path) -> None:
         assert result.exit_code == 2, result.output
         assert message in result.output and "Traceback" not in result.output
     assert not results.exists()
+
+
+def test_cuda_timing_counts_every_frame_of_a_batch_and_syncs_each_call() -> None:
+    calls, syncs = [], []
+    latencies = timed(lambda: calls.append(1), lambda: syncs.append(1), warmup=2, iters=5)
+    assert len(latencies) == 5 and len(calls) == 7 and len(syncs) == 6  # one after warm-up
+    stats = summarise([4.0, 4.0, 4.0])
+    figures = dict((metric, value) for metric, value, _ in gpu_figures(stats, 32))
+    assert figures["median_latency"] == 4.0 and figures["fps"] == 32 * 250
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal where no GPU is")
+def test_cuda_without_a_gpu_is_one_clear_line() -> None:
+    with pytest.raises(ProjectError, match="sees no CUDA GPU"):
+        run_cuda("torch", "S", "fp32", "frame", 1, 1)
+    with pytest.raises(ProjectError, match="times --target torch or onnx, not tflite"):
+        run_cuda("tflite", "S", "fp32", "frame", 1, 1)
+    with pytest.raises(ProjectError, match="for fp16 use --target torch"):
+        run_cuda("onnx", "S", "fp16", "frame", 1, 1)
