@@ -54,43 +54,69 @@ def _order(cell: Cell) -> tuple:
     return (device, variant, form, batch, target, precision, threads or 0)
 
 
-def markdown(records: list[BenchRecord]) -> str:
+SHORT = (
+    "target",
+    "runtime",
+    "precision",
+    "variant",
+    "form",
+    "median (ms)",
+    "FPS",
+    "speed-up vs PyTorch",
+    "mask Dice vs PyTorch",
+)
+
+
+def markdown(records: list[BenchRecord], short: bool = False) -> str:
     """Timed cells (size, Dice vs PyTorch, latency, FPS, speed-up, GFLOP/s, share of the fp32
-    peak), then the cells not timed and why, then each machine's peak formula."""
+    peak), then the cells not timed and why, then each machine's peak formula.
+
+    ``short``: only the columns in SHORT, for a summary at the end of a demo.
+    """
     timed, refused = _latest(records)
     eager = {  # PyTorch fp32 at the same threads, device and batch
         (cell[1], cell[3], cell[4], cell[5], cell[6]): metrics["median_latency"].value
         for (cell, _), metrics in timed.items()
         if "median_latency" in metrics and cell[0] == "torch" and cell[2] == "fp32"
     }
-    lines = [
-        "| target | runtime | precision | variant | form | threads | batch | status | size (MB) "
-        "| mask Dice vs PyTorch | median (ms) | p90 (ms) | FPS | speed-up vs PyTorch "
-        "| GFLOP/s | of fp32 peak | device |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
+    rows: list[dict[str, str]] = []
     formulas: dict[str, str] = {}
     for (cell, runtime), metrics in sorted(timed.items(), key=lambda kv: _order(kv[0][0])):
         target, variant, precision, form, threads, device, batch = cell
         first = next(iter(metrics.values()))
         median = metrics.get("median_latency")
         base = eager.get((variant, form, threads, device, batch))
-        speedup = "-" if median is None or base is None else f"{base / median.value:.2f} x"
         fraction = metrics.get("fp32_peak_fraction")
         peak = Peak.of(first.machine)
         if peak is not None and fraction is not None:
             cores = cores_used(threads, int(first.machine.get("cores", 0)))
             formulas[f"{device}, {cores} cores"] = peak.formula(cores)
-        lines.append(
-            f"| {target} | {runtime} | {precision} | {variant} | {form} "
-            f"| {threads or 'default'} | {batch} | {first.status} "
-            f"| {_fmt(metrics.get('artifact_size'), '.2f')} "
-            f"| {_fmt(metrics.get('mask_dice_vs_pytorch'), '.5f')} "
-            f"| {_fmt(median, '.2f')} | {_fmt(metrics.get('p90_latency'), '.2f')} "
-            f"| {_fmt(metrics.get('fps'), '.1f')} | {speedup} "
-            f"| {_fmt(metrics.get('achieved_gflops'), '.1f')} "
-            f"| {'-' if fraction is None else f'{fraction.value:.0%}'} | {device} |"
+        rows.append(
+            {
+                "target": target,
+                "runtime": runtime,
+                "precision": precision,
+                "variant": variant,
+                "form": form,
+                "threads": str(threads or "default"),
+                "batch": str(batch),
+                "status": first.status,
+                "size (MB)": _fmt(metrics.get("artifact_size"), ".2f"),
+                "mask Dice vs PyTorch": _fmt(metrics.get("mask_dice_vs_pytorch"), ".5f"),
+                "median (ms)": _fmt(median, ".2f"),
+                "p90 (ms)": _fmt(metrics.get("p90_latency"), ".2f"),
+                "FPS": _fmt(metrics.get("fps"), ".1f"),
+                "speed-up vs PyTorch": "-"
+                if median is None or base is None
+                else f"{base / median.value:.2f} x",
+                "GFLOP/s": _fmt(metrics.get("achieved_gflops"), ".1f"),
+                "of fp32 peak": "-" if fraction is None else f"{fraction.value:.0%}",
+                "device": device,
+            }
         )
+    columns = list(SHORT) if short else list(rows[0]) if rows else list(SHORT)
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(row[c] for c in columns) + " |" for row in rows]
     if refused:
         lines += ["", "Not timed:", "", "| target | precision | variant | form | status | why |"]
         lines.append("|---|---|---|---|---|---|")
@@ -99,7 +125,7 @@ def markdown(records: list[BenchRecord]) -> str:
             lines.append(
                 f"| {cell[0]} | {cell[2]} | {cell[1]} | {cell[3]} | {record.status} | {why} |"
             )
-    if formulas:
+    if formulas and not short:
         lines += [
             "",
             "fp32 peak (cores x FMA lanes x 2 x clock; clock: the kernel's, or the "
