@@ -204,7 +204,24 @@ def to_records(result: Measurement, name: str, threads: int | None) -> list[Benc
         figures.append(("peak_rss", result.peak_rss_mb, "MB"))
     if dice is not None:
         figures.append(("mask_dice_vs_pytorch", float(dice), "dice"))
-    return host_records(m, result.runtime, name, threads, figures)
+    return host_records(m, result.runtime, name, threads, figures + graph_figures(m))
+
+
+def graph_figures(manifest: Manifest) -> list[tuple[str, float, str]]:
+    """What a delegate would see in the file, from its manifest: float compute ops, Q/DQ ops
+    and delegate partitions (where the converter could tell)."""
+    graph = manifest.graph
+    if graph is None:
+        return []
+    figures = [
+        ("graph_ops", graph.ops, "ops"),
+        ("float_compute_ops", graph.float_compute_ops, "ops"),
+        ("quantize_ops", graph.quantize_ops, "ops"),
+        ("dequantize_ops", graph.dequantize_ops, "ops"),
+    ]
+    if graph.partitions is not None:
+        figures.append(("delegate_partitions", graph.partitions, "partitions"))
+    return figures
 
 
 def host_records(

@@ -49,6 +49,10 @@ def _fmt(record: BenchRecord | None, spec: str) -> str:
     return "-" if record is None else format(record.value, spec)
 
 
+def _pair(first: BenchRecord | None, second: BenchRecord | None) -> str:
+    return "-" if first is None or second is None else f"{first.value:.0f} / {second.value:.0f}"
+
+
 def _order(cell: Cell) -> tuple:
     target, variant, precision, form, threads, device, batch = cell
     return (device, variant, form, batch, target, precision, threads or 0)
@@ -111,6 +115,9 @@ def markdown(records: list[BenchRecord], short: bool = False) -> str:
                 else f"{base / median.value:.2f} x",
                 "GFLOP/s": _fmt(metrics.get("achieved_gflops"), ".1f"),
                 "of fp32 peak": "-" if fraction is None else f"{fraction.value:.0%}",
+                "float ops": _fmt(metrics.get("float_compute_ops"), ".0f"),
+                "Q / DQ": _pair(metrics.get("quantize_ops"), metrics.get("dequantize_ops")),
+                "partitions": _fmt(metrics.get("delegate_partitions"), ".0f"),
                 "device": device,
             }
         )

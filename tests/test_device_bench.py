@@ -265,3 +265,23 @@ def test_cuda_without_a_gpu_is_one_clear_line() -> None:
         run_cuda("tflite", "S", "fp32", "frame", 1, 1)
     with pytest.raises(ProjectError, match="for fp16 use --target torch"):
         run_cuda("onnx", "S", "fp16", "frame", 1, 1)
+
+
+def test_report_shows_what_a_delegate_sees_and_a_short_form() -> None:
+    int8 = dict(target="tflite", precision="int8", name="bas_s_frame_240_int8.tflite")
+    records = [
+        _record(**int8),
+        _record(**int8, metric="float_compute_ops", value=0.0, unit="ops"),
+        _record(**int8, metric="quantize_ops", value=1.0, unit="ops"),
+        _record(**int8, metric="dequantize_ops", value=1.0, unit="ops"),
+        _record(**int8, metric="delegate_partitions", value=1.0, unit="partitions"),
+    ]
+    table = markdown(records)
+    assert "| float ops | Q / DQ | partitions |" in table
+    assert "| 0 | 1 / 1 | 1 |" in table
+    short = markdown(records, short=True).splitlines()
+    assert short[0] == (
+        "| target | runtime | precision | variant | form | median (ms) | FPS "
+        "| speed-up vs PyTorch | mask Dice vs PyTorch |"
+    )
+    assert short[2] == "| tflite | onnxruntime | int8 | S | frame | 10.00 | - | - | - |"
