@@ -17,6 +17,8 @@ from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
+from tqdm import tqdm
+
 from model.checkpoint import sha256
 from model.data.synth import render_video
 from model.errors import ProjectError
@@ -141,15 +143,25 @@ def timing_frames(size: int) -> list:
     return [to_input(image, size) for image, _ in render_video(TIMING_SEED, 0, 30)]
 
 
-def timed_calls(session: Session, frames: list, count: int, start: int = 0) -> list[float]:
-    """``count`` calls of the session (state carried), each timed alone, in ms."""
+def timed_calls(
+    session: Session, frames: list, count: int, start: int = 0, bar: tqdm | None = None
+) -> list[float]:
+    """``count`` calls of the session (state carried), each timed alone, in ms; the progress
+    bar moves between calls, outside the timed interval."""
     latencies = []
     for i in range(start, start + count):
         frame = frames[i % len(frames)]
         started = time.perf_counter()
         session.infer(frame)
         latencies.append((time.perf_counter() - started) * 1000)
+        if bar is not None:
+            bar.update()
     return latencies
+
+
+def progress(total: int, what: str) -> tqdm:
+    """A progress bar on stderr, shown only on a terminal (as runtimes.segment's)."""
+    return tqdm(total=total, unit="call", desc=what, disable=None, mininterval=0.5)
 
 
 def measurement(
@@ -175,8 +187,10 @@ def measure(session: Session, load_s: float, warmup: int, iters: int) -> Measure
     """Time ``iters`` calls after ``warmup``, cycling through held-out frames."""
     frames = timing_frames(session.manifest.image_size)
     session.reset()
-    timed_calls(session, frames, warmup)
-    return measurement(session, load_s, timed_calls(session, frames, iters, warmup))
+    with progress(warmup + iters, session.runtime) as bar:
+        timed_calls(session, frames, warmup, bar=bar)
+        latencies = timed_calls(session, frames, iters, warmup, bar)
+    return measurement(session, load_s, latencies)
 
 
 def to_records(result: Measurement, name: str, threads: int | None) -> list[BenchRecord]:

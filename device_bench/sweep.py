@@ -19,6 +19,7 @@ from .bench import (
     machine,
     measurement,
     open_session,
+    progress,
     timed_calls,
     timing_frames,
 )
@@ -104,16 +105,17 @@ def run_sweep(
         sessions.append((cell, session, load_s))
     frames = {s.manifest.image_size: timing_frames(s.manifest.image_size) for _, s, _ in sessions}
     latencies: dict[Cell, list[float]] = {cell: [] for cell, _, _ in sessions}
-    for _, session, _ in sessions:
-        session.reset()
-        timed_calls(session, frames[session.manifest.image_size], warmup)
     per_round = max(1, iters // rounds)
-    for round_index in range(rounds):
-        for cell, session, _ in sessions:
-            start = warmup + round_index * per_round
-            latencies[cell] += timed_calls(
-                session, frames[session.manifest.image_size], per_round, start
-            )
+    with progress(len(sessions) * (warmup + rounds * per_round), "sweep") as bar:
+        for _, session, _ in sessions:
+            session.reset()
+            timed_calls(session, frames[session.manifest.image_size], warmup, bar=bar)
+        for round_index in range(rounds):
+            for cell, session, _ in sessions:
+                start = warmup + round_index * per_round
+                latencies[cell] += timed_calls(
+                    session, frames[session.manifest.image_size], per_round, start, bar
+                )
     timed = [
         (
             Path(session.manifest.artifact.file).name,
