@@ -30,6 +30,7 @@ from converters.build import check_replaceable
 from converters.cli import target_command
 from converters.registry import get_target
 from converters.spec import ConversionError
+from device_bench import cli as device_bench_cli
 from model import demo, evaluate, info, train
 from model.atomic import OUTPUT_MARKER
 from model.data import synth
@@ -50,6 +51,7 @@ COMMANDS: dict[str, click.Command] = {
     "all": convert_all.main,
     "segment": segment.main,
     "fastest": fastest.main,
+    "bench": device_bench_cli.main,
 }
 
 ONNX_NAME = "bas_s_frame_240_fp32.onnx"  # what `converters.onnx` writes by default
@@ -1001,6 +1003,135 @@ TRAIN_CONFIG = [
         "train",
         lambda s: ["--set", "preload=maybe"],
         r"preload must be true or false, got 'maybe'",
+    ),
+]
+
+# device_bench (issue 10): each subcommand, in every category.
+RECORD = {
+    "name": "bas_s_frame_240_fp32.onnx",
+    "target": "onnx",
+    "variant": "S",
+    "precision": "fp32",
+    "form": "frame",
+    "metric": "median_latency",
+    "value": 10.0,
+    "unit": "ms",
+    "device": "host: cpu",
+    "timestamp": "2026-11-27T09:00:00+00:00",
+}
+CHOICES += [
+    case("target tpu", "bench", lambda s: ["run", "--target", "tpu"], r"'tpu' is not one of"),
+    case(
+        "precision int4",
+        "bench",
+        lambda s: ["run", "--target", "onnx", "--precision", "int4"],
+        r"'--precision': 'int4' is not one of fp32, fp16, int8",
+    ),
+    case(
+        "targets in a list",
+        "bench",
+        lambda s: ["sweep", "--targets", "onnx,tflte"],
+        r"'tflte' is not one of .*did you mean 'tflite'",
+    ),
+]
+RANGES += [
+    case("iters 0", "bench", lambda s: ["run", "--target", "torch", "--iters", "0"], r"0 is not"),
+    case("rounds 0", "bench", lambda s: ["sweep", "--rounds", "0"], r"'--rounds': 0 is not"),
+    case(
+        "video frames 299",
+        "bench",
+        lambda s: ["video", "--input", s.frames(), "--frames", "299"],
+        r"'--frames': 299 is not in the range x>=300",
+    ),
+]
+MISSING += [
+    case(
+        "artifact",
+        "bench",
+        lambda s: ["run", "--target", "onnx", "--artifact", s.path("gone.onnx")],
+        r"'--artifact'.*gone\.onnx' does not exist",
+    ),
+    case(
+        "video input",
+        "bench",
+        lambda s: ["video", "--input", s.path("gone.mp4")],
+        r"gone\.mp4' does not exist",
+    ),
+    case("results", "bench", lambda s: ["report", s.path("r.jsonl")], r"r\.jsonl' does not"),
+]
+WRONG_KIND += [
+    case(
+        "results not records",
+        "bench",
+        lambda s: ["report", s.text("r.jsonl", "{not json\n")],
+        r"r\.jsonl:1 is not a benchmark record",
+    ),
+    case(
+        "a record of another status",
+        "bench",
+        lambda s: ["report", s.text("r.jsonl", json.dumps({**RECORD, "status": "fine"}))],
+        r"status 'fine' is not one of",
+    ),
+    case(
+        "artifact without a manifest",
+        "bench",
+        lambda s: ["run", "--target", "onnx", "--artifact", s.text("a.onnx")],
+        r"no manifest beside .*a\.onnx",
+    ),
+    case(
+        "artifact without parity",
+        "bench",
+        lambda s: ["run", "--target", "onnx", "--artifact", str(s.onnx())],
+        r"has no parity record: run converters\.parity on it first",
+        marks=(SLOW,),
+    ),
+    case(
+        "video that is text",
+        "bench",
+        lambda s: ["video", "--input", s.text("clip.mp4")],
+        r"clip\.mp4",
+    ),
+]
+OUTPUT += [
+    case(
+        "results a folder",
+        "bench",
+        lambda s: ["run", "--target", "torch", "--results", s.folder("r")],
+        r"'--results'.* is a directory",
+    ),
+    case(
+        "chart a folder",
+        "bench",
+        lambda s: ["report", s.text("r.jsonl", json.dumps(RECORD)), "--chart", s.folder("c")],
+        r"'--chart'.* is a directory",
+    ),
+    case(
+        "video plot a folder",
+        "bench",
+        lambda s: ["video", "--input", s.frames(), "--plot", s.folder("p")],
+        r"'--plot'.* is a directory",
+    ),
+]
+COMBINATIONS += [
+    case(
+        "torch in int8",
+        "bench",
+        lambda s: ["run", "--target", "torch", "--precision", "int8"],
+        r"--target torch runs fp32 only",
+    ),
+    case(
+        "torch with an artifact",
+        "bench",
+        lambda s: ["run", "--target", "torch", "--artifact", str(s.onnx())],
+        r"--target torch runs the weights \(--weights\), not an --artifact",
+        marks=(SLOW,),
+    ),
+    case(
+        "an onnx file as tflite",
+        "bench",
+        lambda s: ["run", "--target", "tflite", "--artifact", str(s.onnx())],
+        r"is an artifact for onnx, not tflite",
+        marks=(SLOW,),
     ),
 ]
 
