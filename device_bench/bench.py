@@ -25,7 +25,7 @@ from model.errors import ProjectError
 from model.hub import build_bas, shipped_weights
 from model.info import describe
 from runtimes import load, load_pytorch
-from runtimes.manifest import Manifest, read_manifest
+from runtimes.manifest import Manifest, read_manifest, verify
 from runtimes.session import Session, to_input
 
 from .peak import Peak, cores_used, measure_peak
@@ -118,8 +118,27 @@ def open_session(
         started = time.perf_counter()
         session = load_pytorch(variant, weights, form, threads=threads)
         return session, time.perf_counter() - started
+    artifact, _ = checked_artifact(target, variant, precision, form, artifact, weights, cache)
+    started = time.perf_counter()
+    session = load(artifact, threads=threads)
+    return session, time.perf_counter() - started
+
+
+def checked_artifact(
+    target: str,
+    variant: str,
+    precision: str,
+    form: str,
+    artifact: Path | None,
+    weights: str = "shipped",
+    cache: Path = Path("artifacts/bench"),
+) -> tuple[Path, Manifest]:
+    """The artifact to time (given, or converted and cached) if it is what was asked, is the
+    file that passed parity, and passed it; refused otherwise. Not loaded: a phone's format
+    may not run on this host."""
     if artifact is None:
         artifact = cached_artifact(target, variant, precision, form, weights, cache)
+    artifact = Path(artifact)
     manifest = read_manifest(artifact)
     if manifest.target != target:
         raise ProjectError(f"{artifact} is an artifact for {manifest.target}, not {target}")
@@ -128,14 +147,15 @@ def open_session(
             f"{artifact} is BaS-{manifest.variant} {manifest.form} form, "
             f"not BaS-{variant} {form} as asked"
         )
+    if manifest.precision != precision:
+        raise ProjectError(f"{artifact} is {manifest.precision}, not --precision {precision}")
     if manifest.parity is None:
         raise FailedParity(f"{artifact} has no parity record: run converters.parity on it first")
     if not manifest.parity.get("passed"):
         failures = "; ".join(manifest.parity.get("failures", [])) or "failed"
         raise FailedParity(f"{artifact} failed parity ({failures}): not timed")
-    started = time.perf_counter()
-    session = load(artifact, threads=threads)
-    return session, time.perf_counter() - started
+    verify(artifact, manifest)  # the bytes timed are the bytes that passed parity
+    return artifact, manifest
 
 
 def timing_frames(size: int) -> list:
@@ -169,9 +189,6 @@ def measurement(
 ) -> Measurement:
     """The figures of one session from its timed calls; ``peak_rss`` only when it ran alone."""
     manifest = session.manifest
-    network = build_bas(
-        manifest.variant, manifest.image_size, manifest.temporal_window, weights=None
-    )
     return Measurement(
         manifest=manifest,
         runtime=session.runtime,
@@ -179,8 +196,14 @@ def measurement(
         latency=summarise(latencies),
         peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 if peak_rss else None,
         size_mb=manifest.artifact.bytes / 1e6,
-        gflop=describe(network).flops / 1e9,
+        gflop=network_gflop(manifest),
     )
+
+
+def network_gflop(manifest: Manifest) -> float:
+    """One frame's forward pass of the network the artifact holds, in GFLOP."""
+    network = build_bas(manifest.variant, manifest.image_size, manifest.temporal_window)
+    return describe(network).flops / 1e9
 
 
 def measure(session: Session, load_s: float, warmup: int, iters: int) -> Measurement:
@@ -218,7 +241,7 @@ def to_records(result: Measurement, name: str, threads: int | None) -> list[Benc
         figures.append(("peak_rss", result.peak_rss_mb, "MB"))
     if dice is not None:
         figures.append(("mask_dice_vs_pytorch", float(dice), "dice"))
-    return host_records(m, result.runtime, name, threads, figures + graph_figures(m))
+    return artifact_records(m, result.runtime, name, threads, figures + graph_figures(m))
 
 
 def graph_figures(manifest: Manifest) -> list[tuple[str, float, str]]:
@@ -238,7 +261,7 @@ def graph_figures(manifest: Manifest) -> list[tuple[str, float, str]]:
     return figures
 
 
-def host_records(
+def artifact_records(
     manifest: Manifest,
     runtime: str,
     name: str,
@@ -246,9 +269,11 @@ def host_records(
     figures: list[tuple[str, float, str]],
     device: str | None = None,
     batch: int = 1,
+    where: dict | None = None,
 ) -> list[BenchRecord]:
-    """(metric, value, unit) figures of one artifact measured on this host (or its GPU)."""
-    host = machine()
+    """(metric, value, unit) figures of one artifact, measured on this host (or ``device``,
+    described by ``where``: a GPU, a phone)."""
+    host = machine() if where is None else where
     stamp = datetime.now(UTC).isoformat(timespec="seconds")
     parity = manifest.parity or {}
     eager = manifest.target == "pytorch"

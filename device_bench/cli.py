@@ -22,7 +22,9 @@ from model.cli import (
 from runtimes.manifest import read_manifest
 from runtimes.video import open_sources
 
-from .bench import host_records, measure, open_session, to_records
+from .android import DELEGATES, Device, DeviceType, run_on_device
+from .bench import artifact_records, measure, open_session, to_records
+from .golden import export_bundle
 from .records import RESULTS, append_records, read_records
 from .report import chart as draw_chart
 from .report import markdown
@@ -78,6 +80,26 @@ def main() -> None:
 @weights_option
 @cache_option
 @results_option
+@click.option(
+    "--device",
+    type=DeviceType(),
+    default="host",
+    show_default=True,
+    help="host, cuda, android:SERIAL (adb) or ios:UDID (macOS with Xcode).",
+)
+@click.option(
+    "--delegate",
+    type=Choice(DELEGATES),
+    default="xnnpack",
+    show_default=True,
+    help="android .tflite: benchmark_model's delegate.",
+)
+@click.option("--tool", help="android: the benchmark binary's path on the phone.")
+@click.option(
+    "--golden",
+    type=click.Path(path_type=Path, exists=True, file_okay=False),
+    help="android: a `device_bench golden` bundle to score the phone's masks with.",
+)
 def run(
     target: str,
     variant: str,
@@ -90,19 +112,23 @@ def run(
     weights: str,
     cache: Path,
     results: Path,
+    device: Device,
+    delegate: str,
+    tool: str | None,
+    golden: Path | None,
 ) -> None:
-    """Time one target on this host; append one record per figure to --results."""
+    """Time one target on this host (or --device); append one record per figure to --results."""
     if target == "torch" and precision != "fp32":
         raise click.UsageError("--target torch runs fp32 only")
     if results.exists() and not results.is_file():
         raise click.UsageError(f"--results {results} is not a file")
+    if device.kind != "host" or (delegate, tool, golden) != ("xnnpack", None, None):
+        args = (target, variant, precision, form, threads, warmup, iters, artifact, weights)
+        click.echo(run_on_device(device, *args, cache, results, delegate, tool, golden))
+        return
     session, load_s = open_session(
         target, variant, form, artifact, threads, weights, precision, cache
     )
-    if session.manifest.precision != precision:
-        raise click.UsageError(
-            f"the artifact is {session.manifest.precision}, not --precision {precision}"
-        )
     result = measure(session, load_s, warmup, iters)
     name = Path(session.manifest.artifact.file).name
     append_records(results, to_records(result, name, threads))
@@ -165,13 +191,12 @@ def sweep(
     type=click.Path(path_type=Path, dir_okay=False),
     help="PNG of FPS per target and precision, S beside L  [default: fps.png beside RESULTS]",
 )
-def report(results: Path, chart: Path | None) -> None:
+@click.option("--short", is_flag=True, help="Only latency, FPS, speed-up and Dice columns.")
+def report(results: Path, chart: Path | None, short: bool) -> None:
     """A Markdown table of the latest figures per artifact and runtime in RESULTS, and a chart."""
     records = read_records(results)
-    click.echo(markdown(records))
+    click.echo(markdown(records, short))
     chart = chart or results.with_name("fps.png")
-    if chart.exists() and not chart.is_file():
-        raise click.UsageError(f"--chart {chart} is not a file")
     draw_chart(records, chart)
     click.echo(f"\nchart: {chart}")
 
@@ -224,13 +249,16 @@ def video(
     else:
         manifest = read_manifest(artifact)
         session, _ = open_session(
-            manifest.target, manifest.variant, manifest.form, artifact, threads
+            manifest.target,
+            manifest.variant,
+            manifest.form,
+            artifact,
+            threads,
+            precision=manifest.precision,
         )
     manifest = session.manifest
     name = Path(manifest.artifact.file).name
     plot = plot or results.with_name(f"{Path(name).stem}_video.png")
-    if plot.exists() and not plot.is_file():
-        raise click.UsageError(f"--plot {plot} is not a file")
     timed = sustained(session, sources, frames)
     stats = timed.stats()
     figures = [
@@ -247,7 +275,7 @@ def video(
         f"{timed.frames} frames of {input_path.name}"
     )
     plot_latency(plot, timed, title)
-    append_records(results, host_records(manifest, session.runtime, name, threads, figures))
+    append_records(results, artifact_records(manifest, session.runtime, name, threads, figures))
     click.echo(
         f"{title}: sustained {timed.sustained_fps:.1f} FPS; per frame median "
         f"{stats['frame'].median_ms:.2f} ms (inference {stats['inference'].median_ms:.2f}, "
@@ -255,6 +283,27 @@ def video(
         f"{min(DRIFT_WINDOW, timed.frames // 3)} frames vs first); plot {plot}; "
         f"appended to {results}"
     )
+
+
+@main.command("golden")
+@click.option(
+    "--artifact",
+    type=click.Path(path_type=Path, exists=True),
+    required=True,
+    help="The converted artifact the bundle is for.",
+)
+@click.option(
+    "--out", type=click.Path(path_type=Path, file_okay=False), required=True, help="Folder."
+)
+@click.option(
+    "--frames", type=click.IntRange(min=1), default=8, show_default=True, help="Held-out frames."
+)
+@click.option("--weights", default=None, help="The artifact's weights  [default: its manifest's]")
+def golden(artifact: Path, out: Path, frames: int, weights: str | None) -> None:
+    """Frames pre-processed as the artifact takes them (raw files a phone's tool reads) and
+    PyTorch's masks for them, to score the phone's outputs (--golden)."""
+    written = export_bundle(artifact, out, frames, weights)
+    click.echo(f"golden bundle of {frames} frames for {artifact.name}: {written}")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from model.errors import ProjectError
 
-from .bench import cached_artifact, host_records, open_session
+from .bench import artifact_records, cached_artifact, open_session
 from .records import BenchRecord
 from .stats import LatencyStats, summarise
 
@@ -105,7 +105,7 @@ def run_cuda(
     records: list[BenchRecord] = []
     lines = []
     for batch, stats in results:
-        records += host_records(
+        records += artifact_records(
             manifest,
             runtime,
             Path(manifest.artifact.file).name,

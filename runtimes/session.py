@@ -60,7 +60,7 @@ def to_native(logits: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return native[0, 0].numpy()
 
 
-def _to_file(array: np.ndarray, spec: TensorSpec) -> np.ndarray:
+def canonical_to_file(array: np.ndarray, spec: TensorSpec) -> np.ndarray:
     value = array.transpose(spec.from_canonical)
     if tuple(value.shape) != spec.shape:
         raise ArtifactError(
@@ -73,7 +73,7 @@ def _to_file(array: np.ndarray, spec: TensorSpec) -> np.ndarray:
     return np.ascontiguousarray(value, dtype=spec.dtype)
 
 
-def _from_file(array: np.ndarray, spec: TensorSpec) -> np.ndarray:
+def file_to_canonical(array: np.ndarray, spec: TensorSpec) -> np.ndarray:
     if tuple(array.shape) != spec.shape:
         raise ArtifactError(
             f"{spec.canonical}: the runtime returned {array.shape}, the manifest says {spec.shape}"
@@ -93,10 +93,10 @@ class ArtifactModel:
         self.runtime = runtime
 
     def __call__(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        arrays = [_to_file(feed[spec.canonical], spec) for spec in self.manifest.inputs]
+        arrays = [canonical_to_file(feed[spec.canonical], spec) for spec in self.manifest.inputs]
         outputs = self.runner(arrays)
         return {
-            spec.canonical: _from_file(np.asarray(out), spec)
+            spec.canonical: file_to_canonical(np.asarray(out), spec)
             for spec, out in zip(self.manifest.outputs, outputs, strict=True)
         }
 
