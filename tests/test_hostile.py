@@ -1028,6 +1028,18 @@ CHOICES += [
         r"'--precision': 'int4' is not one of fp32, fp16, int8",
     ),
     case(
+        "device phone",
+        "bench",
+        lambda s: ["run", "--target", "tflite", "--device", "phone"],
+        r"'--device': 'phone'",
+    ),
+    case(
+        "device android without a serial",
+        "bench",
+        lambda s: ["run", "--target", "tflite", "--device", "android:"],
+        r"'android:' names no device",
+    ),
+    case(
         "targets in a list",
         "bench",
         lambda s: ["sweep", "--targets", "onnx,tflte"],
@@ -1113,6 +1125,26 @@ OUTPUT += [
     ),
 ]
 COMBINATIONS += [
+    case(
+        "a delegate on the host",
+        "bench",
+        lambda s: ["run", "--target", "tflite", "--delegate", "gpu"],
+        r"--delegate is for --device android:SERIAL",
+    ),
+    case(
+        "ios without Xcode",
+        "bench",
+        lambda s: ["run", "--target", "coreml", "--device", "ios:00008110-000A1B2C3D4E5F60"],
+        r"--device ios needs xcrun and xcodebuild",
+        marks=(pytest.mark.skipif(shutil.which("xcrun") is not None, reason="Xcode here"),),
+    ),
+    case(
+        "android without adb",
+        "bench",
+        lambda s: ["run", "--target", "tflite", "--device", "android:emulator-5554"],
+        r"adb not found",
+        marks=(pytest.mark.skipif(shutil.which("adb") is not None, reason="adb here"),),
+    ),
     case(
         "torch in int8",
         "bench",
