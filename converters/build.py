@@ -126,8 +126,9 @@ def convert(target: Target, request: ConvertRequest) -> Path:
         shipped_weights(request.variant) if request.weights == "shipped" else Path(request.weights)
     )
     model = build_bas(request.variant, request.image_size, weights=request.weights).eval()
-    # Float targets get GELU as a sigmoid (their fused tanh-GELU is coarse); int8 keeps the
-    # fused op, which quantizers map to their own GELU kernels.
+    # Float targets get GELU as a sigmoid (their fused tanh-GELU is coarse), and so does
+    # int16x8 (LiteRT has no 16x8 GELU kernel); int8 keeps the fused op, which quantizers map
+    # to their own GELU kernels.
     exported = model if request.precision == "int8" else with_sigmoid_gelu(copy.deepcopy(model))
     module = (FrameForm if request.form == "frame" else StreamForm)(exported).eval()
     size = request.image_size

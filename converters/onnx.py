@@ -10,9 +10,19 @@ from typing import Any
 
 import torch
 
+from runtimes.manifest import GraphSummary
+
 from .base import ConversionJob, Target
 
 OPSET = 18
+# Ops that only move or reshape data: not compute.
+DATA_MOVEMENT = frozenset(
+    {
+        "Reshape", "Transpose", "Concat", "Slice", "Pad", "Gather", "GatherND", "Squeeze",
+        "Unsqueeze", "Split", "Tile", "Expand", "Shape", "Identity", "Flatten", "Constant",
+        "DepthToSpace", "SpaceToDepth",
+    }
+)  # fmt: skip
 
 
 def export_onnx(job: ConversionJob, path: Path) -> None:
@@ -47,6 +57,26 @@ class OnnxTarget(Target):
     def convert(self, job: ConversionJob) -> dict[str, Any]:
         export_onnx(job, job.artifact)
         return {"opset": OPSET, "exporter": "torch.onnx dynamo", "simplifier": "onnxslim"}
+
+    def graph_summary(self, job: ConversionJob, options: dict) -> GraphSummary | None:
+        """fp32 ONNX computes every op in float: for an integer NPU, all of them are float ops."""
+        import onnx
+
+        graph = onnx.load(job.artifact).graph
+        float_types: dict[str, int] = {}
+        for node in graph.node:
+            if node.op_type not in DATA_MOVEMENT:
+                float_types[node.op_type] = float_types.get(node.op_type, 0) + 1
+        types = [node.op_type for node in graph.node]
+        return GraphSummary(
+            ops=len(types),
+            float_compute_ops=sum(float_types.values()),
+            quantize_ops=types.count("QuantizeLinear"),
+            dequantize_ops=types.count("DequantizeLinear"),
+            float_op_types=dict(sorted(float_types.items())),
+            partitions=None,
+            partitions_source="float graph: no integer partitions",
+        )
 
 
 if __name__ == "__main__":

@@ -50,6 +50,7 @@ GATES = {
     "fp32": Gate(max_abs_err=1e-3, dice_vs_pytorch=0.999),
     "fp16": Gate(dice_vs_pytorch=0.99),
     "int8": Gate(dice_vs_pytorch=0.97, max_gt_dice_drop=0.01),
+    "int16x8": Gate(dice_vs_pytorch=0.97, max_gt_dice_drop=0.01),
 }
 
 

@@ -9,7 +9,9 @@ from pathlib import Path
 from model.config import VARIANTS, unknown_choice
 from model.errors import ProjectError
 
-PRECISIONS = ("fp32", "fp16", "int8")
+# int16x8: integer-only, int16 activations and int8 weights (LiteRT's 16x8 mode), for NPUs.
+PRECISIONS = ("fp32", "fp16", "int8", "int16x8")
+QUANTIZED = ("int8", "int16x8")  # calibrated on frames
 FORMS = ("frame", "stream")
 IO_NAMES = {
     "frame": (("frame",), ("logits",)),
@@ -70,8 +72,10 @@ def validate(
         raise ConversionError(
             f"image size must be a positive multiple of 16, got {request.image_size}"
         )
-    if request.calibration is not None and request.precision != "int8":
-        raise ConversionError("--calibration is only used with --precision int8")
+    if request.calibration is not None and request.precision not in QUANTIZED:
+        raise ConversionError(
+            f"--calibration is only used with --precision {' or '.join(QUANTIZED)}"
+        )
     if request.calibration is not None and not calibrates:
         raise ConversionError(
             f"--calibration is not used by target {target}: its int8 quantizes the weights "

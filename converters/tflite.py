@@ -1,13 +1,17 @@
-"""TFLite / LiteRT (Android) through ONNX and onnx2tf: fp32, fp16, int8 with float I/O.
+"""TFLite / LiteRT (Android) through ONNX and onnx2tf: fp32, fp16, int8, int16x8; float I/O.
 
     python -m converters.tflite --variant S --precision int8 [--calibration DIR]
 
 onnx2tf writes the float model and a SavedModel; int8 is quantized from that SavedModel
 by TensorFlow's converter on our calibration frames, with the op types in ``FLOAT_OPS``
-(GroupNorm's statistics, and MUL) kept in float. onnx2tf runs offline: every input gets
-sample data from the project (it would otherwise download a sample image). The flatbuffer
-is checked for Flex (select-TF) ops, which phones without the Flex delegate cannot run;
-any Flex op fails the conversion.
+(GroupNorm's statistics, and MUL) kept in float. ``int16x8`` instead quantizes every op,
+in 16x8 (int16 activations, int8 weights), so that an NPU delegate gets the whole graph; see
+``INTEGER_ONLY``. LiteRT's CPU runs 16x8 on reference kernels (~40x slower than int8 here):
+it is the precision for phones' accelerators, not for CPUs. onnx2tf runs offline: every
+input gets sample data from the project (it would otherwise download a sample image). The
+flatbuffer is checked for Flex (select-TF) ops, which phones without the Flex delegate
+cannot run; any Flex op fails the conversion.
+The manifest's ``graph`` counts what a delegate is handed (``summarize``).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import io
 import re
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +30,7 @@ from PIL import Image
 
 from model.data.synth import render_video
 from runtimes.backend import RawTensor
+from runtimes.manifest import GraphSummary
 
 from .base import ConversionJob, Target
 from .calibration import CALIBRATION_SEED
@@ -79,8 +85,54 @@ QUANTIZATION = {
 }
 
 
-def _quantize(saved_model: Path, samples: list[tuple[Any, ...]], job: ConversionJob) -> bytes:
-    """int8 from onnx2tf's float SavedModel, the op types in FLOAT_OPS kept float."""
+# int16x8, integer-only: every op in TFLite's 16x8 mode, int16 activations and int8 weights.
+# The one-group norm's input spans +-72 on one frame and +-4,000 on another, which int8
+# activations keep in a few levels; int16 keeps thousands. The norm's 1/sqrt becomes RSQRT
+# (SQRT and DIV have no 16x8 kernel) and GELU its sigmoid form (no 16x8 GELU kernel;
+# converters.build exports it so); float I/O, so only the input QUANTIZE and the output
+# DEQUANTIZE touch float.
+INTEGER_ONLY = {
+    "scheme": "integer-only 16x8: int16 activations, int8 per-channel weights, float input/output",
+    "float_ops": [],
+    "rewrites": ["Reciprocal(Sqrt(v)) as RSQRT(v)", "tanh-GELU as x * sigmoid(2z)"],
+}
+
+
+def _integer_only_ops_set() -> Any:
+    import tensorflow as tf
+
+    return tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
+
+
+@contextlib.contextmanager
+def _fused_rsqrt() -> Iterator[None]:
+    """While onnx2tf converts, write ONNX ``Reciprocal(Sqrt(v))`` (torch's rsqrt) as tf.math.rsqrt.
+
+    onnx2tf maps it to SQRT and DIV, neither of which has an integer kernel in LiteRT;
+    RSQRT has int8 and int16 ones. The orphaned SQRT is pruned by the TFLite converter.
+    """
+    import tensorflow as tf
+    from onnx2tf.ops import Reciprocal
+
+    original = Reciprocal.make_node
+
+    def make_node(*, graph_node, tf_layers_dict, **kwargs):
+        original(graph_node=graph_node, tf_layers_dict=tf_layers_dict, **kwargs)
+        source = graph_node.inputs[0].inputs
+        if source and source[0].op == "Sqrt" and source[0].inputs[0].name in tf_layers_dict:
+            radicand = tf_layers_dict[source[0].inputs[0].name]["tf_node"]
+            out = tf_layers_dict[graph_node.outputs[0].name]
+            out["tf_node"] = tf.math.rsqrt(radicand, name=f"{graph_node.name}_rsqrt")
+
+    Reciprocal.make_node = make_node
+    try:
+        yield
+    finally:
+        Reciprocal.make_node = original
+
+
+def _representative(saved_model: Path, samples: list[tuple[Any, ...]], job: ConversionJob):
+    """The calibration frames in the layout of the SavedModel's inputs (onnx2tf's NHWC)."""
     import tensorflow as tf
 
     signature = tf.saved_model.load(str(saved_model)).signatures["serving_default"]
@@ -94,6 +146,14 @@ def _quantize(saved_model: Path, samples: list[tuple[Any, ...]], job: Conversion
                 for n, t in zip(names, sample, strict=True)
             }
 
+    return dataset
+
+
+def _quantize(saved_model: Path, samples: list[tuple[Any, ...]], job: ConversionJob) -> bytes:
+    """int8 from onnx2tf's float SavedModel, the op types in FLOAT_OPS kept float."""
+    import tensorflow as tf
+
+    dataset = _representative(saved_model, samples, job)
     converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = dataset
@@ -109,6 +169,23 @@ def _quantize(saved_model: Path, samples: list[tuple[Any, ...]], job: Conversion
     return debugger.get_nondebug_quantized_model()
 
 
+def _quantize_integer_only(
+    saved_model: Path, samples: list[tuple[Any, ...]], job: ConversionJob
+) -> bytes:
+    """16x8 (int16 activations, int8 weights) for every op, no float fallback allowed.
+
+    Only this op set is offered to the converter, so an op without a 16x8 kernel fails the
+    conversion instead of silently staying float.
+    """
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = _representative(saved_model, samples, job)
+    converter.target_spec.supported_ops = [_integer_only_ops_set()]
+    return converter.convert()
+
+
 def op_counts(model_path: Path) -> dict[str, int]:
     from ai_edge_litert.interpreter import Interpreter
 
@@ -118,10 +195,79 @@ def op_counts(model_path: Path) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
+# Ops that only move or reshape data: not compute, whatever the dtype they carry.
+DATA_MOVEMENT = frozenset(
+    {
+        "RESHAPE", "TRANSPOSE", "CONCATENATION", "SLICE", "STRIDED_SLICE", "PAD", "PADV2",
+        "MIRROR_PAD", "GATHER", "GATHER_ND", "SQUEEZE", "EXPAND_DIMS", "PACK", "UNPACK",
+        "SPLIT", "SPLIT_V", "TILE", "BROADCAST_TO", "SHAPE", "DEPTH_TO_SPACE",
+        "SPACE_TO_DEPTH",
+    }
+)  # fmt: skip
+CONVERSIONS = frozenset({"QUANTIZE", "DEQUANTIZE"})
+PARTITIONS_SOURCE = (
+    "estimate: connected groups of ops with no float tensor in or out (flatbuffer tensor "
+    "dtypes); each float op or (de)quantize between them splits a delegate's graph"
+)
+
+
+def summarize(model_path: Path) -> GraphSummary:
+    """Op counts of a flatbuffer by tensor dtype, and an estimate of its integer partitions.
+
+    An integer-only NPU delegate takes connected ops whose tensors are all integer; every op
+    that reads or writes a float tensor (QUANTIZE / DEQUANTIZE included) is left to the CPU
+    and cuts the graph. No LiteRT tool reports partitions for such a delegate on a machine
+    without one, so they are estimated (``PARTITIONS_SOURCE``); a float graph has none.
+    """
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(model_path))
+    floating = {
+        t["index"]
+        for t in interpreter.get_tensor_details()
+        if np.issubdtype(np.dtype(t["dtype"]), np.floating)
+    }
+    ops = interpreter._get_ops_details()
+    float_types: dict[str, int] = {}
+    integer_ops, producer = [], {}
+    for op in ops:
+        tensors = [i for i in (*op["inputs"], *op["outputs"]) if i >= 0]
+        for out in op["outputs"]:
+            producer[out] = op["index"]
+        if any(i in floating for i in tensors):
+            if op["op_name"] not in DATA_MOVEMENT | CONVERSIONS:
+                float_types[op["op_name"]] = float_types.get(op["op_name"], 0) + 1
+        else:
+            integer_ops.append(op)
+    parent = {op["index"]: op["index"] for op in integer_ops}
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for op in integer_ops:
+        for tensor in op["inputs"]:
+            if producer.get(tensor) in parent:
+                parent[root(producer[tensor])] = root(op["index"])
+    computes = any(op["op_name"] not in DATA_MOVEMENT for op in integer_ops)
+    names = [op["op_name"] for op in ops]
+    return GraphSummary(
+        ops=len(ops),
+        float_compute_ops=sum(float_types.values()),
+        quantize_ops=names.count("QUANTIZE"),
+        dequantize_ops=names.count("DEQUANTIZE"),
+        float_op_types=dict(sorted(float_types.items())),
+        partitions=len({root(i) for i in parent}) if computes else None,
+        partitions_source=PARTITIONS_SOURCE if computes else "float graph: no integer partitions",
+    )
+
+
 class TFLiteTarget(Target):
     name = "tflite"
     suffix = ".tflite"
-    precisions = ("fp32", "fp16", "int8")
+    precisions = ("fp32", "fp16", "int8", "int16x8")
     modules = ("onnx2tf", "tensorflow", "tf_keras", "ai_edge_litert", "onnx", "onnxslim")
     distributions = ("onnx2tf", "tensorflow-cpu", "tf-keras", "ai-edge-litert", "onnx", "onnxslim")
     runtime = "litert"
@@ -129,12 +275,13 @@ class TFLiteTarget(Target):
     def convert(self, job: ConversionJob) -> dict[str, Any]:
         import onnx2tf
 
+        integer_only = job.request.precision == "int16x8"
+        quantized = job.request.precision in ("int8", "int16x8")
         with tempfile.TemporaryDirectory(prefix="onnx2tf.") as work:
             work = Path(work)
             onnx_path = work / f"{job.request.stem}.onnx"
             export_onnx(job, onnx_path)
-            int8 = job.request.precision == "int8"
-            samples = list(job.calibration()) if int8 else []
+            samples = list(job.calibration()) if quantized else []
             options = {
                 "output_signaturedefs": True,
                 "copy_onnx_input_output_names_to_tflite": True,
@@ -148,7 +295,11 @@ class TFLiteTarget(Target):
             write_onnx2tf_sample(work)
             log = io.StringIO()
             try:
-                with contextlib.redirect_stdout(log), contextlib.chdir(work):
+                with (
+                    contextlib.redirect_stdout(log),
+                    contextlib.chdir(work),
+                    _fused_rsqrt() if integer_only else contextlib.nullcontext(),
+                ):
                     onnx2tf.convert(
                         input_onnx_file_path=str(onnx_path),
                         output_folder_path=str(work / "tf"),
@@ -159,7 +310,11 @@ class TFLiteTarget(Target):
             except SystemExit as err:
                 tail = log.getvalue().strip().splitlines()[-1:] or ["no output"]
                 raise ConversionError(f"onnx2tf exited ({err.code}): {tail[0]}") from err
-            if int8:
+            if integer_only:
+                produced = work / f"{job.request.stem}_int16x8.tflite"
+                produced.write_bytes(_quantize_integer_only(work / "tf", samples, job))
+                options["quantization"] = INTEGER_ONLY
+            elif quantized:
                 produced = work / f"{job.request.stem}_int8.tflite"
                 produced.write_bytes(_quantize(work / "tf", samples, job))
                 options["quantization"] = QUANTIZATION
@@ -172,11 +327,21 @@ class TFLiteTarget(Target):
             flex = [name for name in ops if name.startswith("Flex")]
             if flex:
                 raise ConversionError(f"tflite: Flex ops in the flatbuffer: {', '.join(flex)}")
+            if integer_only:
+                summary = summarize(produced)
+                if summary.float_compute_ops:
+                    raise ConversionError(
+                        f"tflite int16x8: ops left in float: {summary.float_op_types}"
+                    )
             shutil.copyfile(produced, job.artifact)
         options.pop("custom_input_op_name_np_data_path")
         options["calibration_samples"] = len(samples)
         options["ops"] = ops
         return options
+
+    def graph_summary(self, job: ConversionJob, options: dict) -> GraphSummary | None:
+        """Counted from the written flatbuffer: what a delegate would be handed."""
+        return summarize(job.artifact)
 
     def canonical_names(
         self, inputs: list[RawTensor], outputs: list[RawTensor], job: ConversionJob, options: dict

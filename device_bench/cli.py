@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from converters.spec import PRECISIONS
 from model.cli import (
     Choice,
     ProjectCommand,
@@ -67,7 +68,7 @@ def main() -> None:
 @main.command("run")
 @click.option("--target", type=Choice(TARGETS), required=True)
 @variant_option()
-@click.option("--precision", type=Choice(("fp32", "fp16", "int8")), default="fp32")
+@click.option("--precision", type=Choice(PRECISIONS), default="fp32")
 @form_option(("frame", "stream"))
 @threads_option
 @warmup_option
@@ -144,7 +145,7 @@ def run(
 @main.command("sweep")
 @list_option("--targets", TARGETS, "Targets.")
 @list_option("--variants", ("S", "L"), "BaS variants.")
-@list_option("--precisions", ("fp32", "fp16", "int8"), "Precisions.")
+@list_option("--precisions", PRECISIONS, "Precisions.")
 @list_option("--forms", ("frame", "stream"), "Forms.")
 @threads_option
 @warmup_option

@@ -32,8 +32,13 @@ _SMALL_FEATURES = (
     "held-out video 1's lesion is small and PyTorch finds none; there decoder1's output "
     "spans +-72 where the calibration frames' spans +-4,000, so int8 keeps two levels of it"
 )
-KNOWN_FAILURES: dict[tuple[str, str, str, str], tuple[str, str]] = {
+KNOWN_FAILURES: dict[tuple[str, str, str, str], tuple[str | tuple[str, ...], str]] = {
     ("tflite", "S", "int8", "frame"): ("mask Dice vs PyTorch", _SMALL_FEATURES),
+    ("tflite", "L", "int16x8", "frame"): (
+        ("mask Dice vs PyTorch", "Dice vs ground truth"),
+        "Dice vs PyTorch 0.962, vs ground truth 0.016 below PyTorch; S and both stream forms "
+        "pass; clamping GELU's input did not move it; cause not established",
+    ),
     ("executorch", "S", "int8", "frame"): ("mask Dice vs PyTorch", _SMALL_FEATURES),
     ("coreml", "S", "fp32", "frame"): (
         "logits max abs err",
@@ -69,7 +74,7 @@ def test_onnx2tf_finds_the_project_s_sample_file(tmp_path: Path, monkeypatch) ->
 
 
 def test_ci_matrix_is_the_whole_matrix() -> None:
-    assert len(CI_MATRIX) == 36
+    assert len(CI_MATRIX) == 40  # 36 plus LiteRT int16x8 (integer-only) in 4 cells
     assert {key[0] for key in CI_MATRIX} == set(TARGET_NAMES)
     for name in TARGET_NAMES:
         for precision in get_target(name).precisions:
