@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
 import os
 import shutil
 import tempfile
@@ -51,6 +52,18 @@ def _permutation(canonical: tuple[int, ...], actual: tuple[int, ...], name: str)
             f"cannot tell the layout of {name}: canonical {canonical}, in the file {actual}"
         )
     return fits[0]
+
+
+def converter_digest() -> str:
+    """sha256 (16 hex digits) of the converters' and model's sources: an artifact built by
+    other code is not the same artifact, even from the same weights and tools."""
+    digest = hashlib.sha256()
+    root = Path(__file__).resolve().parent.parent
+    for package in ("converters", "model"):
+        for source in sorted((root / package).rglob("*.py")):
+            digest.update(source.relative_to(root).as_posix().encode())
+            digest.update(source.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def describe_io(
@@ -179,7 +192,7 @@ def convert(target: Target, request: ConvertRequest) -> Path:
             export_transforms=()
             if exported is model
             else ("tanh-GELU written as x * sigmoid(2z) (same function)",),
-            tools=target.versions(),
+            tools={**target.versions(), "converters": converter_digest()},
             options={k: str(v) if isinstance(v, Path) else v for k, v in options.items()},
             conversion_seconds=round(seconds, 2),
             created=datetime.now(UTC).isoformat(timespec="seconds"),

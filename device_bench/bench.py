@@ -80,8 +80,9 @@ def cached_artifact(
     target: str, variant: str, precision: str, form: str, weights: str, cache: Path
 ) -> Path:
     """The artifact for these inputs: reused from ``cache`` when built from the same weights
-    (the manifest's sha256 says so), else converted there; its parity measured once."""
-    from converters.build import convert
+    by the same converter code and tools (its manifest says so), else converted there; its
+    parity measured once."""
+    from converters.build import convert, converter_digest
     from converters.parity import record_parity
     from converters.registry import get_target
     from converters.spec import ConvertRequest
@@ -90,8 +91,10 @@ def cached_artifact(
     request = ConvertRequest(variant, weights, precision, form, out=cache)
     path = Path(cache) / f"{request.stem}{converter.suffix}"
     wanted = sha256(shipped_weights(variant) if weights == "shipped" else Path(weights))
+    tools = {**converter.versions(), "converters": converter_digest()}
     try:
-        fresh = read_manifest(path).weights.sha256 == wanted
+        manifest = read_manifest(path)
+        fresh = manifest.weights.sha256 == wanted and manifest.tools == tools
     except ProjectError:
         fresh = False
     if not fresh:
