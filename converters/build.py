@@ -189,9 +189,12 @@ def convert(target: Target, request: ConvertRequest) -> Path:
             state=None
             if request.form == "frame"
             else StateSpec("state", "new_state", (1, *model.state_shape)),
-            export_transforms=()
-            if exported is model
-            else ("tanh-GELU written as x * sigmoid(2z) (same function)",),
+            export_transforms=(
+                ()
+                if exported is model
+                else ("tanh-GELU written as x * sigmoid(2z) (same function)",)
+            )
+            + tuple(options.pop("export_transforms", ())),
             tools={**target.versions(), "converters": converter_digest()},
             options={k: str(v) if isinstance(v, Path) else v for k, v in options.items()},
             conversion_seconds=round(seconds, 2),

@@ -4,7 +4,10 @@
 
 The manifest records how many graph nodes XNNPACK took and which ops stayed on the
 portable kernels; a convolution or matmul left behind fails the conversion, since a
-silent fallback is many times slower.
+silent fallback is many times slower. fp32 exports a copy of the module rewritten so
+XNNPACK stays channels-last throughout (``converters.xnnpack_export``; the rewrites are
+listed in the manifest's export_transforms), and the manifest's graph summary counts the ops of
+the lowered program (delegated and portable).
 """
 
 from __future__ import annotations
@@ -16,9 +19,11 @@ import torch
 
 from model.layers import SingleGroupNorm, TempLP
 from runtimes.backend import RawTensor
+from runtimes.manifest import GraphSummary
 
 from .base import ConversionJob, Target
 from .spec import ConversionError
+from .xnnpack_export import nhwc_float_module
 
 FLOAT_MODULES = (SingleGroupNorm, TempLP)
 HEAVY_OPS = ("convolution", "conv2d", "conv_transpose", "mm", "bmm", "addmm", "linear", "matmul")
@@ -72,6 +77,126 @@ def _delegated_nodes(lowered: Any) -> int:
     return total
 
 
+# Ops that only move or reinterpret data: not compute, whatever their dtype.
+DATA_MOVEMENT = frozenset(
+    {
+        "view_copy", "view", "reshape", "_unsafe_view", "permute_copy", "permute",
+        "transpose_copy", "t_copy", "cat", "slice_copy", "select_copy", "clone",
+        "constant_pad_nd", "pad", "expand_copy", "squeeze_copy", "unsqueeze_copy", "split_copy",
+        "split_with_sizes_copy", "unbind_copy", "alias_copy", "_to_copy", "_to_dim_order_copy",
+        "_clone_dim_order", "flatten", "unflatten", "contiguous", "detach_copy",
+    }
+)  # fmt: skip
+QUANTIZE_OPS = frozenset({"quantize_per_tensor", "quantize_per_channel", "quantize_per_token"})
+DEQUANTIZE_OPS = frozenset(
+    {"dequantize_per_tensor", "dequantize_per_channel", "dequantize_per_token"}
+)
+_FLOATS = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+
+
+def _op_name(node: torch.fx.Node) -> str:
+    """``aten.convolution.default`` / ``quantized_decomposed.quantize_per_tensor.default`` -> op."""
+    target = node.target
+    name = getattr(target, "__name__", str(target))
+    schema = getattr(target, "_schema", None)
+    if schema is not None:
+        name = schema.name.split("::")[-1]
+    return name.split(".")[0].removeprefix("aten_")
+
+
+def _tensors(value: Any) -> list[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, list | tuple):
+        return [t for v in value for t in _tensors(v)]
+    return []
+
+
+def _is_float(node: Any) -> bool:
+    return isinstance(node, torch.fx.Node) and any(
+        t.dtype in _FLOATS for t in _tensors(node.meta.get("val"))
+    )
+
+
+FUSED_ACTIVATIONS = frozenset({"relu", "hardtanh", "clamp"})  # XNNPACK folds into the op
+
+
+def _quantized_out(node: torch.fx.Node) -> bool:
+    """Every use quantizes the output, directly or through an activation XNNPACK fuses."""
+    users = list(node.users)
+    return bool(users) and all(
+        u.op == "call_function"
+        and (
+            _op_name(u) in QUANTIZE_OPS
+            or (_op_name(u) in FUSED_ACTIVATIONS and len(users) == 1 and _quantized_out(u))
+        )
+        for u in users
+    )
+
+
+def _float_inputs(node: torch.fx.Node) -> list[torch.fx.Node]:
+    """Float inputs not produced by a dequantize (a conv's or linear's bias aside)."""
+    inputs = [a for a in node.all_input_nodes if _is_float(a)]
+    if _op_name(node) in ("convolution", "linear") and len(node.args) > 2:
+        inputs = [a for a in inputs if a is not node.args[2]]
+    return [a for a in inputs if _op_name(a) not in DEQUANTIZE_OPS]
+
+
+def _runs_float(node: torch.fx.Node) -> bool:
+    """Whether a compute op runs in float: quantized ops read dequantized, write quantized.
+
+    In a PT2E graph a quantized op is ``dequantize -> op [-> relu] -> quantize``, which
+    XNNPACK fuses into one integer op; the float tensors between are only notation. A
+    convolution's or linear's float bias is quantized to int32 by the delegate.
+    """
+    floats_in = _float_inputs(node)
+    if _op_name(node) in FUSED_ACTIVATIONS and len(floats_in) == 1:
+        producer = floats_in[0]
+        fused = len(producer.users) == 1 and not _float_inputs(producer)
+        return not (fused and _quantized_out(node))
+    if not _is_float(node):
+        return bool(floats_in)
+    return bool(floats_in) or not _quantized_out(node)
+
+
+def _count(nodes: list[torch.fx.Node], summary: Counter, float_types: Counter) -> None:
+    for node in nodes:
+        if node.op != "call_function" or "getitem" in str(node.target):
+            continue
+        name = _op_name(node)
+        if name in ("alloc", "executorch_call_delegate"):
+            continue
+        summary["ops"] += 1
+        if name in QUANTIZE_OPS:
+            summary["quantize"] += 1
+        elif name in DEQUANTIZE_OPS:
+            summary["dequantize"] += 1
+        elif name not in DATA_MOVEMENT and _runs_float(node):
+            float_types[name] += 1
+
+
+def summarize(lowered: Any) -> GraphSummary:
+    """Op counts of a lowered program: each delegate's original ops plus the portable ones."""
+    from executorch.exir.lowered_backend_module import get_lowered_submodules
+
+    graph_module = lowered.exported_program().graph_module
+    counts: Counter = Counter()
+    float_types: Counter = Counter()
+    delegates = get_lowered_submodules(graph_module)
+    for _, submodule, _ in delegates:
+        _count(list(submodule.original_module.graph.nodes), counts, float_types)
+    _count(list(graph_module.graph.nodes), counts, float_types)
+    return GraphSummary(
+        ops=counts["ops"],
+        float_compute_ops=sum(float_types.values()),
+        quantize_ops=counts["quantize"],
+        dequantize_ops=counts["dequantize"],
+        float_op_types=dict(sorted(float_types.items())),
+        partitions=len(delegates),
+        partitions_source="ExecuTorch delegation (to_edge_transform_and_lower)",
+    )
+
+
 class ExecuTorchTarget(Target):
     name = "executorch"
     suffix = ".pte"
@@ -80,13 +205,22 @@ class ExecuTorchTarget(Target):
     distributions = ("executorch", "torchao")
     runtime = "executorch"
 
+    def __init__(self) -> None:
+        # graph_summary is asked right after convert: the lowered program is gone by then.
+        self._summaries: dict[str, GraphSummary] = {}
+
     def convert(self, job: ConversionJob) -> dict[str, Any]:
         from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
         from executorch.exir import to_edge_transform_and_lower
 
-        module = _quantize(job) if job.request.precision == "int8" else job.module
+        rewrites: list[str] = []
+        if job.request.precision == "int8":
+            module = _quantize(job)
+        else:
+            module, rewrites = nhwc_float_module(job.module)
         exported = torch.export.export(module, job.example_inputs, strict=True)
         lowered = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()])
+        self._summaries[str(job.artifact)] = summarize(lowered)
         delegation = _delegation(lowered)
         delegation["delegated_nodes"] = _delegated_nodes(lowered)
         heavy = [op for op in delegation["portable_ops"] if any(h in op for h in HEAVY_OPS)]
@@ -101,8 +235,13 @@ class ExecuTorchTarget(Target):
             "quantization": "PT2E XNNPACKQuantizer, symmetric per-channel, static"
             if job.request.precision == "int8"
             else None,
+            "export_transforms": rewrites,  # converters.build moves them to the manifest
             **delegation,
         }
+
+    def graph_summary(self, job: ConversionJob, options: dict) -> GraphSummary | None:
+        """The summary ``convert`` took of the lowered program it wrote at ``job.artifact``."""
+        return self._summaries.pop(str(job.artifact), None)
 
     def canonical_names(
         self, inputs: list[RawTensor], outputs: list[RawTensor], job: ConversionJob, options: dict
