@@ -148,21 +148,27 @@ def chart(records: list[BenchRecord], path: Path) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    timed, _ = _latest(records)
+    timed, refused = _latest(records)
     fps: dict[tuple[str, str, str], dict[tuple[str, str], float]] = {}
+    missing: dict[tuple[str, str, str], dict[tuple[str, str], str]] = {}
+
+    def panel(cell: Cell) -> tuple[str, str, str]:
+        return (cell[5], cell[3], f"{cell[4] or 'default'} threads, batch {cell[6]}")
+
     for (cell, _runtime), metrics in timed.items():
         if "fps" in metrics:
-            target, variant, precision, form, threads, device, batch = cell
-            fps.setdefault((device, form, f"{threads or 'default'} threads, batch {batch}"), {})[
-                (f"{target}\n{precision}", variant)
-            ] = metrics["fps"].value
-    panels = sorted(fps)
+            fps.setdefault(panel(cell), {})[(f"{cell[0]}\n{cell[2]}", cell[1])] = metrics[
+                "fps"
+            ].value
+    for cell, record in refused.items():  # shown where its bar would be, and why not
+        missing.setdefault(panel(cell), {})[(f"{cell[0]}\n{cell[2]}", cell[1])] = record.status
+    panels = sorted(set(fps) | set(missing))
     figure = Figure(figsize=(11, 3.6 * max(1, len(panels))), dpi=100)
     FigureCanvasAgg(figure)
-    for index, panel in enumerate(panels, 1):
+    for index, key in enumerate(panels, 1):
         axes = figure.add_subplot(len(panels), 1, index)
-        values = fps[panel]
-        groups = sorted({group for group, _ in values})
+        values, absent = fps.get(key, {}), missing.get(key, {})
+        groups = sorted({group for group, _ in (*values, *absent)})
         for offset, variant, colour in ((-0.2, "S", "#4c72b0"), (0.2, "L", "#dd8452")):
             heights = [values.get((group, variant), 0.0) for group in groups]
             bars = axes.bar(
@@ -173,9 +179,15 @@ def chart(records: list[BenchRecord], path: Path) -> None:
                 color=colour,
             )
             axes.bar_label(bars, labels=[f"{h:.0f}" if h else "" for h in heights], fontsize=7)
+            for i, group in enumerate(groups):
+                if (group, variant) in absent:
+                    axes.text(
+                        i + offset, 1, absent[(group, variant)], rotation=90, fontsize=7,
+                        ha="center", va="bottom", color="tab:red",
+                    )  # fmt: skip
         axes.set_xticks(range(len(groups)), groups, fontsize=8)
         axes.set_ylabel("FPS (median latency)")
-        axes.set_title(f"{panel[0]}: {panel[1]} form, {panel[2]}", fontsize=10)
+        axes.set_title(f"{key[0]}: {key[1]} form, {key[2]}", fontsize=10)
         axes.legend(fontsize=8)
     figure.tight_layout()
     with atomic_path(Path(path)) as tmp:

@@ -139,8 +139,9 @@ def test_chart_is_a_png_of_fps_with_s_beside_l(tmp_path: Path) -> None:
         _record(metric="fps", value=80.0, unit="fps"),
         _record(metric="fps", value=100.0, unit="fps", variant="L", name="bas_l.onnx"),
         _record(metric="fps", value=60.0, unit="fps", form="stream"),
+        _record(metric="status", precision="int8", status="failed parity", note="Dice 0.6"),
     ]
-    chart(records, tmp_path / "fps.png")
+    chart(records, tmp_path / "fps.png")  # the failed cell is written where its bar would be
     with Image.open(tmp_path / "fps.png") as image:
         assert image.format == "PNG" and image.height > image.width / 2  # two panels
 
