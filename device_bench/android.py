@@ -665,12 +665,8 @@ def run_on_device(
             if value != default:
                 raise ProjectError(f"{flag} is for --device android:SERIAL, not {device}")
     if device.kind == "cuda":
-        try:
-            from .gpu import run_cuda
-        except ModuleNotFoundError as err:
-            if err.name != f"{__package__}.gpu":
-                raise
-            raise ProjectError("--device cuda is not available in this version") from err
+        from .gpu import run_cuda
+
         if artifact is not None:
             raise ProjectError("--device cuda converts its own artifact; --artifact is host-only")
         cuda_records, summary = run_cuda(

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from model.errors import ProjectError
 
-from .bench import artifact_records, cached_artifact, open_session
+from .bench import artifact_records, checked_artifact
 from .records import BenchRecord
 from .stats import LatencyStats, summarise
 
@@ -77,11 +77,10 @@ def _onnx_cuda(variant: str, precision: str, form: str, weights: str, warmup: in
             f"--device cuda: onnxruntime {ort.__version__} has no CUDAExecutionProvider "
             "(install onnxruntime-gpu in place of onnxruntime)"
         )
-    artifact = cached_artifact("onnx", variant, precision, form, weights, Path("artifacts/bench"))
-    checked, _ = open_session("onnx", variant, form, artifact, None)  # parity passed
-    manifest = checked.manifest
+    artifact, manifest = checked_artifact("onnx", variant, precision, form, None, weights)
     session = ort.InferenceSession(str(artifact), providers=["CUDAExecutionProvider"])
-    feed = {manifest.tensor("frame").name: to_input(np.zeros((240, 240, 3), np.uint8), 240)}
+    size = manifest.image_size
+    feed = {manifest.tensor("frame").name: to_input(np.zeros((size, size, 3), np.uint8), size)}
     if manifest.state is not None:
         feed[manifest.tensor("state").name] = np.zeros(manifest.state.shape, np.float32)
     latencies = timed(lambda: session.run(None, feed), lambda: None, warmup, iters)  # run blocks

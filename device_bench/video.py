@@ -59,17 +59,18 @@ class VideoRun:
         }
 
 
-def _looped(sources: list[FrameSource], count: int, passes: list[int]) -> Iterator[SourceFrame]:
-    """``count`` readable frames, the sources played in turn and again; ``passes`` counts."""
+def _looped(sources: list[FrameSource], count: int) -> Iterator[tuple[int, SourceFrame]]:
+    """(pass, frame) for ``count`` readable frames, the sources played in turn and again."""
     yielded = 0
+    passes = 0
     while yielded < count:
-        passes[0] += 1
+        passes += 1
         before = yielded
         for source in sources:
             for frame in source.frames():
                 if frame.image is None:
                     continue
-                yield frame
+                yield passes, frame
                 yielded += 1
                 if yielded >= count:
                     return
@@ -80,19 +81,19 @@ def _looped(sources: list[FrameSource], count: int, passes: list[int]) -> Iterat
 def sustained(session: Session, sources: list[FrameSource], count: int) -> VideoRun:
     """Run ``count`` frames of ``sources`` through ``session`` as runtimes.segment does."""
     decode, inference, total = [], [], []
-    passes = [0]
-    frames = _looped(sources, count, passes)
+    frames = _looped(sources, count)
     started = time.perf_counter()
+    passes = 0
     with tqdm(total=count, unit="frame", desc="video", disable=None, mininterval=0.5) as bar:
-        previous_pass = 0
         while True:
             frame_started = time.perf_counter()
-            frame = next(frames, None)
-            if frame is None:
+            played = next(frames, None)
+            if played is None:
                 break
-            if passes[0] != previous_pass:  # a new pass starts a new video: fresh state
+            if played[0] != passes:  # a new pass starts a new video: fresh state
                 session.reset()
-                previous_pass = passes[0]
+                passes = played[0]
+            frame = played[1]
             decoded = time.perf_counter()
             prediction = session.run(frame.image)
             prediction.mask()
@@ -102,7 +103,7 @@ def sustained(session: Session, sources: list[FrameSource], count: int) -> Video
             total.append((done - frame_started) * 1000)
             bar.update()
     wall = time.perf_counter() - started
-    return VideoRun(tuple(decode), tuple(inference), tuple(total), wall, passes[0])
+    return VideoRun(tuple(decode), tuple(inference), tuple(total), wall, passes)
 
 
 def plot_latency(path: Path, run: VideoRun, title: str) -> None:
