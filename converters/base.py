@@ -67,6 +67,11 @@ class Target(ABC):
         """Which BaS tensor each of the file's inputs and outputs carries (default: same names)."""
         return [t.name for t in inputs], [t.name for t in outputs]
 
+    def file_layout(self, canonical: str, job: ConversionJob) -> tuple[int, ...] | None:
+        """The permutation of canonical tensor ``canonical`` that the target chose to write, if
+        it chose one (else it is read from the file's shapes: as is, or channels-last)."""
+        return None
+
     def graph_summary(self, job: ConversionJob, options: dict) -> GraphSummary | None:
         """Op counts of the written artifact (float compute, quantise / dequantise), if known."""
         return None

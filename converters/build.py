@@ -85,7 +85,13 @@ def describe_io(
             raise ConversionError(f"{target.name}: the file's tensors are {names}, not {wanted}")
         specs = []
         for tensor, name in zip(raw, names, strict=True):
-            perm = _permutation(tuple(shapes[name].shape), tensor.shape, name)
+            canonical = tuple(shapes[name].shape)
+            perm = target.file_layout(name, job) or _permutation(canonical, tensor.shape, name)
+            if tuple(canonical[i] for i in perm) != tensor.shape:
+                raise ConversionError(
+                    f"{target.name}: {name} is {tensor.shape} in the file, not canonical "
+                    f"{canonical} permuted by {perm}"
+                )
             specs.append(
                 TensorSpec(
                     canonical=name,

@@ -17,6 +17,7 @@ The manifest's ``graph`` counts what a delegate is handed (``summarize``).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import re
 import shutil
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from PIL import Image
 
 from model.data.synth import render_video
@@ -36,26 +38,58 @@ from .base import ConversionJob, Target
 from .calibration import CALIBRATION_SEED
 from .onnx import export_onnx
 from .spec import ConversionError
+from .xnnpack_export import STATE_CHANNELS_LAST, ChannelsLastStream
 
 SAMPLE_FILE = "calibration_image_sample_data_20x128x128x3_float32.npy"
 ONNX2TF_SUFFIX = {"fp32": "_float32", "fp16": "_float16"}  # int8: see _quantize
 
 
-def _channels_last(array: np.ndarray) -> np.ndarray:
-    return np.moveaxis(array, 1, -1) if array.ndim >= 4 else array
+# Inputs onnx2tf is told to keep exactly as exported (keep_shape_absolutely_input_names):
+# the stream state, already channels-last (ChannelsLastStream).
+KEPT_AS_EXPORTED = ("state",)
 
 
-def _in_layout(array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """As is if it already has ``shape`` (onnx2tf keeps the state's layout), else channels-last."""
-    return array if array.shape == shape else _channels_last(array)
+def _onnx2tf_layout(name: str, array: np.ndarray) -> np.ndarray:
+    """An exported input as onnx2tf's model takes it: as exported if kept, else channels-last."""
+    if name in KEPT_AS_EXPORTED or array.ndim < 4:
+        return array
+    return np.moveaxis(array, 1, -1)
+
+
+STREAM_TRANSFORM = (
+    "stream state channels-last (B, K-1, h, w, C), TempLP's step one 1x1 conv over the "
+    "frames' features concatenated on channels (same function)"
+)
+
+
+def _state_channels_last(job: ConversionJob) -> bool:
+    """Stream forms with a history (a window of one frame has an empty state) export it so."""
+    return job.request.form == "stream" and job.module.model.temporal.window > 1
+
+
+def _export_job(job: ConversionJob) -> ConversionJob:
+    """What onnx2tf is given: ChannelsLastStream where the state is channels-last."""
+    if not _state_channels_last(job):
+        return job
+
+    def file_layout(inputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        frame, state = inputs
+        return frame, state.permute(STATE_CHANNELS_LAST).contiguous()
+
+    return dataclasses.replace(
+        job,
+        module=ChannelsLastStream(job.module).eval(),
+        example_inputs=file_layout(job.example_inputs),
+        calibration=lambda: map(file_layout, job.calibration()),
+    )
 
 
 def _sample_files(job: ConversionJob, folder: Path) -> list[list[Any]]:
-    """onnx2tf's per-input sample data (the example inputs): channels-last float32, as is."""
+    """onnx2tf's per-input sample data (the example inputs) in its inputs' layouts, float32."""
     entries = []
     for name, tensor in zip(job.request.input_names, job.example_inputs, strict=True):
         path = folder / f"{name}.npy"
-        np.save(path, _channels_last(tensor.numpy()).astype(np.float32))
+        np.save(path, _onnx2tf_layout(name, tensor.numpy()).astype(np.float32))
         entries.append([name, str(path), 0.0, 1.0])
     return entries
 
@@ -82,6 +116,7 @@ FLOAT_OPS = ("MEAN", "SUB", "SQRT", "DIV", "MUL")
 QUANTIZATION = {
     "scheme": "int8 full-integer, float input/output (TFLite converter, per-channel weights)",
     "float_ops": list(FLOAT_OPS),
+    "float_tensors": "statistics: every op output with one value per channel or per frame",
 }
 
 
@@ -141,16 +176,43 @@ def _representative(saved_model: Path, samples: list[tuple[Any, ...]], job: Conv
 
     def dataset():
         for sample in samples:
-            yield {
-                n: _in_layout(t.numpy(), shapes[n]).astype(np.float32)
-                for n, t in zip(names, sample, strict=True)
-            }
+            feed = {}
+            for name, tensor in zip(names, sample, strict=True):
+                feed[name] = _onnx2tf_layout(name, tensor.numpy()).astype(np.float32)
+                if feed[name].shape != shapes[name]:
+                    raise ConversionError(
+                        f"tflite: calibration {name} is {feed[name].shape}, the model takes "
+                        f"{shapes[name]}"
+                    )
+            yield feed
 
     return dataset
 
 
+def _statistics(calibrated: bytes) -> list[str]:
+    """Names of the ops whose output holds one value per channel or per frame (statistics).
+
+    The norms' variances and means reach their divisions through ops of other types (the
+    variance's ``+ eps`` ADD, the per-channel statistics' RESHAPE), which int8 quantized
+    with one range for all frames: BaS-S's decoder norm's variance spans 112 to 87,897
+    over the calibration frames (int8 step 345), so a held-out frame without a lesion
+    (variance ~150) got 0 and its norm divided by sqrt(eps). Float here costs nothing.
+    """
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=calibrated)
+    tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
+    names = []
+    for op in interpreter._get_ops_details():
+        for index in op["outputs"]:
+            shape = tensors[index]["shape"]
+            if len(shape) and shape.prod() == shape.max():
+                names.append(tensors[index]["name"])
+    return names
+
+
 def _quantize(saved_model: Path, samples: list[tuple[Any, ...]], job: ConversionJob) -> bytes:
-    """int8 from onnx2tf's float SavedModel, the op types in FLOAT_OPS kept float."""
+    """int8 from onnx2tf's float SavedModel, the op types in FLOAT_OPS and statistics kept float."""
     import tensorflow as tf
 
     dataset = _representative(saved_model, samples, job)
@@ -161,11 +223,11 @@ def _quantize(saved_model: Path, samples: list[tuple[Any, ...]], job: Conversion
         tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
         tf.lite.OpsSet.TFLITE_BUILTINS,
     ]
+    options = tf.lite.experimental.QuantizationDebugOptions(denylisted_ops=list(FLOAT_OPS))
     debugger = tf.lite.experimental.QuantizationDebugger(
-        converter=converter,
-        debug_dataset=dataset,
-        debug_options=tf.lite.experimental.QuantizationDebugOptions(denylisted_ops=list(FLOAT_OPS)),
+        converter=converter, debug_dataset=dataset, debug_options=options
     )
+    options.denylisted_nodes = _statistics(debugger.calibrated_model)
     return debugger.get_nondebug_quantized_model()
 
 
@@ -275,6 +337,7 @@ class TFLiteTarget(Target):
     def convert(self, job: ConversionJob) -> dict[str, Any]:
         import onnx2tf
 
+        job = _export_job(job)
         integer_only = job.request.precision == "int16x8"
         quantized = job.request.precision in ("int8", "int16x8")
         with tempfile.TemporaryDirectory(prefix="onnx2tf.") as work:
@@ -287,9 +350,10 @@ class TFLiteTarget(Target):
                 "copy_onnx_input_output_names_to_tflite": True,
                 "replace_to_pseudo_operators": ["erf"],
                 "custom_input_op_name_np_data_path": _sample_files(job, work),
-                "keep_shape_absolutely_input_names": ["state"]
-                if job.request.form == "stream"
-                else None,
+                "keep_shape_absolutely_input_names": [
+                    n for n in job.request.input_names if n in KEPT_AS_EXPORTED
+                ]
+                or None,
                 "non_verbose": True,
             }
             write_onnx2tf_sample(work)
@@ -335,9 +399,15 @@ class TFLiteTarget(Target):
                     )
             shutil.copyfile(produced, job.artifact)
         options.pop("custom_input_op_name_np_data_path")
+        if _state_channels_last(job):
+            options["export_transforms"] = [STREAM_TRANSFORM]
         options["calibration_samples"] = len(samples)
         options["ops"] = ops
         return options
+
+    def file_layout(self, canonical: str, job: ConversionJob) -> tuple[int, ...] | None:
+        stateful = canonical in ("state", "new_state") and _state_channels_last(job)
+        return STATE_CHANNELS_LAST if stateful else None
 
     def graph_summary(self, job: ConversionJob, options: dict) -> GraphSummary | None:
         """Counted from the written flatbuffer: what a delegate would be handed."""

@@ -69,7 +69,8 @@ class BaS(nn.Module):
             return tokens.reshape(b, c, h, w)  # the public code's reshape without transpose
         return tokens.transpose(1, 2).reshape(b, c, h, w)
 
-    def _decode(self, stem: torch.Tensor) -> torch.Tensor:
+    def decode(self, stem: torch.Tensor) -> torch.Tensor:
+        """Stem features (after TempLP), (B, C, H/4, W/4) -> logits; export rewrites reuse it."""
         skip2 = self.stage2(self.down2(stem))
         x = self._add_position(self.stage3(self.down3(skip2)))
         x = self.decoder1(self.up1(x) + skip2)
@@ -77,18 +78,18 @@ class BaS(nn.Module):
         return self.head(x)
 
     def forward_frame(self, frames: torch.Tensor) -> torch.Tensor:
-        return self._decode(self.temporal.single(self.stem(frames)))
+        return self.decode(self.temporal.single(self.stem(frames)))
 
     def forward_clip(self, clips: torch.Tensor) -> torch.Tensor:
         b, t = clips.shape[:2]
         stem = self.stem(clips.flatten(0, 1)).unflatten(0, (b, t))
         mixed, _ = self.temporal(stem, self.initial_state(b))
-        return self._decode(mixed.flatten(0, 1)).unflatten(0, (b, t))
+        return self.decode(mixed.flatten(0, 1)).unflatten(0, (b, t))
 
     def stream(self, frame: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One step of streaming inference: (B, 3, H, W) frame + state -> logits, new state."""
         mixed, new_state = self.temporal(self.stem(frame).unsqueeze(1), state)
-        return self._decode(mixed.squeeze(1)), new_state
+        return self.decode(mixed.squeeze(1)), new_state
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() == 4:

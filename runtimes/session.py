@@ -100,6 +100,42 @@ class ArtifactModel:
             for spec, out in zip(self.manifest.outputs, outputs, strict=True)
         }
 
+    def stream_step(self, frame: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Canonical frame, state as the file takes it -> canonical logits, new state as the
+        file takes it: the state stays in the file's encoding from call to call, not
+        transposed to the canonical layout and back on every frame (timed as inference)."""
+        state_in = self._spec(self.manifest.inputs, "state")
+        state_out = self._spec(self.manifest.outputs, "new_state")
+        arrays = [
+            state if spec.canonical == "state" else canonical_to_file(frame, spec)
+            for spec in self.manifest.inputs
+        ]
+        outputs = dict(
+            zip((s.canonical for s in self.manifest.outputs), self.runner(arrays), strict=True)
+        )
+        logits = file_to_canonical(
+            np.asarray(outputs["logits"]), self._spec(self.manifest.outputs, "logits")
+        )
+        new_state = np.asarray(outputs["new_state"])
+        same = (state_out.shape, state_out.dtype, state_out.from_canonical, state_out.quantization)
+        if same != (state_in.shape, state_in.dtype, state_in.from_canonical, state_in.quantization):
+            return logits, canonical_to_file(file_to_canonical(new_state, state_out), state_in)
+        # A copy: a runtime may hand out its own output buffer and write it on the next call.
+        return logits, np.array(new_state, dtype=state_in.dtype)
+
+    def initial_state(self) -> np.ndarray:
+        """The state before a video's first frame (no history), as the file takes it."""
+        state = self.manifest.state
+        if state is None:
+            raise ArtifactError("a frame-form artifact carries no state")
+        return canonical_to_file(
+            np.zeros(state.shape, np.float32), self._spec(self.manifest.inputs, "state")
+        )
+
+    @staticmethod
+    def _spec(specs: tuple[TensorSpec, ...], canonical: str) -> TensorSpec:
+        return next(s for s in specs if s.canonical == canonical)
+
 
 @dataclass(frozen=True)
 class Prediction:
@@ -137,16 +173,14 @@ class Session:
         return self.manifest.state is not None
 
     def reset(self) -> None:
-        state = self.manifest.state
-        self._state = None if state is None else np.zeros(state.shape, np.float32)
+        self._state = self.model.initial_state() if self.carries_state else None
 
     def infer(self, frame: np.ndarray) -> np.ndarray:
         """Canonical input (1, 3, s, s) -> canonical logits (1, 1, s, s), the state carried."""
         if self._state is None:
             return self.model({"frame": frame})["logits"]
-        result = self.model({"frame": frame, "state": self._state})
-        self._state = result["new_state"]
-        return result["logits"]
+        logits, self._state = self.model.stream_step(frame, self._state)
+        return logits
 
     def run(self, frame: np.ndarray) -> Prediction:
         """Any uint8 frame (gray, RGB or RGBA, any size) -> its prediction at that size."""

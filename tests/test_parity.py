@@ -29,8 +29,10 @@ PORTABLE_DATA_MOVEMENT = {"select_copy", "squeeze_copy", "unsqueeze_copy"}
 # misses, measured (README, "Parity"). They are run and checked like every other cell:
 # one that misses another gate, or starts passing, fails the suite.
 _SMALL_FEATURES = (
-    "held-out video 1's lesion is small and PyTorch finds none; there decoder1's output "
-    "spans +-72 where the calibration frames' spans +-4,000, so int8 keeps two levels of it"
+    "held-out video 1: PyTorch finds no lesion but on two frames (masks of 192 and 8 pixels "
+    "at the threshold), which int8 flips even with the whole decoder float; and decoder1's "
+    "output spans +-60 there where calibration frames with a lesion reach +-4,000, so int8 "
+    "keeps a few levels of it (logits -2 where PyTorch's are -13)"
 )
 KNOWN_FAILURES: dict[tuple[str, str, str, str], tuple[str | tuple[str, ...], str]] = {
     ("tflite", "S", "int8", "frame"): ("mask Dice vs PyTorch", _SMALL_FEATURES),

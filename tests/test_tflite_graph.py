@@ -106,3 +106,70 @@ def test_onnx_fp32_graph_counts_every_compute_op_as_float(built_artifact) -> Non
     assert summary.quantize_ops == summary.dequantize_ops == 0
     assert summary.float_op_types == {t: n for t, n in types.items() if t not in DATA_MOVEMENT}
     assert summary.float_compute_ops == summary.ops - sum(types[t] for t in DATA_MOVEMENT)
+
+
+def test_channels_last_stream_computes_the_stream_step() -> None:
+    """The stream form onnx2tf is given: same logits and state, the state channels-last."""
+    import torch
+
+    from converters.xnnpack_export import STATE_CHANNELS_LAST, ChannelsLastStream
+    from model.forms import StreamForm
+    from model.hub import build_bas
+
+    form = StreamForm(build_bas("S", weights="shipped").eval()).eval()
+    rewritten = ChannelsLastStream(form).eval()
+    generator = torch.Generator().manual_seed(5)
+    frame = torch.rand(1, 3, 240, 240, generator=generator)
+    state = torch.randn(1, *form.model.state_shape, generator=generator)
+    with torch.no_grad():
+        logits, new_state = form(frame, state)
+        got_logits, got_state = rewritten(frame, state.permute(STATE_CHANNELS_LAST))
+    assert torch.allclose(got_logits, logits, atol=1e-4, rtol=0)
+    assert torch.equal(got_state, new_state.permute(STATE_CHANNELS_LAST))
+
+
+@pytest.mark.slow
+def test_stream_state_is_channels_last_and_templp_leaves_no_5d_compute(built_artifact) -> None:
+    """onnx2tf computed a 5-D state in its ONNX layout, transposing around 5-D ops (stream
+    1.14-1.49 x the frame form's latency); channels-last, the state is only sliced and
+    concatenated, and the new state comes back in the layout the next call takes."""
+    from converters.tflite import DATA_MOVEMENT, STREAM_TRANSFORM
+
+    artifact = built_artifact("tflite", "S", "fp32", "stream")
+    manifest = read_manifest(artifact)
+    state = {s.canonical: s for s in (*manifest.inputs, *manifest.outputs)}
+    for name in ("state", "new_state"):
+        assert state[name].layout == "NTHWC" and state[name].from_canonical == (0, 1, 3, 4, 2)
+    assert state["state"].shape == state["new_state"].shape == (1, 2, 60, 60, 48)
+    assert STREAM_TRANSFORM in manifest.export_transforms
+    _, ops, _ = _interpreter_ops(artifact)
+    from ai_edge_litert.interpreter import Interpreter
+
+    ranks = {t["index"]: len(t["shape"]) for t in Interpreter(str(artifact)).get_tensor_details()}
+    five_d = [
+        op["op_name"]
+        for op in ops
+        if any(ranks[i] == 5 for i in (*op["inputs"], *op["outputs"]) if i >= 0)
+    ]
+    assert five_d and set(five_d) <= DATA_MOVEMENT, five_d
+
+
+@pytest.mark.slow
+def test_session_carries_the_state_in_the_files_layout(built_artifact) -> None:
+    """Session.infer keeps the state as the file takes it; the canonical round trip (what
+    parity runs) gives the same logits frame after frame."""
+    import numpy as np
+
+    from model.data.synth import render_video
+    from runtimes import load
+    from runtimes.session import to_input
+
+    session = load(built_artifact("tflite", "S", "fp32", "stream"))
+    state = np.zeros(session.manifest.state.shape, np.float32)
+    for image, _ in render_video(4, 0, 4):
+        x = to_input(image, 240)
+        logits = session.infer(x)
+        canonical = session.model({"frame": x, "state": state})
+        state = canonical["new_state"]
+        assert np.array_equal(logits, canonical["logits"])
+    assert session._state.shape == (1, 2, 60, 60, 48)
