@@ -23,6 +23,7 @@ from model.errors import ProjectError
 
 from .backend import RawRunner
 from .manifest import ArtifactError, Manifest, TensorSpec
+from .threads import aten_single_threaded
 
 
 def as_rgb(image: np.ndarray) -> np.ndarray:
@@ -51,12 +52,13 @@ def to_input(image: np.ndarray, size: int) -> np.ndarray:
 
 def to_native(logits: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Logits (1, 1, s, s) -> logits at the frame's (H, W), bilinear (masks: logit > 0)."""
-    native = F.interpolate(
-        torch.from_numpy(np.ascontiguousarray(logits, dtype=np.float32)),
-        size=tuple(shape),
-        mode="bilinear",
-        align_corners=False,
-    )
+    with aten_single_threaded():  # between two inference calls: see runtimes.threads
+        native = F.interpolate(
+            torch.from_numpy(np.ascontiguousarray(logits, dtype=np.float32)),
+            size=tuple(shape),
+            mode="bilinear",
+            align_corners=False,
+        )
     return native[0, 0].numpy()
 
 

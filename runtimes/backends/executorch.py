@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +10,7 @@ from model.errors import one_line
 
 from ..backend import Backend, RawRunner, RawTensor
 from ..manifest import ArtifactError, Manifest
+from ..threads import aten_single_threaded
 
 # ExecuTorch's ScalarType codes (the same numbering as c10::ScalarType).
 _DTYPES = {0: "uint8", 1: "int8", 3: "int32", 4: "int64", 5: "float16", 6: "float32", 11: "bool"}
@@ -32,25 +31,6 @@ def _raw(info, index: int) -> RawTensor:
     if code not in _DTYPES:
         raise ArtifactError(f"ExecuTorch tensor {index} has scalar type {code}, not one BaS uses")
     return RawTensor("", index, tuple(int(s) for s in info.sizes()), _DTYPES[code])
-
-
-@contextlib.contextmanager
-def _aten_single_threaded() -> Iterator[None]:
-    """ATen on one thread while a method executes.
-
-    The Python bindings move a call's tensors with ATen ops, whose OpenMP threads then
-    spin-wait on the cores XNNPACK's pool computes on: BaS-S frame on two threads took
-    18.6 ms and 32.7 ms of CPU per call (a third busy thread), 11.8 ms with this. An app
-    linking the C++ runtime has no ATen; the restore keeps PyTorch's own setting.
-    """
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 class ExecuTorchBackend(Backend):
@@ -82,7 +62,8 @@ class ExecuTorchBackend(Backend):
             tensors = [
                 torch.from_numpy(np.ascontiguousarray(by_index[i])) for i in sorted(by_index)
             ]
-            with _aten_single_threaded():
+            # Its Python bindings move a call's tensors with ATen (runtimes.threads).
+            with aten_single_threaded():
                 outputs = method.execute(tensors)
             return [outputs[i].numpy() for i in picks]
 
