@@ -274,3 +274,40 @@ def test_stream_session_carries_state_and_reset_forgets_it() -> None:
     again = session.run(frames[0]).logits
     np.testing.assert_array_equal(again, first[0])
     assert not np.array_equal(session.run(frames[0]).logits, first[0])  # now with history
+
+
+def test_a_state_returned_in_another_layout_is_carried_back_in_the_input_s() -> None:
+    """Where a file returns its state in another layout than it takes it, the session puts
+    it back into the input's layout before the next call (the canonical round trip)."""
+    import dataclasses
+
+    from runtimes.backends.pytorch import model_runner
+    from runtimes.session import ArtifactModel, Session
+
+    model = build_bas("S", image_size=64)
+    with torch.no_grad():  # a TempLP that uses the past
+        model.temporal.frame_weights.fill_(1.0)
+        model.temporal.project.weight.normal_(0, 2.0)
+    manifest = pytorch_manifest(model=model, form="stream")
+    channels_last = (0, 2, 3, 4, 1)
+    outputs = tuple(
+        dataclasses.replace(
+            spec,
+            shape=tuple(spec.shape[i] for i in channels_last),
+            layout="NCHWT",
+            from_canonical=channels_last,
+        )
+        if spec.canonical == "new_state"
+        else spec
+        for spec in manifest.outputs
+    )
+    inner = model_runner(model.eval(), "stream")
+
+    def runner(arrays: list[np.ndarray]) -> list[np.ndarray]:
+        logits, new_state = inner(arrays)
+        return [logits, new_state.transpose(channels_last)]
+
+    session = Session(ArtifactModel(runner, dataclasses.replace(manifest, outputs=outputs), "x"))
+    reference = runtimes.from_model(model, "stream")
+    for image, _ in render_video(1, 0, 4):
+        np.testing.assert_allclose(session.run(image).logits, reference.run(image).logits)
