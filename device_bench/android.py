@@ -12,8 +12,6 @@ the ones Android developers would measure themselves:
 Both binaries are built and pushed by the user (their READMEs say how); their paths on the
 phone are options. Their printed output is parsed into the same BenchRecords as the host's,
 with only the figures the tool reports: nothing is invented (``ToolTiming.missing``).
-
-Also here, shared with ``ios``: the ``--device`` option's type and the artifact checks.
 """
 
 from __future__ import annotations
@@ -25,19 +23,16 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-import click
+from typing import TYPE_CHECKING
 
 from model.errors import ProjectError
 from runtimes.manifest import Manifest
 
-from .bench import artifact_records, network_gflop
-from .bench import checked_artifact as checked_on_host
-from .records import BenchRecord, append_records
-from .stats import LatencyStats, summarise
+from .bench import artifact_records
+from .devices import Device, DeviceRun, ToolTiming, last_line, phone_records, summary_line
+from .stats import summarise
 
 if TYPE_CHECKING:
     from .golden import Bundle
@@ -46,123 +41,11 @@ REMOTE_DIR = "/data/local/tmp/bas-deploy"
 BENCHMARK_MODEL = "/data/local/tmp/benchmark_model"
 EXECUTOR_RUNNER = "/data/local/tmp/executor_runner"
 DELEGATES = ("xnnpack", "gpu", "nnapi")
-PHONE_TARGETS = {"android": ("tflite", "executorch"), "ios": ("coreml",)}
 TOOL_TIMEOUT_S = 900
 ADB_TIMEOUT_S = 300
 
 
-# --- the --device option --------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Device:
-    """Where to time: this host, its CUDA GPU, or a phone named by serial / UDID."""
-
-    kind: str  # host | cuda | android | ios
-    id: str = ""  # adb serial or iOS UDID
-
-    def __str__(self) -> str:
-        return f"{self.kind}:{self.id}" if self.id else self.kind
-
-
-class DeviceType(click.ParamType):
-    """``host``, ``cuda``, ``android:SERIAL`` or ``ios:UDID``; anything else one line."""
-
-    name = "device"
-
-    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
-        return "[host|cuda|android:SERIAL|ios:UDID]"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        if isinstance(value, Device):
-            return value
-        text = str(value).strip()
-        kind, sep, ident = text.partition(":")
-        kind = kind.lower()
-        if kind in ("host", "cuda"):
-            if sep:
-                self.fail(f"{text!r}: {kind} takes no id (write just '{kind}')", param, ctx)
-            return Device(kind)
-        if kind in ("android", "ios"):
-            what = "adb serial" if kind == "android" else "device UDID"
-            where = "`adb devices`" if kind == "android" else "`xcrun devicectl list devices`"
-            if not ident.strip():
-                self.fail(f"{text!r} names no device: write {kind}:<{what}> ({where})", param, ctx)
-            if any(c.isspace() for c in ident) or ident.startswith("-"):
-                self.fail(f"{text!r}: {ident!r} is not a usable {what} ({where})", param, ctx)
-            return Device(kind, ident)
-        self.fail(
-            f"{text!r} is not a device: use host, cuda, android:SERIAL or ios:UDID", param, ctx
-        )
-
-
-# --- which artifact ---------------------------------------------------------------------------
-
-
-def checked_artifact(
-    device: Device,
-    target: str,
-    variant: str,
-    precision: str,
-    form: str,
-    artifact: Path | None,
-    weights: str,
-    cache: Path,
-) -> tuple[Path, Manifest]:
-    """The artifact to ship to the phone: given or cached, what was asked, and parity passed.
-
-    The host's refusals (``bench.checked_artifact``), and the targets a phone runs.
-    """
-    allowed = PHONE_TARGETS[device.kind]
-    if target not in allowed:
-        raise ProjectError(
-            f"--device {device.kind} runs --target {' or '.join(allowed)}, not {target}"
-        )
-    return checked_on_host(target, variant, precision, form, artifact, weights, cache)
-
-
 # --- what the tools print ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ToolTiming:
-    """Latency figures as a device tool reported them, in ms; None where it reports none."""
-
-    tool: str
-    iterations: int
-    mean_ms: float
-    median_ms: float | None = None
-    min_ms: float | None = None
-    max_ms: float | None = None
-    std_ms: float | None = None
-    p90_ms: float | None = None
-    p95_ms: float | None = None
-    p99_ms: float | None = None
-    trimmed_mean_ms: float | None = None
-    init_s: float | None = None
-    memory_delta_mb: float | None = None  # benchmark_model: max RSS growth since the start
-    peak_memory_mb: float | None = None  # benchmark_model --report_peak_memory_footprint
-    warmup_included: bool = False  # the mean counts the warm-up calls (no per-call lines)
-    missing: tuple[str, ...] = field(default_factory=tuple)
-
-    @classmethod
-    def of_calls(
-        cls, tool: str, stats: LatencyStats, init_s: float | None, missing: tuple[str, ...]
-    ) -> ToolTiming:
-        """From per-call latencies the tool printed, summarised as the host's are."""
-        return cls(
-            tool=tool,
-            iterations=stats.iterations,
-            mean_ms=stats.mean_ms,
-            median_ms=stats.median_ms,
-            min_ms=stats.min_ms,
-            max_ms=stats.max_ms,
-            p90_ms=stats.p90_ms,
-            p99_ms=stats.p99_ms,
-            trimmed_mean_ms=stats.trimmed_mean_ms,
-            init_s=init_s,
-            missing=missing,
-        )
 
 
 _NUMBER = r"([-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)"
@@ -197,11 +80,6 @@ _MEMORY = re.compile(
 _PEAK = re.compile(r"Overall peak memory footprint \(MB\) via periodic monitoring: " + _NUMBER)
 
 
-def _last_line(text: str) -> str:
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    return lines[-1][:200] if lines else "(no output)"
-
-
 def parse_benchmark_model(text: str) -> ToolTiming:
     """LiteRT ``benchmark_model``'s log: the last ``count=`` line (the timed runs, in us),
     ``Inference timings in us: ...``, and the memory lines where printed."""
@@ -211,7 +89,7 @@ def parse_benchmark_model(text: str) -> ToolTiming:
         missing = "'Inference timings in us'" if timings is None else "'count=' statistics"
         raise ProjectError(
             f"benchmark_model output not recognised: no {missing} line "
-            f"(last line: {_last_line(text)})"
+            f"(last line: {last_line(text)})"
         )
     old = timings.re is _OLD_TIMINGS
     init_us, mean_us = (timings.group(2), timings.group(4)) if old else timings.group(1, 4)
@@ -257,7 +135,7 @@ def parse_executor_runner(text: str, warmup: int) -> ToolTiming:
             )
         raise ProjectError(
             "executor_runner output not recognised: no 'Model executed successfully N time(s) "
-            f"in X ms' line (last line: {_last_line(text)})"
+            f"in X ms' line (last line: {last_line(text)})"
         )
     loaded = _LOADED.search(text)
     init_s = float(loaded.group(1)) / 1000 if loaded else None
@@ -380,7 +258,7 @@ class Adb:
         done = self.call("get-state", timeout=30)
         state = done.stdout.strip()
         if done.returncode != 0 or state != "device":
-            said = _last_line(done.stderr + done.stdout) if done.returncode else state
+            said = last_line(done.stderr + done.stdout) if done.returncode else state
             raise ProjectError(f"android device {self.serial} is not ready: {said}")
 
     def properties(self) -> dict[str, str]:
@@ -401,12 +279,12 @@ class Adb:
         if made.returncode != 0:
             raise ProjectError(
                 f"cannot create {remote.rsplit('/', 1)[0]} on {self.serial}: "
-                f"{_last_line(made.stderr + made.stdout)}"
+                f"{last_line(made.stderr + made.stdout)}"
             )
         done = self.call("push", str(local), remote)
         if done.returncode != 0:
             raise ProjectError(
-                f"adb push {local} to {self.serial} failed: {_last_line(done.stderr + done.stdout)}"
+                f"adb push {local} to {self.serial} failed: {last_line(done.stderr + done.stdout)}"
             )
 
     def pull(self, remote: str, local: Path) -> None:
@@ -414,7 +292,7 @@ class Adb:
         if done.returncode != 0 or not local.is_file():
             raise ProjectError(
                 f"adb pull {remote} from {self.serial} failed: "
-                f"{_last_line(done.stderr + done.stdout)}"
+                f"{last_line(done.stderr + done.stdout)}"
             )
 
     def check_tool(self, tool: str) -> None:
@@ -431,20 +309,12 @@ class Adb:
         if done.returncode != 0:
             name = command[0].rsplit("/", 1)[-1]
             raise ProjectError(
-                f"{name} exited {done.returncode} on {self.serial}: {_last_line(output)}"
+                f"{name} exited {done.returncode} on {self.serial}: {last_line(output)}"
             )
         return output
 
 
 # --- one run -----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class DeviceRun:
-    """What a device run produced: its records (appended by the caller) and a summary line."""
-
-    records: tuple[BenchRecord, ...]
-    summary: str
 
 
 def default_tool(target: str) -> str:
@@ -573,125 +443,3 @@ def golden_on_android(
             adb.pull(out_remote, local)
             outputs.append(local.read_bytes())
         return golden_dice(bundle, outputs)
-
-
-def phone_records(
-    timing: ToolTiming,
-    manifest: Manifest,
-    device: str,
-    runtime: str,
-    threads: int | None,
-    machine: dict[str, Any],
-) -> list[BenchRecord]:
-    """One record per figure the tool reported, named as the host's are (``bench.to_records``);
-    FPS and GFLOP/s at the median only where the tool reports a median."""
-    figures: list[tuple[str, float | None, str]] = [
-        ("median_latency", timing.median_ms, "ms"),
-        ("mean_latency", None if timing.warmup_included else timing.mean_ms, "ms"),
-        ("mean_latency_with_warmup", timing.mean_ms if timing.warmup_included else None, "ms"),
-        ("trimmed_mean_latency", timing.trimmed_mean_ms, "ms"),
-        ("p90_latency", timing.p90_ms, "ms"),
-        ("p95_latency", timing.p95_ms, "ms"),
-        ("p99_latency", timing.p99_ms, "ms"),
-        ("min_latency", timing.min_ms, "ms"),
-        ("max_latency", timing.max_ms, "ms"),
-        ("std_latency", timing.std_ms, "ms"),
-    ]
-    if timing.median_ms:
-        fps = 1000.0 / timing.median_ms
-        gflops = network_gflop(manifest) * fps
-        figures += [("fps", fps, "fps"), ("achieved_gflops", gflops, "GFLOP/s")]
-    figures += [
-        ("model_load_time", timing.init_s, "s"),
-        ("peak_memory_footprint", timing.peak_memory_mb, "MB"),
-        ("memory_footprint_delta", timing.memory_delta_mb, "MB"),
-        ("artifact_size", manifest.artifact.bytes / 1e6, "MB"),
-        ("iterations", float(timing.iterations), "count"),
-    ]
-    known = [(metric, value, unit) for metric, value, unit in figures if value is not None]
-    return artifact_records(
-        manifest, runtime, manifest.artifact.file, threads, known, device, where=machine
-    )
-
-
-def summary_line(
-    manifest: Manifest, runtime: str, where: str, timing: ToolTiming, dice: float | None
-) -> str:
-    """One line: the headline figures, and which figures the tool did not report."""
-    head = f"{manifest.target} BaS-{manifest.variant} {manifest.precision} {manifest.form} "
-    head += f"on {where} via {runtime}: "
-    if timing.median_ms is not None:
-        head += f"median {timing.median_ms:.2f} ms, "
-    head += f"mean {timing.mean_ms:.2f} ms"
-    head += " (warm-up calls included)" if timing.warmup_included else ""
-    head += f" over {timing.iterations} calls"
-    if timing.peak_memory_mb is not None:
-        head += f", peak memory {timing.peak_memory_mb:.1f} MB"
-    if dice is not None:
-        head += f", mask Dice vs PyTorch on device {dice:.5f}"
-    if timing.missing:
-        head += f"; not reported by {timing.tool}: {', '.join(timing.missing)}"
-    return head
-
-
-# --- the dispatch behind `device_bench run --device` ------------------------------------------
-
-
-def run_on_device(
-    device: Device,
-    target: str,
-    variant: str,
-    precision: str,
-    form: str,
-    threads: int | None,
-    warmup: int,
-    iters: int,
-    artifact: Path | None,
-    weights: str,
-    cache: Path,
-    results: Path,
-    delegate: str = "xnnpack",
-    tool: str | None = None,
-    golden: Path | None = None,
-) -> str:
-    """Time on ``device`` (not the host); append its records to ``results`` only once the
-    whole run has succeeded; return the line to print."""
-    if device.kind != "android":
-        for flag, value, default in (
-            ("--delegate", delegate, "xnnpack"),
-            ("--tool", tool, None),
-            ("--golden", golden, None),
-        ):
-            if value != default:
-                raise ProjectError(f"{flag} is for --device android:SERIAL, not {device}")
-    if device.kind == "cuda":
-        from .gpu import run_cuda
-
-        if artifact is not None:
-            raise ProjectError("--device cuda converts its own artifact; --artifact is host-only")
-        cuda_records, summary = run_cuda(
-            target=target,
-            variant=variant,
-            precision=precision,
-            form=form,
-            warmup=warmup,
-            iters=iters,
-            weights=weights,
-        )
-        done = DeviceRun(tuple(cuda_records), summary)
-    elif device.kind == "ios":
-        from .ios import find_xcrun, run_ios
-
-        find_xcrun()  # refused here before any conversion
-        path, manifest = checked_artifact(
-            device, target, variant, precision, form, artifact, weights, cache
-        )
-        done = run_ios(device, path, manifest, warmup, iters)
-    else:
-        find_adb()  # refused here before any conversion
-        path, manifest = checked_artifact(
-            device, target, variant, precision, form, artifact, weights, cache
-        )
-        done = run_android(device, path, manifest, threads, warmup, iters, delegate, tool, golden)
-    append_records(results, list(done.records))
-    return f"{done.summary}; appended to {results}"

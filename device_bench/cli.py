@@ -23,8 +23,9 @@ from model.cli import (
 from runtimes.manifest import read_manifest
 from runtimes.video import open_sources
 
-from .android import DELEGATES, Device, DeviceType, run_on_device
+from .android import DELEGATES
 from .bench import artifact_records, measure, open_session, to_records
+from .devices import Device, DeviceType, run_on_device
 from .golden import export_bundle
 from .records import RESULTS, append_records, read_records
 from .report import chart as draw_chart

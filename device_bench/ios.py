@@ -32,7 +32,7 @@ from typing import Any
 from model.errors import ProjectError
 from runtimes.manifest import Manifest
 
-from .android import Device, DeviceRun, ToolTiming, _last_line, phone_records
+from .devices import Device, DeviceRun, ToolTiming, last_line, phone_records
 from .stats import summarise
 
 HARNESS = Path(__file__).parent / "harness" / "ios"
@@ -127,7 +127,7 @@ def parse_harness_output(text: str, warmup: int) -> list[UnitTiming]:
         found.append(UnitTiming(units, timing, device))
     if not found:
         raise ProjectError(
-            f"the iOS harness printed no '{MARK.strip()}' line (last line: {_last_line(text)})"
+            f"the iOS harness printed no '{MARK.strip()}' line (last line: {last_line(text)})"
         )
     return found
 
@@ -151,7 +151,7 @@ def _run(
         output = done.stdout + done.stderr
         errors = [line for line in output.splitlines() if "error:" in line]
         raise ProjectError(
-            f"{what} exited {done.returncode}: {(errors[-1] if errors else _last_line(output))}"
+            f"{what} exited {done.returncode}: {(errors[-1] if errors else last_line(output))}"
         )
     return done
 

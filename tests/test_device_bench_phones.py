@@ -17,14 +17,13 @@ from click.testing import CliRunner
 
 from device_bench import android, ios
 from device_bench.android import (
-    Device,
-    DeviceType,
     benchmark_model_command,
     executor_runner_command,
     parse_benchmark_model,
     parse_executor_runner,
 )
 from device_bench.cli import main
+from device_bench.devices import Device, DeviceType
 from device_bench.golden import frame_inputs, golden_dice, read_bundle
 from device_bench.records import read_records
 from model.errors import ProjectError
