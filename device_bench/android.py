@@ -31,7 +31,15 @@ from model.errors import ProjectError
 from runtimes.manifest import Manifest
 
 from .bench import artifact_records
-from .devices import Device, DeviceRun, ToolTiming, last_line, phone_records, summary_line
+from .devices import (
+    Device,
+    DeviceRun,
+    ToolTiming,
+    last_line,
+    phone_records,
+    run_command,
+    summary_line,
+)
 from .stats import summarise
 
 if TYPE_CHECKING:
@@ -233,19 +241,8 @@ class Adb:
     serial: str
 
     def call(self, *args: str, timeout: float = ADB_TIMEOUT_S) -> subprocess.CompletedProcess[str]:
-        try:
-            return subprocess.run(
-                [self.executable, "-s", self.serial, *args],
-                capture_output=True,
-                text=True,
-                errors="replace",
-                timeout=timeout,
-                check=False,
-            )
-        except subprocess.TimeoutExpired as err:
-            raise ProjectError(
-                f"adb {args[0]} on {self.serial} did not finish in {timeout:.0f} s"
-            ) from err
+        what = f"adb {args[0]} on {self.serial}"
+        return run_command([self.executable, "-s", self.serial, *args], what, timeout)
 
     def shell(
         self, command: Sequence[str], timeout: float = ADB_TIMEOUT_S

@@ -7,6 +7,8 @@ and the dispatch to ``android``, ``ios`` and ``gpu``.
 
 from __future__ import annotations
 
+import subprocess
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -92,6 +94,28 @@ def checked_artifact(
             f"--device {device.kind} runs --target {' or '.join(allowed)}, not {target}"
         )
     return checked_on_host(target, variant, precision, form, artifact, weights, cache)
+
+
+def run_command(
+    command: Sequence[str],
+    what: str,
+    timeout: float,
+    runner: Callable[..., subprocess.CompletedProcess] = subprocess.run,
+    **kwargs: Any,
+) -> subprocess.CompletedProcess[str]:
+    """A device tool's command line, its output captured as text; one line if it hangs."""
+    try:
+        return runner(
+            list(command),
+            capture_output=True,
+            text=True,
+            errors="replace",
+            timeout=timeout,
+            check=False,
+            **kwargs,
+        )
+    except subprocess.TimeoutExpired as err:
+        raise ProjectError(f"{what} did not finish in {timeout:.0f} s") from err
 
 
 # --- what a device's tool reported ---------------------------------------------------------

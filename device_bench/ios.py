@@ -32,7 +32,7 @@ from typing import Any
 from model.errors import ProjectError
 from runtimes.manifest import Manifest
 
-from .devices import Device, DeviceRun, ToolTiming, last_line, phone_records
+from .devices import Device, DeviceRun, ToolTiming, last_line, phone_records, run_command
 from .stats import summarise
 
 HARNESS = Path(__file__).parent / "harness" / "ios"
@@ -135,18 +135,7 @@ def parse_harness_output(text: str, warmup: int) -> list[UnitTiming]:
 def _run(
     runner: Runner, command: list[str], what: str, timeout: float, **kwargs: Any
 ) -> subprocess.CompletedProcess:
-    try:
-        done = runner(
-            command,
-            capture_output=True,
-            text=True,
-            errors="replace",
-            timeout=timeout,
-            check=False,
-            **kwargs,
-        )
-    except subprocess.TimeoutExpired as err:
-        raise ProjectError(f"{what} did not finish in {timeout:.0f} s") from err
+    done = run_command(command, what, timeout, runner, **kwargs)
     if done.returncode != 0:
         output = done.stdout + done.stderr
         errors = [line for line in output.splitlines() if "error:" in line]
