@@ -25,7 +25,7 @@ from runtimes.video import open_sources
 
 from .android import DELEGATES
 from .bench import artifact_records, measure, open_session, to_records
-from .devices import Device, DeviceType, run_on_device
+from .devices import Device, DeviceType, RunRequest, run_on_device
 from .golden import export_bundle
 from .records import RESULTS, append_records, read_records
 from .report import chart as draw_chart
@@ -125,8 +125,10 @@ def run(
     if results.exists() and not results.is_file():
         raise click.UsageError(f"--results {results} is not a file")
     if device.kind != "host" or (delegate, tool, golden) != ("xnnpack", None, None):
-        args = (target, variant, precision, form, threads, warmup, iters, artifact, weights)
-        click.echo(run_on_device(device, *args, cache, results, delegate, tool, golden))
+        request = RunRequest(
+            target, variant, precision, form, threads, warmup, iters, artifact, weights, cache
+        )
+        click.echo(run_on_device(device, request, results, delegate, tool, golden))
         return
     session, load_s = open_session(
         target, variant, form, artifact, threads, weights, precision, cache

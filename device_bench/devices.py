@@ -74,26 +74,41 @@ class DeviceType(click.ParamType):
 # --- which artifact ---------------------------------------------------------------------------
 
 
-def checked_artifact(
-    device: Device,
-    target: str,
-    variant: str,
-    precision: str,
-    form: str,
-    artifact: Path | None,
-    weights: str,
-    cache: Path,
-) -> tuple[Path, Manifest]:
+@dataclass(frozen=True)
+class RunRequest:
+    """What ``device_bench run`` was asked to time, handed to a device as one value."""
+
+    target: str
+    variant: str
+    precision: str
+    form: str
+    threads: int | None
+    warmup: int
+    iters: int
+    artifact: Path | None  # None: converted into (or reused from) ``cache``
+    weights: str
+    cache: Path
+
+
+def checked_artifact(device: Device, request: RunRequest) -> tuple[Path, Manifest]:
     """The artifact to ship to the phone: given or cached, what was asked, and parity passed.
 
     The host's refusals (``bench.checked_artifact``), and the targets a phone runs.
     """
     allowed = PHONE_TARGETS[device.kind]
-    if target not in allowed:
+    if request.target not in allowed:
         raise ProjectError(
-            f"--device {device.kind} runs --target {' or '.join(allowed)}, not {target}"
+            f"--device {device.kind} runs --target {' or '.join(allowed)}, not {request.target}"
         )
-    return checked_on_host(target, variant, precision, form, artifact, weights, cache)
+    return checked_on_host(
+        request.target,
+        request.variant,
+        request.precision,
+        request.form,
+        request.artifact,
+        request.weights,
+        request.cache,
+    )
 
 
 def run_command(
@@ -240,16 +255,7 @@ def summary_line(
 
 def run_on_device(
     device: Device,
-    target: str,
-    variant: str,
-    precision: str,
-    form: str,
-    threads: int | None,
-    warmup: int,
-    iters: int,
-    artifact: Path | None,
-    weights: str,
-    cache: Path,
+    request: RunRequest,
     results: Path,
     delegate: str = "xnnpack",
     tool: str | None = None,
@@ -268,33 +274,39 @@ def run_on_device(
     if device.kind == "cuda":
         from .gpu import run_cuda
 
-        if artifact is not None:
+        if request.artifact is not None:
             raise ProjectError("--device cuda converts its own artifact; --artifact is host-only")
         cuda_records, summary = run_cuda(
-            target=target,
-            variant=variant,
-            precision=precision,
-            form=form,
-            warmup=warmup,
-            iters=iters,
-            weights=weights,
+            target=request.target,
+            variant=request.variant,
+            precision=request.precision,
+            form=request.form,
+            warmup=request.warmup,
+            iters=request.iters,
+            weights=request.weights,
         )
         done = DeviceRun(tuple(cuda_records), summary)
     elif device.kind == "ios":
         from .ios import find_xcrun, run_ios
 
         find_xcrun()  # refused here before any conversion
-        path, manifest = checked_artifact(
-            device, target, variant, precision, form, artifact, weights, cache
-        )
-        done = run_ios(device, path, manifest, warmup, iters)
+        path, manifest = checked_artifact(device, request)
+        done = run_ios(device, path, manifest, request.warmup, request.iters)
     else:
         from .android import find_adb, run_android
 
         find_adb()  # refused here before any conversion
-        path, manifest = checked_artifact(
-            device, target, variant, precision, form, artifact, weights, cache
+        path, manifest = checked_artifact(device, request)
+        done = run_android(
+            device,
+            path,
+            manifest,
+            request.threads,
+            request.warmup,
+            request.iters,
+            delegate,
+            tool,
+            golden,
         )
-        done = run_android(device, path, manifest, threads, warmup, iters, delegate, tool, golden)
     append_records(results, list(done.records))
     return f"{done.summary}; appended to {results}"
