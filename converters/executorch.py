@@ -20,6 +20,7 @@ import torch
 from model.layers import SingleGroupNorm, TempLP
 from runtimes.backend import RawTensor
 from runtimes.manifest import GraphSummary
+from runtimes.threads import aten_single_threaded
 
 from .base import ConversionJob, Target
 from .spec import ConversionError
@@ -45,18 +46,13 @@ def _quantize(job: ConversionJob) -> torch.nn.Module:
     for module_type in FLOAT_MODULES:
         quantizer.set_module_type(module_type, None)
     prepared = prepare_pt2e(captured, quantizer)
-    threads = torch.get_num_threads()
     # One thread while observing: the activation observers' histograms are float sums whose
     # order follows the thread count, and their ranges moved with it (BaS-S frame: mask Dice
     # vs PyTorch 0.957 built on two threads, 0.941 on one).
-    torch.set_num_threads(1)
-    try:
-        with torch.no_grad():
-            for inputs in job.calibration():
-                prepared(*inputs)
+    with aten_single_threaded(), torch.no_grad():
+        for inputs in job.calibration():
+            prepared(*inputs)
         return convert_pt2e(prepared)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _delegation(edge_program: Any) -> dict[str, Any]:

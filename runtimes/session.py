@@ -8,6 +8,7 @@ here, so that no caller knows which runtime it talks to.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Iterable, Iterator
@@ -102,12 +103,20 @@ class ArtifactModel:
             for spec, out in zip(self.manifest.outputs, outputs, strict=True)
         }
 
+    @functools.cached_property
+    def _state_returns_as_taken(self) -> bool:
+        """Whether the file returns its new state encoded exactly as it takes its state."""
+
+        def encoding(spec: TensorSpec) -> tuple:
+            return spec.shape, spec.dtype, spec.from_canonical, spec.quantization
+
+        returned, taken = self.manifest.tensor("new_state"), self.manifest.tensor("state")
+        return encoding(returned) == encoding(taken)
+
     def stream_step(self, frame: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Canonical frame, state as the file takes it -> canonical logits, new state as the
         file takes it: the state stays in the file's encoding from call to call, not
         transposed to the canonical layout and back on every frame (timed as inference)."""
-        state_in = self._spec(self.manifest.inputs, "state")
-        state_out = self._spec(self.manifest.outputs, "new_state")
         arrays = [
             state if spec.canonical == "state" else canonical_to_file(frame, spec)
             for spec in self.manifest.inputs
@@ -115,28 +124,21 @@ class ArtifactModel:
         outputs = dict(
             zip((s.canonical for s in self.manifest.outputs), self.runner(arrays), strict=True)
         )
-        logits = file_to_canonical(
-            np.asarray(outputs["logits"]), self._spec(self.manifest.outputs, "logits")
-        )
+        logits = file_to_canonical(np.asarray(outputs["logits"]), self.manifest.tensor("logits"))
         new_state = np.asarray(outputs["new_state"])
-        same = (state_out.shape, state_out.dtype, state_out.from_canonical, state_out.quantization)
-        if same != (state_in.shape, state_in.dtype, state_in.from_canonical, state_in.quantization):
-            return logits, canonical_to_file(file_to_canonical(new_state, state_out), state_in)
+        taken = self.manifest.tensor("state")
+        if not self._state_returns_as_taken:
+            returned = self.manifest.tensor("new_state")
+            return logits, canonical_to_file(file_to_canonical(new_state, returned), taken)
         # A copy: a runtime may hand out its own output buffer and write it on the next call.
-        return logits, np.array(new_state, dtype=state_in.dtype)
+        return logits, np.array(new_state, dtype=taken.dtype)
 
     def initial_state(self) -> np.ndarray:
         """The state before a video's first frame (no history), as the file takes it."""
         state = self.manifest.state
         if state is None:
             raise ArtifactError("a frame-form artifact carries no state")
-        return canonical_to_file(
-            np.zeros(state.shape, np.float32), self._spec(self.manifest.inputs, "state")
-        )
-
-    @staticmethod
-    def _spec(specs: tuple[TensorSpec, ...], canonical: str) -> TensorSpec:
-        return next(s for s in specs if s.canonical == canonical)
+        return canonical_to_file(np.zeros(state.shape, np.float32), self.manifest.tensor("state"))
 
 
 @dataclass(frozen=True)
