@@ -64,6 +64,11 @@ def load_pytorch(
 
 
 def from_model(model: BaS, form: str = "stream") -> Session:
-    """A session over a BaS already in memory (training, tests), its weights as they are."""
+    """A session over a BaS already in memory (training, tests), its weights as they are.
+
+    The model is put in eval mode first: the manifest runs it once, and in training mode
+    that forward would move its BatchNorm statistics.
+    """
+    model.eval()
     manifest: Manifest = pytorch_manifest(model=model, form=form)
-    return Session(ArtifactModel(model_runner(model.eval(), form), manifest, "pytorch"))
+    return Session(ArtifactModel(model_runner(model, form), manifest, "pytorch"))

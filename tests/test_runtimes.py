@@ -251,6 +251,16 @@ def test_frames_of_any_kind_and_size_come_back_at_their_size() -> None:
     assert results[0].mask(0.9).sum() <= results[0].mask(0.1).sum()
 
 
+def test_a_session_over_a_training_model_leaves_its_weights_as_they_were() -> None:
+    """The manifest runs the model once: in training mode that moved BatchNorm's statistics."""
+    model = build_bas("S", image_size=64).train()
+    before = {name: buffer.clone() for name, buffer in model.named_buffers()}
+    for form in ("stream", "frame"):
+        runtimes.from_model(model.train(), form)
+        for name, buffer in model.named_buffers():
+            assert torch.equal(buffer, before[name]), f"{form}: {name} changed"
+
+
 def test_bad_frames_are_refused_in_one_line() -> None:
     session = runtimes.from_model(build_bas("S", image_size=64), "stream")
     for frame, match in (
