@@ -1,7 +1,7 @@
 """Score BaS on a dataset at native resolution, streaming each video frame by frame.
 
     python -m model.evaluate [--variant S] [--weights shipped|PATH] --data DIR
-        [--no-history] [--screen letterbox --screen annotated ...]
+        [--no-history] [--screen letterbox --screen annotated ...] [--lost-contact 5]
 
 Prints a Markdown table (per-frame, per-video and pooled aggregation) and, as its last
 line, one JSON record. Unlabelled frames are streamed (they carry the temporal state)
@@ -9,6 +9,9 @@ but not scored. ``--no-history`` runs the frame form (no past frames) for the Te
 ablation. Each ``--screen`` also streams every video placed in that scanner screen
 (``model.data.framing.SCREENS``) and scores it against the placed ground truth and
 against the unplaced run (the screen's prediction cropped back to the image).
+``--lost-contact N`` also streams every video with every N-th frame darkened over most
+of its width (``model.data.contact``) and scores the darkened frames on their own: what
+the history is worth where a frame's own evidence is gone.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from .cli import (
     weights_option,
 )
 from .data import DatasetIndex, discover, native_frames, read_split
+from .data.contact import LostContact
 from .data.framing import SCREENS, Screen
 from .errors import ProjectError
 from .metrics import SegmentationMeter, frame_scores, markdown_table
@@ -77,6 +81,57 @@ def evaluate(
                     result.meter.update(pred, target, name)
                 result.agreement.append(frame_scores(box.uncrop(pred, ref.shape), ref).dice)
     return meter, placed
+
+
+# Rows of the lost-contact table: the frame set each meter scores.
+LOST_CONTACT_ROWS = {
+    "all": "all frames",
+    "darkened": "darkened frames",
+    "previous_mask": "darkened frames, the previous frame's mask",
+}
+
+
+def evaluate_lost_contact(
+    session: Session, index: DatasetIndex, condition: LostContact, videos: list[str] | None = None
+) -> dict[str, SegmentationMeter]:
+    """Scores with contact lost: every labelled frame, the darkened ones, and on those the
+    mask of the frame before (what simply holding the last mask would score: the most
+    history could be worth there, short of tracking the motion)."""
+    meters = {row: SegmentationMeter() for row in LOST_CONTACT_ROWS}
+    for name in videos if videos is not None else index.names:
+        frames = list(native_frames(index.video(name)))
+        shown = (
+            condition.apply(image) if condition.hits(i) else image
+            for i, (_, image, _) in enumerate(frames)
+        )
+        previous = None
+        for i, ((_, _, target), pred) in enumerate(
+            zip(frames, stream_masks(session, shown), strict=True)
+        ):
+            if target is not None:
+                meters["all"].update(pred, target, name)
+                if condition.hits(i):
+                    meters["darkened"].update(pred, target, name)
+                    if previous is not None:
+                        meters["previous_mask"].update(previous, target, name)
+            previous = pred
+    return meters
+
+
+def lost_contact_table(results: dict[str, dict]) -> str:
+    """Markdown: per-frame and pooled Dice, misses and false alarms, of each frame set."""
+    lines = [
+        "| scored | frames | per-frame Dice (%) | pooled Dice (%) | missed frames | false alarms |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, summary in results.items():
+        counts = summary["counts"]
+        lines.append(
+            f"| {LOST_CONTACT_ROWS[name]} | {counts['frames']} "
+            f"| {100 * summary['per_frame']['dice']:.2f} | {100 * summary['pooled']['dice']:.2f} "
+            f"| {counts['missed_frames']} | {counts['false_alarm_frames']} |"
+        )
+    return "\n".join(lines)
 
 
 def screens_table(results: dict[str, dict]) -> str:
@@ -130,6 +185,13 @@ def split_videos_of(split: Path, subset: str) -> list[str]:
     help="Also score the videos placed in this scanner screen (repeatable).",
 )
 @click.option(
+    "--lost-contact",
+    "lost_contact_every",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Also score with 1 frame in N darkened to 10 % over the left 60 % of its width.",
+)
+@click.option(
     "--split",
     type=click.Path(path_type=Path, exists=True, dir_okay=False),
     help="Split file; evaluate only --subset of it.",
@@ -148,6 +210,7 @@ def main(
     temporal_window: int,
     no_history: bool,
     screen_names: tuple[str, ...],
+    lost_contact_every: int | None,
     split: Path | None,
     subset: str | None,
     artifact: Path | None,
@@ -174,6 +237,11 @@ def main(
         index.video(name)  # a DatasetError naming the video the split lists and data lacks
     started = time.perf_counter()
     meter, placed = evaluate(session, index, videos, tuple(SCREENS[name] for name in screen_names))
+    condition = LostContact(every=lost_contact_every) if lost_contact_every else None
+    lost: dict[str, dict] = {}
+    if condition is not None:
+        meters = evaluate_lost_contact(session, index, condition, videos)
+        lost = {name: m.summary() for name, m in meters.items()}
     seconds = time.perf_counter() - started
     summary = meter.summary()
     form = "stream form" if history else "frame form (no history)"
@@ -186,6 +254,12 @@ def main(
     if screens:
         print("\nIn scanner screens (model.data.framing.SCREENS):\n")
         print(screens_table(screens))
+    if condition is not None:
+        print(
+            f"\nWith lost contact (model.data.contact: 1 frame in {condition.every} at "
+            f"{condition.gain:.0%} over the left {condition.width:.0%} of its width):\n"
+        )
+        print(lost_contact_table(lost))
     record = {
         "variant": variant,
         "weights": str(weights),
@@ -195,6 +269,7 @@ def main(
         "seconds": round(seconds, 1),
         **summary,
         "screens": screens,
+        "lost_contact": {"every": condition.every, **lost} if condition else None,
     }
     print(json.dumps(record, allow_nan=False))
 

@@ -403,6 +403,12 @@ RANGES = [
         lambda s: ["--data", s.dataset(), "--image-size", "17"],
         r"image_size must be a positive multiple of 16, got 17",
     ),
+    case(
+        "lost contact 0",
+        "evaluate",
+        lambda s: ["--data", s.dataset(), "--lost-contact", "0"],
+        r"'--lost-contact': 0 is not in the range x>=1",
+    ),
     case("epochs 0", "train", lambda s: ["--set", "epochs=0"], r"epochs must be >= 1, got 0"),
     case("lr -1", "train", lambda s: ["--set", "lr=-1"], r"need lr > 0.*got lr -1"),
 ]

@@ -133,7 +133,7 @@ def test_warm_frames_train_with_history_and_cold_starts(tiny_data: Path, tmp_pat
     assert read_metadata(best)["trained_on"].startswith("CPU")
 
 
-def test_evaluate_without_history_and_in_screens(tiny_data: Path) -> None:
+def test_evaluate_without_history_in_screens_and_with_lost_contact(tiny_data: Path) -> None:
     model = build_bas("S", image_size=32)
     with torch.no_grad():  # a TempLP that uses the past, so history changes the masks
         model.temporal.frame_weights.fill_(1.0)
@@ -151,6 +151,7 @@ def test_evaluate_without_history_and_in_screens(tiny_data: Path) -> None:
     weights = save_weights(model, Path(tiny_data).parent / "w.safetensors", {"variant": "S"})
     args = ["--variant", "S", "--weights", str(weights), "--data", str(tiny_data)]
     args += ["--image-size", "32", "--no-history", "--screen", "Letterbox", "--screen", "small"]
+    args += ["--lost-contact", "2"]
     result = CliRunner().invoke(evaluate_main, args)
     assert result.exit_code == 0, result.output
     out = result.stdout.strip().splitlines()
@@ -160,3 +161,8 @@ def test_evaluate_without_history_and_in_screens(tiny_data: Path) -> None:
     assert record["history"] is False and set(record["screens"]) == {"letterbox", "small"}
     assert 0.0 <= record["screens"]["small"]["agreement_dice"] <= 1.0
     assert record["screens"]["small"]["counts"]["frames"] == record["counts"]["frames"]
+    lost = record["lost_contact"]
+    assert lost["every"] == 2 and lost["all"]["counts"]["frames"] == record["counts"]["frames"]
+    assert lost["darkened"]["counts"]["frames"] == record["counts"]["frames"] // 2
+    assert any(line.startswith("| darkened frames |") for line in out)
+    assert lost["previous_mask"]["counts"]["frames"] == lost["darkened"]["counts"]["frames"]
