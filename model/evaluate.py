@@ -118,36 +118,37 @@ def evaluate_lost_contact(
     return meters
 
 
+def _score_cells(summary: dict) -> str:
+    """Per-frame and pooled Dice, missed frames and false alarms: the cells both tables share."""
+    counts = summary["counts"]
+    return (
+        f"{100 * summary['per_frame']['dice']:.2f} | {100 * summary['pooled']['dice']:.2f} "
+        f"| {counts['missed_frames']} | {counts['false_alarm_frames']}"
+    )
+
+
 def lost_contact_table(results: dict[str, dict]) -> str:
-    """Markdown: per-frame and pooled Dice, misses and false alarms, of each frame set."""
+    """Markdown: the scores of each frame set of the lost-contact run."""
     lines = [
         "| scored | frames | per-frame Dice (%) | pooled Dice (%) | missed frames | false alarms |",
         "|---|---|---|---|---|---|",
     ]
     for name, summary in results.items():
-        counts = summary["counts"]
-        lines.append(
-            f"| {LOST_CONTACT_ROWS[name]} | {counts['frames']} "
-            f"| {100 * summary['per_frame']['dice']:.2f} | {100 * summary['pooled']['dice']:.2f} "
-            f"| {counts['missed_frames']} | {counts['false_alarm_frames']} |"
-        )
+        frames = summary["counts"]["frames"]
+        lines.append(f"| {LOST_CONTACT_ROWS[name]} | {frames} | {_score_cells(summary)} |")
     return "\n".join(lines)
 
 
 def screens_table(results: dict[str, dict]) -> str:
-    """Markdown: per screen, per-frame and pooled Dice vs ground truth and agreement."""
+    """Markdown: per screen, the scores vs the placed ground truth and the agreement."""
     lines = [
         "| screen | per-frame Dice (%) | pooled Dice (%) | missed frames | false alarms "
         "| Dice vs unplaced run (%) |",
         "|---|---|---|---|---|---|",
     ]
     for name, summary in results.items():
-        counts = summary["counts"]
-        lines.append(
-            f"| {name} | {100 * summary['per_frame']['dice']:.2f} "
-            f"| {100 * summary['pooled']['dice']:.2f} | {counts['missed_frames']} "
-            f"| {counts['false_alarm_frames']} | {100 * summary['agreement_dice']:.2f} |"
-        )
+        agreement = 100 * summary["agreement_dice"]
+        lines.append(f"| {name} | {_score_cells(summary)} | {agreement:.2f} |")
     return "\n".join(lines)
 
 
