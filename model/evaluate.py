@@ -54,18 +54,30 @@ class ScreenResult:
         return {**self.meter.summary(), "agreement_dice": float(np.mean(self.agreement))}
 
 
+# Rows of the lost-contact table: the frame set each meter scores.
+LOST_CONTACT_ROWS = {
+    "all": "all frames",
+    "darkened": "darkened frames",
+    "previous_mask": "darkened frames, the previous frame's mask",
+}
+
+
 def evaluate(
     session: Session,
     index: DatasetIndex,
     videos: list[str] | None = None,
     screens: tuple[Screen, ...] = (),
-) -> tuple[SegmentationMeter, dict[str, ScreenResult]]:
+    lost_contact: LostContact | None = None,
+) -> tuple[SegmentationMeter, dict[str, ScreenResult], dict[str, SegmentationMeter]]:
     """Run every frame of ``videos`` (all by default) through ``session`` and score the masks.
 
     Any runtime's session: a stream-form one carries history, a frame-form one does not.
+    Each video is decoded once and streamed again in each screen and with ``lost_contact``
+    (its meters, one per ``LOST_CONTACT_ROWS``, are empty without it).
     """
     meter = SegmentationMeter()
     placed = {screen.name: ScreenResult() for screen in screens}
+    lost = {row: SegmentationMeter() for row in LOST_CONTACT_ROWS} if lost_contact else {}
     for name in videos if videos is not None else index.names:
         frames = list(native_frames(index.video(name)))
         plain = list(stream_masks(session, (image for _, image, _ in frames)))
@@ -80,42 +92,36 @@ def evaluate(
                 if target is not None:
                     result.meter.update(pred, target, name)
                 result.agreement.append(frame_scores(box.uncrop(pred, ref.shape), ref).dice)
-    return meter, placed
+        if lost_contact is not None:
+            _score_lost_contact(lost, session, frames, lost_contact, name)
+    return meter, placed, lost
 
 
-# Rows of the lost-contact table: the frame set each meter scores.
-LOST_CONTACT_ROWS = {
-    "all": "all frames",
-    "darkened": "darkened frames",
-    "previous_mask": "darkened frames, the previous frame's mask",
-}
-
-
-def evaluate_lost_contact(
-    session: Session, index: DatasetIndex, condition: LostContact, videos: list[str] | None = None
-) -> dict[str, SegmentationMeter]:
-    """Scores with contact lost: every labelled frame, the darkened ones, and on those the
-    mask of the frame before (what simply holding the last mask would score: the most
+def _score_lost_contact(
+    meters: dict[str, SegmentationMeter],
+    session: Session,
+    frames: list[tuple[int, np.ndarray, np.ndarray | None]],
+    condition: LostContact,
+    video: str,
+) -> None:
+    """One video with contact lost: every labelled frame, the darkened ones, and on those
+    the mask of the frame before (what simply holding the last mask would score: the most
     history could be worth there, short of tracking the motion)."""
-    meters = {row: SegmentationMeter() for row in LOST_CONTACT_ROWS}
-    for name in videos if videos is not None else index.names:
-        frames = list(native_frames(index.video(name)))
-        shown = (
-            condition.apply(image) if condition.hits(i) else image
-            for i, (_, image, _) in enumerate(frames)
-        )
-        previous = None
-        for i, ((_, _, target), pred) in enumerate(
-            zip(frames, stream_masks(session, shown), strict=True)
-        ):
-            if target is not None:
-                meters["all"].update(pred, target, name)
-                if condition.hits(i):
-                    meters["darkened"].update(pred, target, name)
-                    if previous is not None:
-                        meters["previous_mask"].update(previous, target, name)
-            previous = pred
-    return meters
+    shown = (
+        condition.apply(image) if condition.hits(i) else image
+        for i, (_, image, _) in enumerate(frames)
+    )
+    previous = None
+    for i, ((_, _, target), pred) in enumerate(
+        zip(frames, stream_masks(session, shown), strict=True)
+    ):
+        if target is not None:
+            meters["all"].update(pred, target, video)
+            if condition.hits(i):
+                meters["darkened"].update(pred, target, video)
+                if previous is not None:
+                    meters["previous_mask"].update(previous, target, video)
+        previous = pred
 
 
 def _score_cells(summary: dict) -> str:
@@ -237,12 +243,10 @@ def main(
     for name in videos or ():
         index.video(name)  # a DatasetError naming the video the split lists and data lacks
     started = time.perf_counter()
-    meter, placed = evaluate(session, index, videos, tuple(SCREENS[name] for name in screen_names))
     condition = LostContact(every=lost_contact_every) if lost_contact_every else None
-    lost: dict[str, dict] = {}
-    if condition is not None:
-        meters = evaluate_lost_contact(session, index, condition, videos)
-        lost = {name: m.summary() for name, m in meters.items()}
+    screens_asked = tuple(SCREENS[name] for name in screen_names)
+    meter, placed, lost_meters = evaluate(session, index, videos, screens_asked, condition)
+    lost = {row: m.summary() for row, m in lost_meters.items()}
     seconds = time.perf_counter() - started
     summary = meter.summary()
     form = "stream form" if history else "frame form (no history)"

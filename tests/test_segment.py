@@ -285,7 +285,7 @@ def test_dataset_folder_scores_like_model_evaluate(tmp_path: Path) -> None:
     out = tmp_path / "out"
     _ok(_segment("--input", root, "--out", out))
 
-    meter, _ = evaluate(runtimes.load_pytorch("S"), discover(root))
+    meter, _, _ = evaluate(runtimes.load_pytorch("S"), discover(root))
     expected = json.loads(json.dumps(meter.summary()))
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics == expected

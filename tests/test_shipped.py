@@ -43,7 +43,7 @@ def test_registry_matches_the_files(variant: str) -> None:
 @pytest.mark.parametrize("variant", ["S", "L"])
 def test_shipped_weights_segment_held_out_videos(variant: str, held_out) -> None:
     """A loose floor (the README reports the full held-out figures): catches broken weights."""
-    meter, _ = evaluate(runtimes.load_pytorch(variant, "shipped"), held_out)
+    meter, _, _ = evaluate(runtimes.load_pytorch(variant, "shipped"), held_out)
     summary = meter.summary()
     assert summary["per_frame"]["dice"] >= 0.75, summary["per_frame"]
 
