@@ -3,8 +3,11 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# The arm64 sysroot the litert-arm64 / onnxruntime-arm64 runtimes run in under QEMU.
+ARM64_ROOT := $(or $(BAS_ARM64_SYSROOT),.arm64)
+ARM64_STAMP := $(ARM64_ROOT)/.bas-arm64-ready
 
-.PHONY: demo test lint venv data train clean
+.PHONY: demo test lint venv arm64 parity-arm64 data train clean
 
 $(STAMP): pyproject.toml constraints.txt requirements-nodeps.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -13,6 +16,18 @@ $(STAMP): pyproject.toml constraints.txt requirements-nodeps.txt
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+# Debian's arm64 python3.11 and libraries, the pinned aarch64 wheels, qemu-user-static
+# (installed with apt where missing: root). Rebuilt only when its recipe changes.
+$(ARM64_STAMP): $(STAMP) runtimes/arm64/sysroot.py runtimes/arm64/requirements.txt
+	$(PY) -m runtimes.arm64.sysroot --out $(ARM64_ROOT)
+
+arm64: $(ARM64_STAMP)
+
+# Every LiteRT and onnxruntime artifact of the matrix, checked on the host's kernels and on
+# ARM64's (emulated: int8 on every frame of the parity set, float on each video's first).
+parity-arm64: $(ARM64_STAMP)
+	$(PY) -m converters.all --targets onnx,tflite --arm64 --out reports/parity-arm64
 
 # Segment a synthetic clip, convert BaS-S (stream form, as the demo runs it) to every target
 # and precision and print the parity table, then segment the clip again through the fastest
@@ -40,7 +55,7 @@ demo: $(STAMP)
 	@$(VENV)/bin/device_bench report reports/demo/bench.jsonl --short \
 		--chart reports/demo/fps.png
 
-test: $(STAMP)
+test: $(STAMP) $(ARM64_STAMP)
 	$(PY) -m ruff check .
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2
 
