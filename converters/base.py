@@ -75,3 +75,8 @@ class Target(ABC):
     def graph_summary(self, job: ConversionJob, options: dict) -> GraphSummary | None:
         """Op counts of the written artifact (float compute, quantise / dequantise), if known."""
         return None
+
+    def accumulation(self, job: ConversionJob, options: dict) -> str:
+        """The arithmetic the written file asks its runtime for (Manifest.accumulation): "fp32",
+        or "fp16" where it allows FP16 inference, so that parity measures what phones compute."""
+        return "fp32"

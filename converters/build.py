@@ -206,6 +206,7 @@ def convert(target: Target, request: ConvertRequest) -> Path:
             conversion_seconds=round(seconds, 2),
             created=datetime.now(UTC).isoformat(timespec="seconds"),
             graph=target.graph_summary(job, options),
+            accumulation=target.accumulation(job, options),
         )
         write_manifest(artifact, manifest)
         final = out / artifact.name

@@ -75,6 +75,11 @@ class CoreMLTarget(Target):
         model.save(str(job.artifact))
         return options
 
+    def accumulation(self, job: ConversionJob, options: dict) -> str:
+        """fp16 for a float16 program (fp16 and int8 weights): its ops are typed fp16, which the
+        Neural Engine and GPU compute in fp16."""
+        return "fp16" if options["compute_precision"] == "float16" else "fp32"
+
     def canonical_names(
         self, inputs: list[RawTensor], outputs: list[RawTensor], job: ConversionJob, options: dict
     ) -> tuple[list[str], list[str]]:

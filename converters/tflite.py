@@ -12,6 +12,12 @@ input gets sample data from the project (it would otherwise download a sample im
 flatbuffer is checked for Flex (select-TF) ops, which phones without the Flex delegate
 cannot run; any Flex op fails the conversion.
 The manifest's ``graph`` counts what a delegate is handed (``summarize``).
+
+fp16 stores fp16 weights (DEQUANTIZEd to fp32 at load) and declares FP16 arithmetic allowed
+(metadata ``reduced_precision_support`` = ``fp16accfp16``): XNNPACK then computes in fp16 where
+the CPU has it natively (ARMv8.2+ phones; XNNPACK documents up to 2x, not measured here);
+without the declaration (``fp16accfp32``, TensorFlow's default) the file is only smaller.
+Runtime ``litert-fp16`` forces that arithmetic on any CPU, for parity.
 """
 
 from __future__ import annotations
@@ -42,6 +48,12 @@ from .xnnpack_export import STATE_CHANNELS_LAST, ChannelsLastStream
 
 SAMPLE_FILE = "calibration_image_sample_data_20x128x128x3_float32.npy"
 ONNX2TF_SUFFIX = {"fp32": "_float32", "fp16": "_float16"}  # int8: see _quantize
+
+# TFLite's reduced-precision declaration (tensorflow/lite/tools/optimize/
+# reduced_precision_support.h): inference types, "acc", accumulation type. XNNPACK hints FP16
+# inference only for fp16 inference with fp16 accumulation, and only on native-FP16 CPUs.
+REDUCED_PRECISION_KEY = "reduced_precision_support"
+FP16_ARITHMETIC = "fp16accfp16"
 
 
 # Inputs onnx2tf is told to keep exactly as exported (keep_shape_absolutely_input_names):
@@ -248,6 +260,19 @@ def _quantize_integer_only(
     return converter.convert()
 
 
+def reduced_precision(model_path: Path) -> str | None:
+    """The flatbuffer's ``reduced_precision_support`` metadata, if any: what it lets XNNPACK do."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.Model.GetRootAs(model_path.read_bytes(), 0)
+    for i in range(model.MetadataLength()):
+        entry = model.Metadata(i)
+        if entry.Name() == REDUCED_PRECISION_KEY.encode():
+            data = model.Buffers(entry.Buffer()).DataAsNumpy()
+            return bytes(data).decode() if isinstance(data, np.ndarray) else ""
+    return None
+
+
 def op_counts(model_path: Path) -> dict[str, int]:
     from ai_edge_litert.interpreter import Interpreter
 
@@ -355,6 +380,8 @@ class TFLiteTarget(Target):
                 ]
                 or None,
                 "non_verbose": True,
+                # fp16: write FP16_ARITHMETIC (TFLiteConverter's accumulation type float16)
+                "enable_accumulation_type_float16": job.request.precision == "fp16",
             }
             write_onnx2tf_sample(work)
             log = io.StringIO()
@@ -391,6 +418,11 @@ class TFLiteTarget(Target):
             flex = [name for name in ops if name.startswith("Flex")]
             if flex:
                 raise ConversionError(f"tflite: Flex ops in the flatbuffer: {', '.join(flex)}")
+            declared = reduced_precision(produced)
+            if job.request.precision == "fp16" and declared != FP16_ARITHMETIC:
+                raise ConversionError(
+                    f"tflite fp16: {REDUCED_PRECISION_KEY} is {declared!r}, not {FP16_ARITHMETIC!r}"
+                )
             if integer_only:
                 summary = summarize(produced)
                 if summary.float_compute_ops:
@@ -403,7 +435,12 @@ class TFLiteTarget(Target):
             options["export_transforms"] = [STREAM_TRANSFORM]
         options["calibration_samples"] = len(samples)
         options["ops"] = ops
+        options[REDUCED_PRECISION_KEY] = declared
         return options
+
+    def accumulation(self, job: ConversionJob, options: dict) -> str:
+        """fp16 where the file declares FP16 arithmetic allowed (its reduced-precision metadata)."""
+        return "fp16" if options.get(REDUCED_PRECISION_KEY) == FP16_ARITHMETIC else "fp32"
 
     def file_layout(self, canonical: str, job: ConversionJob) -> tuple[int, ...] | None:
         stateful = canonical in ("state", "new_state") and _state_channels_last(job)

@@ -125,6 +125,10 @@ class Manifest:
     created: str = ""
     parity: dict[str, Any] | None = None
     graph: GraphSummary | None = None
+    # The arithmetic the file asks its runtime for: "fp32", or "fp16" where the file allows
+    # FP16 inference (TFLite's reduced-precision metadata, Core ML's compute precision), so
+    # that a phone with FP16 arithmetic computes in it.
+    accumulation: str = "fp32"
     schema: str = SCHEMA
 
     def tensor(self, canonical: str) -> TensorSpec:

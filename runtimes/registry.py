@@ -7,13 +7,24 @@ from model.config import unknown_choice
 from .backend import Backend
 from .manifest import ArtifactError
 
-RUNTIME_NAMES = ("pytorch", "onnxruntime", "litert", "executorch", "coreml", "mil_reference")
+RUNTIME_NAMES = (
+    "pytorch",
+    "onnxruntime",
+    "litert",
+    "litert-fp16",
+    "executorch",
+    "coreml",
+    "mil_reference",
+    "litert-arm64",
+    "onnxruntime-arm64",
+)
 
 
 def _backends() -> dict[str, type[Backend]]:
+    from .backends.arm64 import LiteRTArm64Backend, OnnxRuntimeArm64Backend
     from .backends.coreml import CoreMLBackend, MilReferenceBackend
     from .backends.executorch import ExecuTorchBackend
-    from .backends.litert import LiteRTBackend
+    from .backends.litert import LiteRTBackend, LiteRTFP16Backend
     from .backends.onnxruntime import OnnxRuntimeBackend
     from .backends.pytorch import PyTorchBackend
 
@@ -21,9 +32,12 @@ def _backends() -> dict[str, type[Backend]]:
         PyTorchBackend,
         OnnxRuntimeBackend,
         LiteRTBackend,
+        LiteRTFP16Backend,
         ExecuTorchBackend,
         CoreMLBackend,
         MilReferenceBackend,
+        LiteRTArm64Backend,  # emulated ARM64 kernels: after each target's default
+        OnnxRuntimeArm64Backend,
     )
     return {backend.name: backend for backend in found}
 
