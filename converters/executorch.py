@@ -13,6 +13,7 @@ the lowered program (delegated and portable).
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
@@ -30,14 +31,28 @@ FLOAT_MODULES = (SingleGroupNorm, TempLP)
 HEAVY_OPS = ("convolution", "conv2d", "conv_transpose", "mm", "bmm", "addmm", "linear", "matmul")
 
 
-def _quantize(job: ConversionJob) -> torch.nn.Module:
+# Units kept float as well, per variant, from `python -m converters.sensitivity` (README,
+# "int8 sensitivity"): BaS-S's decoder1 sees ranges that differ by orders of magnitude
+# between frames, and keeping it float wins back the most mask agreement of any stage.
+FLOAT_UNITS = {"S": ("model.decoder1",), "L": ()}
+
+
+def quantize_pt2e(
+    module: torch.nn.Module,
+    example_inputs: tuple[torch.Tensor, ...],
+    calibration: Iterable[tuple[torch.Tensor, ...]],
+    float_units: Sequence[str] = (),
+) -> torch.nn.Module:
+    """The module as ExecuTorch's int8 quantizes it (PT2E, XNNPACK's quantizer), still runnable
+    in PyTorch; ``float_units``: submodules (``model.decoder1``) left float as well."""
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
         XNNPACKQuantizer,
         get_symmetric_quantization_config,
     )
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    from torchao.quantization.pt2e.quantizer import get_module_name_filter
 
-    captured = torch.export.export(job.module, job.example_inputs, strict=True).module()
+    captured = torch.export.export(module, example_inputs, strict=True).module()
     quantizer = XNNPACKQuantizer().set_global(
         get_symmetric_quantization_config(is_per_channel=True)
     )
@@ -45,12 +60,15 @@ def _quantize(job: ConversionJob) -> torch.nn.Module:
     # deviations and the state collapse (mask Dice vs PyTorch fell to 0.47 with them).
     for module_type in FLOAT_MODULES:
         quantizer.set_module_type(module_type, None)
+    if float_units:  # set_module_name refuses None; a filter keeps their nodes unannotated
+        kept = [get_module_name_filter(name) for name in float_units]
+        quantizer.set_filter_function(lambda node: not any(f(node) for f in kept))
     prepared = prepare_pt2e(captured, quantizer)
     # One thread while observing: the activation observers' histograms are float sums whose
     # order follows the thread count, and their ranges moved with it (BaS-S frame: mask Dice
     # vs PyTorch 0.957 built on two threads, 0.941 on one).
     with aten_single_threaded(), torch.no_grad():
-        for inputs in job.calibration():
+        for inputs in calibration:
             prepared(*inputs)
         return convert_pt2e(prepared)
 
@@ -218,8 +236,10 @@ class ExecuTorchTarget(Target):
         from executorch.exir import to_edge_transform_and_lower
 
         rewrites: list[str] = []
+        float_units: tuple[str, ...] = ()
         if job.request.precision == "int8":
-            module = _quantize(job)
+            float_units = FLOAT_UNITS[job.request.variant]
+            module = quantize_pt2e(job.module, job.example_inputs, job.calibration(), float_units)
         else:
             module, rewrites = nhwc_float_module(job.module)
         exported = torch.export.export(module, job.example_inputs, strict=True)
@@ -240,6 +260,7 @@ class ExecuTorchTarget(Target):
             if job.request.precision == "int8"
             else None,
             "export_transforms": rewrites,  # converters.build moves them to the manifest
+            "float_units": list(float_units),  # int8: quantizable units kept float
             **delegation,
         }
 
