@@ -27,7 +27,7 @@ from runtimes.manifest import read_manifest, write_json_atomic
 
 from .build import check_replaceable, convert
 from .cli import quiet_toolchains
-from .parity import record_parity
+from .parity import DEFAULT_FRAMES, arm64_option, arm64_runtime, record_parity
 from .registry import TARGET_NAMES, get_target
 from .spec import FORMS, PRECISIONS, ConversionError, ConvertRequest, validate
 
@@ -93,9 +93,13 @@ def build_matrix(
     cells: list[tuple[str, str, str, str]],
     out: Path,
     weights: str = "shipped",
-    frames: int = 60,
+    frames: int = DEFAULT_FRAMES,
+    arm64: bool = False,
 ) -> list[MatrixResult]:
-    """Convert and check each cell of ``check_matrix``, in order."""
+    """Convert and check each cell of ``check_matrix``, in order.
+
+    ``arm64``: cells whose target has an emulated ARM64 runtime are checked there too.
+    """
     results = []
     for key in cells:
         name, variant, precision, form = key
@@ -109,7 +113,8 @@ def build_matrix(
         except (ConversionError, CheckpointError) as err:
             results.append(MatrixResult(*key, status="conversion failed", error=str(err)))
             continue
-        record = record_parity(artifact, frames)
+        on_arm64 = arm64 and arm64_runtime(read_manifest(artifact)) is not None
+        record = record_parity(artifact, frames, arm64=on_arm64)
         results.append(result_of(artifact, record))
     return results
 
@@ -135,23 +140,47 @@ def _fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
+def _figures(record: dict[str, Any] | None) -> tuple[str, str, str]:
+    """Max abs logit error, mask Dice vs PyTorch (pooled / per-frame mean) and lesions found by
+    one side only (missed / false) of one parity record, or dashes."""
+    if not record:
+        return "-", "-", "-"
+    masks = record["masks_vs_pytorch"]
+    return (
+        _fmt(record["logits"]["max_abs_err"], ".2e"),
+        f"{_fmt(masks['pooled_dice'], '.4f')} / {_fmt(masks['dice'], '.4f')}",
+        f"{masks['missed_findings']} / {masks['false_findings']}",
+    )
+
+
 def markdown(results: list[MatrixResult]) -> str:
     lines = [
-        "| target | variant | precision | form | status | max abs err | mask Dice vs PyTorch "
-        "| Dice vs GT (target / PyTorch) | size (MB) | conversion (s) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| target | variant | precision | form | status | max abs err "
+        "| mask Dice vs PyTorch (pooled / per-frame) | lesions missed / false "
+        "| Dice vs GT (target / PyTorch) | ARM64 max abs err | ARM64 mask Dice "
+        "| ARM64 lesions missed / false | ARM64 frames | size (MB) | conversion (s) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         p = r.parity or {}
-        logits, masks = p.get("logits", {}), p.get("masks_vs_pytorch", {})
         gt = p.get("dice_vs_ground_truth", {})
         truth = f"{_fmt(gt.get('target'), '.4f')} / {_fmt(gt.get('pytorch'), '.4f')}" if gt else "-"
+        arm = p.get("arm64")
         size = None if r.bytes is None else r.bytes / 1e6
-        lines.append(
-            f"| {r.target} | {r.variant} | {r.precision} | {r.form} | {r.status} "
-            f"| {_fmt(logits.get('max_abs_err'), '.2e')} | {_fmt(masks.get('dice'), '.5f')} "
-            f"| {truth} | {_fmt(size, '.2f')} | {_fmt(r.seconds, '.1f')} |"
-        )
+        cells = [
+            r.target,
+            r.variant,
+            r.precision,
+            r.form,
+            r.status,
+            *_figures(p),
+            truth,
+            *_figures(arm),
+            str(arm["frames"]) if arm else "-",
+            _fmt(size, ".2f"),
+            _fmt(r.seconds, ".1f"),
+        ]
+        lines.append(f"| {' | '.join(cells)} |")
     return "\n".join(lines)
 
 
@@ -170,7 +199,8 @@ def summary(results: list[MatrixResult], bad: list[MatrixResult]) -> str:
 @list_option("--precisions", PRECISIONS, "Precisions (each target builds those it supports).")
 @list_option("--forms", FORMS, "Forms.")
 @weights_option
-@frames_option(60, "Frames each parity check compares.")
+@frames_option(DEFAULT_FRAMES, "Frames each parity check compares (whole videos of 20).")
+@arm64_option
 @out_option("artifacts", "Folder for the artifacts, parity.md and parity.json.")
 def main(
     variants: list[str],
@@ -179,12 +209,13 @@ def main(
     forms: list[str],
     weights: str,
     frames: int,
+    arm64: bool,
     out: Path,
 ) -> None:
     """Build the matrix of artifacts and check each one's parity; exit 1 if any failed."""
     cells = check_matrix(variants, targets, precisions, forms, out, weights)
     with quiet_toolchains():
-        results = build_matrix(cells, out, weights, frames)
+        results = build_matrix(cells, out, weights, frames, arm64)
     table = markdown(results)
     bad = [r for r in results if r.status not in ("passed", "unavailable")]
     verdict = summary(results, bad)
