@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from converters.executorch import summarize
+from converters.executorch import FLOAT_UNITS, summarize
 from converters.xnnpack_export import nhwc_float_module
 from model.forms import FrameForm, StreamForm
 from model.hub import build_bas
@@ -113,7 +113,8 @@ def test_fp32_artifact_summary(built_artifact, form: str) -> None:
 
 @pytest.mark.slow
 def test_int8_artifact_runs_its_convolutions_in_integers(built_artifact) -> None:
-    manifest = read_manifest(built_artifact("executorch", "S", "int8", "frame"))
+    manifest = read_manifest(built_artifact("executorch", "L", "int8", "frame"))
+    assert manifest.options["float_units"] == []
     summary = manifest.graph
     assert summary is not None
     _check_consistent(summary)
@@ -122,3 +123,14 @@ def test_int8_artifact_runs_its_convolutions_in_integers(built_artifact) -> None
     # What stays float is the one-group norm and TempLP (FLOAT_MODULES), not the convolutions
     # of the blocks: fewer float convolutions than norms + TempLP's projection.
     assert summary.float_op_types.get("convolution", 0) <= 1, summary.float_op_types
+
+
+@pytest.mark.slow
+def test_bas_s_int8_keeps_its_sensitive_units_float(built_artifact) -> None:
+    """converters.sensitivity's finding, applied: decoder1 and up2 float, the rest integer."""
+    manifest = read_manifest(built_artifact("executorch", "S", "int8", "frame"))
+    assert manifest.options["float_units"] == list(FLOAT_UNITS["S"])
+    summary = manifest.graph
+    assert summary is not None and summary.quantize_ops > 0
+    # decoder1's three blocks and up2 (a transposed convolution): more than the norms' share
+    assert summary.float_op_types.get("convolution", 0) > 3, summary.float_op_types

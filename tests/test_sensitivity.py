@@ -12,7 +12,7 @@ from model.hub import build_bas
 
 
 def test_units_are_bas_s_stages_or_blocks_never_the_float_modules() -> None:
-    model = build_bas("S")
+    model = build_bas("S", weights="shipped")
     stages = sensitivity.units(model)
     assert stages[0] == "model.stem" and "model.decoder1" in stages and stages[-1] == "model.head"
     assert "model.temporal" not in stages  # TempLP stays float in every int8 file
@@ -24,7 +24,7 @@ def test_units_are_bas_s_stages_or_blocks_never_the_float_modules() -> None:
 
 @pytest.mark.slow
 def test_report_scores_the_baseline_and_each_unit_kept_float() -> None:
-    model = build_bas("S")
+    model = build_bas("S", weights="shipped")
     scores = sensitivity.sensitivity(model, "frame", ["model.head"], per_video=1)
     assert [s.unit for s in scores] == ["", "model.head"]
     assert scores[1].float_params == sum(p.numel() for p in model.head.parameters())
