@@ -300,10 +300,11 @@ def _per_video(values: list[Any], videos: list[list[Any]]) -> list[list[Any]]:
 
 def _worst(
     scores: list[Any], pixels: list[tuple[int, int]], videos: list[list[Any]]
-) -> list[tuple[int, int, int, int, float]]:
+) -> list[list[float]]:
+    """Lists, not tuples: the record must read back from the manifest's JSON equal."""
     where = [(v, f) for v, video in enumerate(videos) for f in range(len(video))]
     rows = [
-        (*where[i], *pixels[i], round(float(s.dice), 4))
+        [*where[i], *pixels[i], round(float(s.dice), 4)]
         for i, s in enumerate(scores)
         if not math.isnan(s.dice) and s.dice < 1.0
     ]
