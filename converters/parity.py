@@ -377,12 +377,12 @@ def record_parity(
     ``arm64``: also run the file on ARM64 kernels (emulated) and keep that record beside the
     host's, under ``arm64``; the artifact passes only if both do.
     """
-    record = measure(artifact, frames, runtime)
     manifest = read_manifest(artifact)
-    if arm64:
-        emulated = arm64_runtime(manifest)
-        if emulated is None:
-            raise ConversionError(f"{artifact.name}: no ARM64 runtime for {manifest.target}")
+    emulated = arm64_runtime(manifest) if arm64 else None
+    if arm64 and emulated is None:  # refused before the host's run, not after it
+        raise ConversionError(f"{artifact.name}: no ARM64 runtime for {manifest.target}")
+    record = measure(artifact, frames, runtime)
+    if emulated is not None:
         per_video = ARM64_FRAMES_PER_VIDEO[manifest.precision]
         arm = measure(artifact, frames, emulated, per_video)
         record["arm64"] = arm
