@@ -24,8 +24,13 @@ from .manifest import ArtifactError
 _DTYPES = {"fp16": np.float16, "fp32": np.float32, "int32": np.int32, "bool": np.bool_}
 
 
+def _working(array: np.ndarray) -> np.ndarray:
+    """float64 stays float64 (``wide`` evaluation); anything else is computed in float32."""
+    return np.asarray(array, dtype=np.float64 if array.dtype == np.float64 else np.float32)
+
+
 def _t(array: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+    return torch.from_numpy(np.ascontiguousarray(_working(array)))
 
 
 def _like(result: torch.Tensor, dtype: np.dtype) -> np.ndarray:
@@ -90,7 +95,7 @@ def _batch_norm(a: dict[str, Any]) -> np.ndarray:
 
 
 def _instance_norm(a: dict[str, Any]) -> np.ndarray:
-    x = a["x"].astype(np.float32)
+    x = _working(a["x"])
     axes = tuple(range(2, x.ndim))
     out = (x - x.mean(axes, keepdims=True)) / np.sqrt(
         x.var(axes, keepdims=True) + a.get("epsilon", 1e-5)
@@ -104,7 +109,7 @@ def _instance_norm(a: dict[str, Any]) -> np.ndarray:
 
 
 def _layer_norm(a: dict[str, Any]) -> np.ndarray:
-    x = a["x"].astype(np.float32)
+    x = _working(a["x"])
     axes = tuple(int(i) for i in a["axes"])
     out = (x - x.mean(axes, keepdims=True)) / np.sqrt(
         x.var(axes, keepdims=True) + a.get("epsilon", 1e-5)
@@ -173,8 +178,8 @@ _OPS: dict[str, Callable[[dict[str, Any]], Any]] = {
     "instance_norm": _instance_norm,
     "layer_norm": _layer_norm,
     "gelu": _gelu,
-    "silu": lambda a: (a["x"] * expit(a["x"].astype(np.float32))).astype(a["x"].dtype),
-    "sigmoid": lambda a: expit(a["x"].astype(np.float32)).astype(a["x"].dtype),
+    "silu": lambda a: (a["x"] * expit(_working(a["x"]))).astype(a["x"].dtype),
+    "sigmoid": lambda a: expit(_working(a["x"])).astype(a["x"].dtype),
     "tanh": lambda a: np.tanh(a["x"]),
     "add": lambda a: a["x"] + a["y"],
     "sub": lambda a: a["x"] - a["y"],
@@ -214,25 +219,44 @@ def _value(var: Any, env: dict[str, Any]) -> Any:
     raise ArtifactError(f"mil_reference: value of {var.name} is not known")
 
 
-def run_function(function: Any, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def _widened(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_widened(v) for v in value]
+    if isinstance(value, np.ndarray) and np.issubdtype(value.dtype, np.floating):
+        return value.astype(np.float64)
+    return value
+
+
+def run_function(
+    function: Any, inputs: dict[str, np.ndarray], wide: bool = False
+) -> dict[str, np.ndarray]:
+    """Evaluate ``function``; ``wide``: every float value in float64, the program's casts
+    included, which tells the program's own error from the evaluator's float32 rounding."""
+    widen = _widened if wide else (lambda value: value)
     env: dict[str, Any] = {}
     for name, var in function.inputs.items():
         dtype = _DTYPES.get(str(var.dtype.__name__), np.float32)
-        env[name] = np.asarray(inputs[name], dtype=dtype)
+        env[name] = widen(np.asarray(inputs[name], dtype=dtype))
     for op in function.operations:
         if op.op_type == "const":
-            env[op.outputs[0].name] = _value(op.outputs[0], env)
+            env[op.outputs[0].name] = widen(_value(op.outputs[0], env))
             continue
         kernel = _OPS.get(op.op_type)
         if kernel is None:
             raise ArtifactError(f"mil_reference: operation {op.op_type!r} is not implemented")
         args = {k: _value(v, env) for k, v in op.inputs.items()}
-        env[op.outputs[0].name] = kernel(args)
-    return {var.name: np.asarray(env[var.name], dtype=np.float32) for var in function.outputs}
+        if wide and op.op_type == "cast" and str(args["dtype"]) in ("fp16", "fp32"):
+            env[op.outputs[0].name] = widen(args["x"])
+            continue
+        env[op.outputs[0].name] = widen(kernel(args))
+    dtype = np.float64 if wide else np.float32
+    return {var.name: np.asarray(env[var.name], dtype=dtype) for var in function.outputs}
 
 
-def load_program(artifact: Path) -> Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]:
-    """A runner over the ``main`` function of a saved ML program."""
+def load_program(
+    artifact: Path, wide: bool = False
+) -> Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]:
+    """A runner over the ``main`` function of a saved ML program (``wide``: in float64)."""
     import coremltools as ct
     from coremltools.converters.mil.frontend.milproto.load import load as load_milproto
 
@@ -245,6 +269,6 @@ def load_program(artifact: Path) -> Callable[[dict[str, np.ndarray]], dict[str, 
         raise ArtifactError(f"mil_reference: operations not implemented: {', '.join(unknown)}")
 
     def run(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return run_function(function, inputs)
+        return run_function(function, inputs, wide)
 
     return run

@@ -37,10 +37,6 @@ PORTABLE_DATA_MOVEMENT = {"select_copy", "squeeze_copy", "unsqueeze_copy"}
 # Cells that miss a gate with the shipped weights of 2026-11-27, each with the gate it
 # misses, measured (README, "Parity"). They are run and checked like every other cell:
 # one that misses another gate, or starts passing, fails the suite.
-_COREML_FP32 = (
-    "in the ML-program reference evaluator, on held-out video 1's frames with the highest "
-    "logits (the stream rows see video 1 since 2026-12); masks identical; not chased"
-)
 KNOWN_FAILURES: dict[tuple[str, str, str, str], tuple[str | tuple[str, ...], str]] = {
     ("tflite", "L", "int16x8", "frame"): (
         ("lesions found by one side only", "Dice vs ground truth"),
@@ -48,10 +44,6 @@ KNOWN_FAILURES: dict[tuple[str, str, str, str], tuple[str | tuple[str, ...], str
         "(pooled Dice 0.990 passes); S and both stream forms pass; clamping GELU's input "
         "did not move it; cause not established",
     ),
-    ("coreml", "S", "fp32", "frame"): ("logits max abs err", f"1.7e-3 {_COREML_FP32}"),
-    ("coreml", "S", "fp32", "stream"): ("logits max abs err", f"1.7e-3 {_COREML_FP32}"),
-    ("coreml", "L", "fp32", "frame"): ("logits max abs err", f"5.6e-3 {_COREML_FP32}"),
-    ("coreml", "L", "fp32", "stream"): ("logits max abs err", f"5.1e-3 {_COREML_FP32}"),
 }
 
 
