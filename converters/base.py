@@ -31,7 +31,9 @@ class ConversionJob:
     module: nn.Module  # the form's export wrapper, in eval mode
     example_inputs: tuple[torch.Tensor, ...]
     artifact: Path
-    calibration: Callable[[], Iterator[tuple[torch.Tensor, ...]]]  # form inputs, int8 only
+    # form inputs in video order, quantized precisions only; ``contrast`` scales each
+    # frame about its mean (1.0: the frames as they are)
+    calibration: Callable[..., Iterator[tuple[torch.Tensor, ...]]]
 
 
 class Target(ABC):

@@ -154,8 +154,8 @@ def convert(target: Target, request: ConvertRequest) -> Path:
     frame = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0))
     inputs = (frame,) if request.form == "frame" else (frame, model.initial_state(1))
 
-    def calibration() -> Iterator[tuple[torch.Tensor, ...]]:
-        return calibration_clips(model, request.form, request.calibration, size)
+    def calibration(contrast: float = 1.0) -> Iterator[tuple[torch.Tensor, ...]]:
+        return calibration_clips(model, request.form, request.calibration, size, contrast)
 
     out = Path(request.out)
     made = [p for p in (out, *out.parents) if not p.exists()]  # removed again on failure

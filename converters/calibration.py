@@ -46,14 +46,21 @@ def _videos(folder: Path | None) -> Iterator[Iterator[np.ndarray]]:
 
 @torch.no_grad()
 def calibration_clips(
-    model: BaS, form: str, folder: Path | None, size: int
+    model: BaS, form: str, folder: Path | None, size: int, contrast: float = 1.0
 ) -> Iterator[tuple[torch.Tensor, ...]]:
-    """Form inputs in video order; stream inputs carry the state PyTorch itself produced."""
+    """Form inputs in video order; stream inputs carry the state PyTorch itself produced.
+
+    ``contrast`` scales each frame about its mean: clips duller than the originals, for
+    ranges that must cover frames the calibration set does not hold (see converters.tflite).
+    """
     count = 0
     for frames in _videos(folder):
         state = model.initial_state(1)
         for image in frames:
             frame = torch.from_numpy(to_input(image, size))
+            if contrast != 1.0:
+                mean = frame.mean()
+                frame = mean + contrast * (frame - mean)
             if form == "frame":
                 yield (frame,)
             else:

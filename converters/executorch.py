@@ -1,4 +1,4 @@
-"""ExecuTorch (embedded and mobile): a ``.pte`` lowered to XNNPACK, fp32 or int8 (PT2E).
+"""ExecuTorch (embedded and mobile): a ``.pte`` lowered to XNNPACK, fp32, fp16 or int8 (PT2E).
 
     python -m converters.executorch --variant L [--precision int8]
 
@@ -7,7 +7,9 @@ portable kernels; a convolution or matmul left behind fails the conversion, sinc
 silent fallback is many times slower. fp32 exports a copy of the module rewritten so
 XNNPACK stays channels-last throughout (``converters.xnnpack_export``; the rewrites are
 listed in the manifest's export_transforms), and the manifest's graph summary counts the ops of
-the lowered program (delegated and portable).
+the lowered program (delegated and portable). fp16 is that module computing in fp16 (weights
+and activations), with fp32 input and output: XNNPACK runs it in fp16 arithmetic, natively on
+ARMv8.2+ phones, emulated through fp32 conversions on x86.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from runtimes.threads import aten_single_threaded
 
 from .base import ConversionJob, Target
 from .spec import ConversionError
-from .xnnpack_export import nhwc_float_module
+from .xnnpack_export import nhwc_float_module, nhwc_half_module
 
 FLOAT_MODULES = (SingleGroupNorm, TempLP)
 HEAVY_OPS = ("convolution", "conv2d", "conv_transpose", "mm", "bmm", "addmm", "linear", "matmul")
@@ -223,7 +225,7 @@ def summarize(lowered: Any) -> GraphSummary:
 class ExecuTorchTarget(Target):
     name = "executorch"
     suffix = ".pte"
-    precisions = ("fp32", "int8")
+    precisions = ("fp32", "fp16", "int8")
     modules = ("executorch", "torchao")
     distributions = ("executorch", "torchao")
     runtime = "executorch"
@@ -241,6 +243,8 @@ class ExecuTorchTarget(Target):
         if job.request.precision == "int8":
             float_units = FLOAT_UNITS[job.request.variant]
             module = quantize_pt2e(job.module, job.example_inputs, job.calibration(), float_units)
+        elif job.request.precision == "fp16":
+            module, rewrites = nhwc_half_module(job.module)
         else:
             module, rewrites = nhwc_float_module(job.module)
         exported = torch.export.export(module, job.example_inputs, strict=True)
@@ -264,6 +268,10 @@ class ExecuTorchTarget(Target):
             "float_units": list(float_units),  # int8: quantizable units kept float
             **delegation,
         }
+
+    def accumulation(self, job: ConversionJob, options: dict) -> str:
+        """fp16 for the fp16 program: its delegated ops are typed fp16."""
+        return "fp16" if job.request.precision == "fp16" else "fp32"
 
     def graph_summary(self, job: ConversionJob, options: dict) -> GraphSummary | None:
         """The summary ``convert`` took of the lowered program it wrote at ``job.artifact``."""

@@ -198,7 +198,29 @@ def _float_swap(child: nn.Module) -> nn.Module | None:
     return None
 
 
+class SiLUProduct(nn.Module):
+    """SiLU as ``x * sigmoid(x)``: XNNPACK delegates no fp16 SiLU; the fp16 graph split there."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(x)
+
+
+class HalfPrecision(nn.Module):
+    """fp32 in and out, fp16 inside: the file takes and returns what the fp32 one does."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module.half()
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        result = self.module(*(x.half() for x in inputs))
+        if isinstance(result, tuple):
+            return tuple(r.float() for r in result)
+        return result.float()
+
+
 TRANSFORMS = {
+    "SiLU": "SiLU as x * sigmoid(x) (XNNPACK has no fp16 SiLU)",
     "NhwcGELU": "tanh-GELU as x * sigmoid(x * (a + b x^2)), a and b in a depthwise 1x1 conv",
     "SingleGroupNorm": "one-group norm: channel means and eps as 1x1 convs, affine as a "
     "depthwise 1x1 conv (no reshape)",
@@ -218,3 +240,13 @@ def nhwc_float_module(module: nn.Module) -> tuple[nn.Module, list[str]]:
     if any(isinstance(m, NhwcGELU) for m in rewritten.modules()):
         done.append("NhwcGELU")
     return rewritten, [TRANSFORMS[name] for name in dict.fromkeys(done) if name in TRANSFORMS]
+
+
+def nhwc_half_module(module: nn.Module) -> tuple[nn.Module, list[str]]:
+    """``nhwc_float_module``'s rewrite computing in fp16 behind fp32 inputs and outputs."""
+    rewritten, rewrites = nhwc_float_module(module)
+    done: list[str] = []
+    _replace(rewritten, lambda child: SiLUProduct() if isinstance(child, nn.SiLU) else None, done)
+    if done:
+        rewrites.append(TRANSFORMS["SiLU"])
+    return HalfPrecision(rewritten).eval(), rewrites

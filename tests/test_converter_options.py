@@ -30,7 +30,7 @@ def _refused(argv: list[str], target: str = "onnx") -> str:
         (["--variant", "SS"], "onnx", "did you mean 'S'"),
         (["--precision", "int9"], "tflite", "did you mean 'int8'"),
         (["--precision", "fp16"], "onnx", "'fp16' is not one of fp32"),
-        (["--precision", "fp16"], "executorch", "'fp16' is not one of fp32, int8"),
+        (["--precision", "int16x8"], "executorch", "'int16x8' is not one of fp32, fp16, int8"),
         (["--form", "clip"], "coreml", "'clip' is not one of frame, stream"),
         (["--image-size", "250"], "onnx", "multiple of 16, got 250"),
         (["--calibration", "."], "tflite", "only used with --precision int8"),
@@ -107,3 +107,24 @@ def test_weights_of_the_other_variant(tmp_path: Path) -> None:
     err = _refused(["--variant", "s", "--weights", str(weights), "--out", str(tmp_path / "out")])
     assert "holds BaS-L weights, not BaS-S" in err
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_low_contrast_calibration_clips_carry_their_own_state() -> None:
+    """Half-contrast clips: each frame scaled about its mean, and the stream state PyTorch
+    computed from those frames, not from the originals."""
+    import itertools
+
+    import torch
+
+    from converters.calibration import calibration_clips
+
+    model = build_bas("S", 64, weights=None).eval()
+    plain = list(itertools.islice(calibration_clips(model, "stream", None, 64), 2))
+    dull = list(itertools.islice(calibration_clips(model, "stream", None, 64, 0.5), 2))
+    for (frame, _), (dull_frame, _) in zip(plain, dull, strict=True):
+        mean = frame.mean()
+        torch.testing.assert_close(dull_frame, mean + 0.5 * (frame - mean))
+    with torch.no_grad():
+        _, expected = model.stream(dull[0][0], dull[0][1])
+    torch.testing.assert_close(dull[1][1], expected)
+    assert not torch.allclose(dull[1][1], plain[1][1])

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from converters.executorch import FLOAT_UNITS, summarize
-from converters.xnnpack_export import nhwc_float_module
+from converters.xnnpack_export import nhwc_float_module, nhwc_half_module
 from model.forms import FrameForm, StreamForm
 from model.hub import build_bas
 from model.layers import with_sigmoid_gelu
@@ -38,6 +38,26 @@ def test_nhwc_rewrites_compute_the_same_function(form: str) -> None:
         assert torch.allclose(want, have, atol=1e-4, rtol=0), (want - have).abs().max()
     # The job's module is left as it was (describe_io and parity still run it).
     assert not any(type(m).__module__ == "converters.xnnpack_export" for m in module.modules())
+
+
+@pytest.mark.parametrize("form", ["frame", "stream"])
+def test_half_module_is_fp16_inside_fp32_outside(form: str) -> None:
+    model = build_bas("S", weights="shipped").eval()
+    module = (FrameForm if form == "frame" else StreamForm)(with_sigmoid_gelu(model)).eval()
+    half, rewrites = nhwc_half_module(module)
+    assert rewrites[-1].startswith("SiLU as x * sigmoid(x)")
+    assert {p.dtype for p in half.parameters()} == {torch.float16}
+    assert not any(isinstance(m, nn.SiLU) for m in half.modules())
+    frame = torch.rand(1, 3, 240, 240, generator=torch.Generator().manual_seed(3))
+    inputs = (frame,) if form == "frame" else (frame, torch.randn(1, *model.state_shape))
+    with torch.no_grad():
+        expected, got = module(*inputs), half(*inputs)
+    expected = expected if isinstance(expected, tuple) else (expected,)
+    got = got if isinstance(got, tuple) else (got,)
+    # dtypes and shapes only: eager PyTorch's fp16 on a CPU is not XNNPACK's (its logits are
+    # 8 off here, the artifact's 0.03); the artifact's numbers are the parity matrix's
+    for want, have in zip(expected, got, strict=True):
+        assert have.dtype == torch.float32 and have.shape == want.shape
 
 
 def _lower(module: nn.Module, inputs: tuple[torch.Tensor, ...]):
@@ -109,6 +129,16 @@ def test_fp32_artifact_summary(built_artifact, form: str) -> None:
         assert summary.partitions == 1
         assert manifest.options["portable_ops"] == {}
     assert "view_copy" not in summary.float_op_types  # data movement is not compute
+
+
+@pytest.mark.slow
+def test_fp16_artifact_is_one_fp16_delegate_call(built_artifact) -> None:
+    """The casts at the edges are the only ops outside XNNPACK (nn.SiLU split it in 13)."""
+    manifest = read_manifest(built_artifact("executorch", "S", "fp16", "frame"))
+    assert manifest.accumulation == "fp16"
+    assert manifest.options["delegate_calls"] == manifest.graph.partitions == 1
+    assert manifest.options["portable_ops"] == {"_to_dim_order_copy": 2}
+    assert [t.dtype for t in (*manifest.inputs, *manifest.outputs)] == ["float32"] * 2
 
 
 @pytest.mark.slow

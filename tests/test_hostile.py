@@ -210,10 +210,10 @@ CHOICES = [
         r"'--form': 'clip' is not one of frame, stream",
     ),
     case(
-        "precision fp16",
+        "precision int16x8",
         "executorch",
-        lambda s: ["--precision", "fp16", "--out", s.path("o")],
-        r"'fp16' is not one of fp32, int8",
+        lambda s: ["--precision", "int16x8", "--out", s.path("o")],
+        r"'int16x8' is not one of fp32, fp16, int8",
     ),
     case(
         "variant M",
@@ -918,10 +918,10 @@ COMBINATIONS = [
         r"no cell to build: none of onnx builds precision fp16 \(onnx builds fp32\)",
     ),
     case(
-        "--precisions fp16 for executorch only",
+        "--precisions int16x8 for executorch only",
         "all",
-        lambda s: ["--targets", "executorch", "--precisions", "fp16", "--out", s.path("o")],
-        r"no cell to build: .*executorch builds fp32, int8",
+        lambda s: ["--targets", "executorch", "--precisions", "int16x8", "--out", s.path("o")],
+        r"no cell to build: .*executorch builds fp32, fp16, int8",
     ),
 ]
 

@@ -29,7 +29,7 @@ from converters.tflite import write_onnx2tf_sample
 from runtimes.manifest import read_manifest
 
 # The whole matrix Linux can run: every target, both variants, every precision a target
-# supports, frame and stream forms (36 artifacts; ~12 min on two cores with `-n 2`).
+# supports, frame and stream forms (44 artifacts; ~12 min on two cores with `-n 2`).
 CI_MATRIX = matrix(["S", "L"], list(TARGET_NAMES), list(PRECISIONS), list(FORMS))
 FRAMES = 60
 PORTABLE_DATA_MOVEMENT = {"select_copy", "squeeze_copy", "unsqueeze_copy"}
@@ -70,7 +70,7 @@ def test_onnx2tf_finds_the_project_s_sample_file(tmp_path: Path, monkeypatch) ->
 
 
 def test_ci_matrix_is_the_whole_matrix() -> None:
-    assert len(CI_MATRIX) == 40  # 36 plus LiteRT int16x8 (integer-only) in 4 cells
+    assert len(CI_MATRIX) == 44  # 36, LiteRT int16x8 (integer-only) and ExecuTorch fp16: 4 each
     assert {key[0] for key in CI_MATRIX} == set(TARGET_NAMES)
     for name in TARGET_NAMES:
         for precision in get_target(name).precisions:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from converters.calibration import CALIBRATION_FRAMES, CALIBRATION_VIDEOS
 from runtimes.manifest import read_manifest
 
 pytest.importorskip("ai_edge_litert")
@@ -65,12 +66,26 @@ def test_fp32_graph_is_all_float_without_quantize(built_artifact) -> None:
 
 @pytest.mark.slow
 def test_default_int8_graph_counts_its_float_islands(built_artifact) -> None:
-    """Today's default int8 keeps the norm's statistics and MUL float (FLOAT_OPS)."""
+    """Today's default int8 keeps the norm's statistics and MUL but SiLU's float."""
     artifact = built_artifact("tflite", "S", "int8", "stream")
     _check_consistent(artifact)
     summary = read_manifest(artifact).graph
     assert summary.quantize_ops > 0 and summary.dequantize_ops > 0
     assert summary.float_compute_ops > 0 and summary.partitions > 1
+
+
+@pytest.mark.slow
+def test_int8_keeps_every_mul_float_but_silus(built_artifact) -> None:
+    """SiLU's x * sigmoid(x) (a MUL reading LOGISTIC's output) is int8; every other MUL float."""
+    artifact = built_artifact("tflite", "S", "int8", "frame")
+    _, ops, floating = _interpreter_ops(artifact)
+    producer = {index: op["op_name"] for op in ops for index in op["outputs"]}
+    integer, other = [], []
+    for op in (op for op in ops if op["op_name"] == "MUL"):
+        silu = "LOGISTIC" in {producer.get(i) for i in op["inputs"]}
+        (integer if silu else other).append(op["outputs"][0] not in floating)
+    assert integer and all(integer), "SiLU's MUL is not int8"
+    assert other and not any(other), "a MUL other than SiLU's is int8"
 
 
 @pytest.mark.slow
@@ -81,6 +96,8 @@ def test_int16x8_has_no_float_compute(built_artifact) -> None:
     manifest = read_manifest(artifact)
     summary = manifest.graph
     assert summary.float_compute_ops == 0, summary.float_op_types
+    # calibrated on the clips and their half-contrast copies (converters.tflite.LOW_CONTRAST)
+    assert manifest.options["calibration_samples"] == 2 * CALIBRATION_VIDEOS * CALIBRATION_FRAMES
     # float I/O: the only float tensors are the inputs and outputs themselves, each with
     # one QUANTIZE or DEQUANTIZE (further QUANTIZE ops may requantize int16 to int16)
     _, ops, floating = _interpreter_ops(artifact)
