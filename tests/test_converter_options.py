@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
+import torch
 from click.testing import CliRunner
 
+from converters.calibration import calibration_clips
 from converters.cli import target_command
 from converters.registry import TARGET_NAMES, get_target
 from converters.spec import ConversionError, ConvertRequest, validate
@@ -112,12 +115,6 @@ def test_weights_of_the_other_variant(tmp_path: Path) -> None:
 def test_low_contrast_calibration_clips_carry_their_own_state() -> None:
     """Half-contrast clips: each frame scaled about its mean, and the stream state PyTorch
     computed from those frames, not from the originals."""
-    import itertools
-
-    import torch
-
-    from converters.calibration import calibration_clips
-
     model = build_bas("S", 64, weights=None).eval()
     plain = list(itertools.islice(calibration_clips(model, "stream", None, 64), 2))
     dull = list(itertools.islice(calibration_clips(model, "stream", None, 64, 0.5), 2))

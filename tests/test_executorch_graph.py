@@ -20,21 +20,25 @@ from runtimes.manifest import read_manifest
 PARTITIONS_SOURCE = "ExecuTorch delegation (to_edge_transform_and_lower)"
 
 
-@pytest.mark.parametrize("form", ["frame", "stream"])
-def test_nhwc_rewrites_compute_the_same_function(form: str) -> None:
+def _run_both(form: str, rewrite):
+    """BaS-S's form module and ``rewrite`` of it, run on one frame (and a state): the module,
+    the rewritten one, its rewrites, and both outputs as tuples."""
     model = build_bas("S", weights="shipped").eval()
     module = (FrameForm if form == "frame" else StreamForm)(with_sigmoid_gelu(model)).eval()
-    rewritten, rewrites = nhwc_float_module(module)
-    assert len(rewrites) == 4, rewrites
+    rewritten, rewrites = rewrite(module)
     frame = torch.rand(1, 3, 240, 240, generator=torch.Generator().manual_seed(3))
     inputs = (frame,) if form == "frame" else (frame, torch.randn(1, *model.state_shape))
     with torch.no_grad():
         expected, got = module(*inputs), rewritten(*inputs)
-    for want, have in zip(
-        expected if isinstance(expected, tuple) else (expected,),
-        got if isinstance(got, tuple) else (got,),
-        strict=True,
-    ):
+    expected, got = (out if isinstance(out, tuple) else (out,) for out in (expected, got))
+    return module, rewritten, rewrites, expected, got
+
+
+@pytest.mark.parametrize("form", ["frame", "stream"])
+def test_nhwc_rewrites_compute_the_same_function(form: str) -> None:
+    module, _, rewrites, expected, got = _run_both(form, nhwc_float_module)
+    assert len(rewrites) == 4, rewrites
+    for want, have in zip(expected, got, strict=True):
         assert torch.allclose(want, have, atol=1e-4, rtol=0), (want - have).abs().max()
     # The job's module is left as it was (describe_io and parity still run it).
     assert not any(type(m).__module__ == "converters.xnnpack_export" for m in module.modules())
@@ -42,18 +46,10 @@ def test_nhwc_rewrites_compute_the_same_function(form: str) -> None:
 
 @pytest.mark.parametrize("form", ["frame", "stream"])
 def test_half_module_is_fp16_inside_fp32_outside(form: str) -> None:
-    model = build_bas("S", weights="shipped").eval()
-    module = (FrameForm if form == "frame" else StreamForm)(with_sigmoid_gelu(model)).eval()
-    half, rewrites = nhwc_half_module(module)
+    _, half, rewrites, expected, got = _run_both(form, nhwc_half_module)
     assert rewrites[-1].startswith("SiLU as x * sigmoid(x)")
     assert {p.dtype for p in half.parameters()} == {torch.float16}
     assert not any(isinstance(m, nn.SiLU) for m in half.modules())
-    frame = torch.rand(1, 3, 240, 240, generator=torch.Generator().manual_seed(3))
-    inputs = (frame,) if form == "frame" else (frame, torch.randn(1, *model.state_shape))
-    with torch.no_grad():
-        expected, got = module(*inputs), half(*inputs)
-    expected = expected if isinstance(expected, tuple) else (expected,)
-    got = got if isinstance(got, tuple) else (got,)
     # dtypes and shapes only: eager PyTorch's fp16 on a CPU is not XNNPACK's (its logits are
     # 8 off here, the artifact's 0.03); the artifact's numbers are the parity matrix's
     for want, have in zip(expected, got, strict=True):
