@@ -54,8 +54,10 @@ from model.data.layouts import (
 )
 from model.errors import ProjectError
 
+from .regions import ImageRegion
+
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm")
-SourceKind = Literal["video", "frames", "dataset"]
+SourceKind = Literal["video", "frames", "dataset", "dicom"]
 
 _log = logging.getLogger(__name__)
 
@@ -84,7 +86,10 @@ class FrameSource:
     """One video to segment: a video file, a folder of frames, or one video of a dataset.
 
     ``size`` is (H, W) of the first frame; ``frame_count`` is what the container or the
-    folder says (None where a container does not know).
+    folder says (None where a container does not know). ``region`` is the image region the
+    file itself states, with its physical pixel size (DICOM); None where it states none or
+    states one that cannot be used, and ``calibration`` says which (one line, for reports).
+    Sources of other formats subclass this and override :meth:`_all_frames`.
     """
 
     name: str
@@ -95,6 +100,8 @@ class FrameSource:
     size: tuple[int, int]
     _images: tuple[Path, ...] = field(default=(), repr=False, compare=False)
     _truths: tuple[Path | None, ...] = field(default=(), repr=False, compare=False)
+    region: ImageRegion | None = None
+    calibration: str = "none: the format carries no physical pixel size"
 
     def frames(self, every: int = 1, max_frames: int | None = None) -> Iterator[SourceFrame]:
         """Every ``every``-th frame (by source index), at most ``max_frames`` of them."""
@@ -104,15 +111,17 @@ class FrameSource:
             raise ValueError(f"max_frames must be >= 0 or None, got {max_frames}")
         if max_frames == 0:
             return
-        everything = self._decode() if self.kind == "video" else self._read_files()
         yielded = 0
-        for frame in everything:
+        for frame in self._all_frames():
             if frame.index % every:
                 continue
             yield frame
             yielded += 1
             if max_frames is not None and yielded >= max_frames:
                 return
+
+    def _all_frames(self) -> Iterator[SourceFrame]:
+        return self._decode() if self.kind == "video" else self._read_files()
 
     def _read_files(self) -> Iterator[SourceFrame]:
         truths = self._truths or (None,) * len(self._images)
