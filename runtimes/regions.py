@@ -55,10 +55,10 @@ class ImageRegion:
     def crop(self, image: np.ndarray) -> np.ndarray:
         return image[self.top : self.bottom, self.left : self.right]
 
-    def paste(self, mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-        """A region-sized mask placed in an empty (H, W) frame mask."""
-        full = np.zeros(size, dtype=bool)
-        full[self.top : self.bottom, self.left : self.right] = mask
+    def paste(self, values: np.ndarray, size: tuple[int, int], fill: float = 0) -> np.ndarray:
+        """A region-sized array placed in an (H, W) frame-sized one filled with ``fill``."""
+        full = np.full(size, fill, dtype=values.dtype)
+        full[self.top : self.bottom, self.left : self.right] = values
         return full
 
 
@@ -116,7 +116,7 @@ def detect_region(frames: Iterable[np.ndarray], min_share: float = 0.05) -> Imag
     largest = int(np.argmax(sizes)) + 1
     if sizes[largest - 1] < min_share * moving.size:
         return None
-    rows, cols = ndimage.find_objects(labels == largest)[0]
+    rows, cols = ndimage.find_objects((labels == largest).astype(np.int32))[0]
     return ImageRegion(
         cols.start, rows.start, cols.stop, rows.stop, "detected: pixels that change over time"
     )

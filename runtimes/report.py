@@ -18,6 +18,7 @@ from scipy import ndimage
 from model.atomic import atomic_path
 from model.metrics import overlap_scores
 
+from .regions import ImageRegion, PhysicalSize, measure
 from .session import as_rgb
 
 FILL = (0, 255, 0)  # prediction: translucent green fill, solid green contour
@@ -32,6 +33,8 @@ CSV_COLUMNS = (
     "mean_probability",
     "inference_ms",
 )
+# Where the source is calibrated (a DICOM ultrasound region in cm): the lesion in mm.
+PHYSICAL_COLUMNS = ("lesion_area_mm2", "bbox_width_mm", "bbox_height_mm")
 
 
 def _outline(mask: np.ndarray) -> np.ndarray:
@@ -68,7 +71,8 @@ class FrameRecord:
     """One row of the per-frame CSV.
 
     ``status`` is "ok" or "skipped: <reason>"; ``mean_probability`` is None when the mask is
-    empty (no lesion, nothing to average); ``dice`` is None without ground truth.
+    empty (no lesion, nothing to average); ``dice`` is None without ground truth;
+    ``physical`` is None where the source carries no usable calibration.
     """
 
     index: int
@@ -78,6 +82,7 @@ class FrameRecord:
     mean_probability: float | None = None
     inference_ms: float | None = None
     dice: float | None = None
+    physical: PhysicalSize | None = None
 
     @property
     def ok(self) -> bool:
@@ -97,8 +102,10 @@ class FrameRecord:
         probability: np.ndarray | None,
         inference_ms: float,
         truth: np.ndarray | None = None,
+        calibrated: ImageRegion | None = None,
     ) -> FrameRecord:
-        """A segmented frame's record: area, mean probability inside the mask, Dice vs truth.
+        """A segmented frame's record: area, mean probability inside the mask, Dice vs truth,
+        and the lesion in mm inside a ``calibrated`` region.
 
         Dice follows ``model.metrics``: 1 when both masks are empty.
         """
@@ -112,7 +119,8 @@ class FrameRecord:
             truth = _check_mask(truth, mask.shape, "truth")
             tp = int(np.count_nonzero(mask & truth))
             dice = overlap_scores(tp, area - tp, int(np.count_nonzero(truth)) - tp)["dice"]
-        return cls(index, timestamp, "ok", area, mean, float(inference_ms), dice)
+        physical = None if calibrated is None else measure(mask, calibrated)
+        return cls(index, timestamp, "ok", area, mean, float(inference_ms), dice, physical)
 
 
 def _number(value: float | None, digits: int) -> str:
@@ -121,12 +129,25 @@ def _number(value: float | None, digits: int) -> str:
     return f"{value:.{digits}f}"
 
 
+def _physical_cells(size: PhysicalSize | None) -> list[str]:
+    if size is None:
+        return [""] * len(PHYSICAL_COLUMNS)
+    return [f"{size.area_mm2:.2f}", f"{size.bbox_width_mm:.2f}", f"{size.bbox_height_mm:.2f}"]
+
+
 def write_csv(path: Path, records: Sequence[FrameRecord]) -> None:
-    """One row per frame; a ``dice`` column only when some frame had ground truth."""
+    """One row per frame; millimetre columns only when the source is calibrated, a ``dice``
+    column only when some frame had ground truth."""
+    with_mm = any(r.physical is not None for r in records)
     with_dice = any(r.dice is not None for r in records)
+    header = [
+        *CSV_COLUMNS,
+        *(PHYSICAL_COLUMNS if with_mm else ()),
+        *(["dice"] if with_dice else []),
+    ]
     with atomic_path(Path(path)) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
-        writer.writerow([*CSV_COLUMNS, "dice"] if with_dice else CSV_COLUMNS)
+        writer.writerow(header)
         for r in records:
             row = [
                 r.index,
@@ -136,11 +157,20 @@ def write_csv(path: Path, records: Sequence[FrameRecord]) -> None:
                 _number(r.mean_probability, 4),
                 _number(r.inference_ms, 2),
             ]
+            if with_mm:
+                row += _physical_cells(r.physical)
             writer.writerow([*row, _number(r.dice, 4)] if with_dice else row)
 
 
-def plot_area(path: Path, records: Sequence[FrameRecord], title: str) -> None:
-    """Lesion area over time as a 1000x360 PNG, skipped frames marked, gaps left open."""
+def plot_area(
+    path: Path, records: Sequence[FrameRecord], title: str, calibration: str | None = None
+) -> None:
+    """Lesion area over time as a 1000x360 PNG, skipped frames marked, gaps left open.
+
+    In mm² where every segmented frame was measured in a calibrated region, else in pixels
+    (and the axis says there is no calibration); ``calibration`` (which region, or why
+    none) goes under the title.
+    """
     # The object API with the Agg canvas: no display, no global pyplot state, and importing
     # this module does not import matplotlib.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -150,7 +180,8 @@ def plot_area(path: Path, records: Sequence[FrameRecord], title: str) -> None:
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
     times = [r.timestamp for r in records]
-    areas = [r.lesion_area_px if r.ok else math.nan for r in records]
+    in_mm = any(r.ok for r in records) and all(r.physical is not None for r in records if r.ok)
+    areas = [_area(r, in_mm) for r in records]
     marker = "." if len(records) <= 200 else None
     axes.plot(
         times,
@@ -173,8 +204,11 @@ def plot_area(path: Path, records: Sequence[FrameRecord], title: str) -> None:
             clip_on=False,
         )
     axes.set_xlabel("time (s)")
-    axes.set_ylabel("lesion area (px)")
-    axes.set_title(title)
+    axes.set_ylabel("lesion area (mm²)" if in_mm else "lesion area (px; no calibration)")
+    if calibration:
+        axes.set_title(f"{title}\n{calibration}", fontsize=9)
+    else:
+        axes.set_title(title)
     axes.set_ylim(bottom=0)
     if times:
         axes.set_xlim(min(times), max(times) if max(times) > min(times) else min(times) + 1)
@@ -183,6 +217,14 @@ def plot_area(path: Path, records: Sequence[FrameRecord], title: str) -> None:
     figure.tight_layout()
     with atomic_path(Path(path)) as tmp:
         figure.savefig(tmp, format="png", dpi=100)
+
+
+def _area(record: FrameRecord, in_mm: bool) -> float:
+    if not record.ok:
+        return math.nan
+    if in_mm and record.physical is not None:
+        return record.physical.area_mm2
+    return float(record.lesion_area_px)
 
 
 class StillPicker:

@@ -1,15 +1,20 @@
 """Segment a real recording with a converted BaS (or PyTorch BaS) and write what it found.
 
     python -m runtimes.segment --artifact PATH --input INPUT --out DIR [--threshold 0.5]
-        [--every N] [--max-frames N] [--threads N]
+        [--every N] [--max-frames N] [--threads N] [--crop-to-region]
 
-INPUT is a video file (mp4, avi, mov, ...), a folder of frame images, or a dataset folder
-(BUV, FLA-Net or plain layout; one output subfolder per video). The stream form carries
-its state frame to frame; a frame-form artifact runs frame by frame (and says so). Writes,
-per video: ``masks/<frame>.png`` at the video's own resolution, ``overlay.mp4`` (same
-timing as the input) and its ``still.png``, ``frames.csv``, ``area.png``; where ground truth
-exists, ``metrics.json`` and ``metrics.md`` (``model.evaluate``'s meter). Everything is
-written in a temporary folder that becomes ``--out`` only when the run succeeds.
+INPUT is a video file (mp4, avi, mov, ...), a folder of frame images, a dataset folder
+(BUV, FLA-Net or plain layout; one output subfolder per video), a DICOM ultrasound file
+(single- or multi-frame) or a folder of DICOM files (a study export: one subfolder per
+series or cine loop). The stream form carries its state frame to frame; a frame-form
+artifact runs frame by frame (and says so). Writes, per video: ``masks/<frame>.png`` at the
+video's own resolution, ``overlay.mp4`` (same timing as the input: a DICOM file's frame
+times) and its ``still.png``, ``frames.csv``, ``area.png``; where the source is calibrated
+(a DICOM ultrasound region in cm), the lesion's area and bounding box in mm beside pixels;
+for DICOM, ``segmentation.dcm`` (a DICOM Segmentation referencing the source frames, read
+back and checked); where ground truth exists, ``metrics.json`` and ``metrics.md``
+(``model.evaluate``'s meter). Everything is written in a temporary folder that becomes
+``--out`` only when the run succeeds.
 """
 
 from __future__ import annotations
@@ -17,7 +22,9 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
+from typing import Any
 
 import click
 import numpy as np
@@ -33,14 +40,22 @@ from model.cli import (
     threads_option,
     variant_option,
 )
+from model.data.layouts import IMAGE_SUFFIXES
 from model.errors import ProjectError
 from model.metrics import SegmentationMeter, markdown_table
 
 from . import load, load_pytorch
+from .dicom import DicomSource, is_dicom, scan_dicom
+from .dicom_seg import check_segmentation, write_segmentation
+from .regions import DETECTION_FRAMES, ImageRegion, detect_region
 from .registry import RUNTIME_NAMES
 from .report import FrameRecord, StillPicker, overlay, plot_area, write_csv
-from .session import Session, as_rgb
-from .video import FrameSource, SourceFrame, VideoWriter, open_sources
+from .session import Prediction, Session, as_rgb
+from .video import FrameSource, InputError, SourceFrame, VideoWriter, open_sources
+
+SEGMENTATION_FILE = "segmentation.dcm"
+# Logit given to pixels outside a cropped region: probability ~4e-44, never lesion.
+OUTSIDE_LOGIT = -100.0
 
 
 @dataclass
@@ -70,110 +85,236 @@ def _skip_reason(frame: SourceFrame) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class Placement:
+    """Which part of each frame the network sees (``crop``; None: the whole frame, as a
+    device runs what it is given), and where the lesion is measured in mm (``calibrated``)."""
+
+    crop: ImageRegion | None
+    calibrated: ImageRegion | None
+
+    def run(self, session: Session, image: np.ndarray) -> Prediction:
+        """The session's prediction at the frame's own size, cropped first if asked."""
+        if self.crop is None:
+            return session.run(image)
+        inside = session.run(self.crop.crop(image))
+        logits = self.crop.paste(inside.logits, image.shape[:2], fill=OUTSIDE_LOGIT)
+        return Prediction(logits, inside.inference_ms)
+
+    def describe(self, source: FrameSource) -> dict[str, Any]:
+        """What summary.json records of the source's calibration and the crop."""
+        calibrated = self.calibrated
+        return {
+            "calibration": source.calibration,
+            "calibrated_region": None if calibrated is None else calibrated.as_box(),
+            "mm_per_px": None if calibrated is None else list(calibrated.mm_per_px or ()),
+            "crop": None if self.crop is None else self.crop.as_box(),
+            "crop_source": None if self.crop is None else self.crop.source,
+        }
+
+
+def place(source: FrameSource, crop_to_region: bool) -> Placement:
+    """The calibrated region where usable; with ``crop_to_region``, the region to crop to:
+    the one the file states, else one detected from the first frames."""
+    stated = (
+        source.region if source.region is not None and source.region.fits(source.size) else None
+    )
+    calibrated = stated if stated is not None and stated.mm_per_px is not None else None
+    if not crop_to_region or stated is not None:
+        return Placement(stated if crop_to_region else None, calibrated)
+    frames = islice(source.frames(), DETECTION_FRAMES)
+    detected = detect_region(f.image for f in frames if f.image is not None)
+    if detected is None:
+        raise InputError(
+            f"{source.path}: --crop-to-region: no usable image region stated and none detected "
+            f"(the image region is found where pixels change over the first {DETECTION_FRAMES} "
+            "frames; this source has fewer than two frames or nothing that moves)"
+        )
+    return Placement(detected, calibrated)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How every frame of a run is segmented and which frames are taken."""
+
+    threshold: float = 0.5
+    every: int = 1
+    max_frames: int | None = None
+    crop_to_region: bool = False
+
+
+class SourceRun:
+    """One video's frames through the session, into ``folder``: masks, overlay, records."""
+
+    def __init__(
+        self, session: Session, source: FrameSource, folder: Path, options: RunOptions
+    ) -> None:
+        self.session, self.source, self.folder, self.options = session, source, folder, options
+        self.placement = place(source, options.crop_to_region)
+        self.records: list[FrameRecord] = []
+        self.still = StillPicker()
+
+    def frame(self, frame: SourceFrame, writer: VideoWriter, meter: SegmentationMeter) -> bool:
+        """Segment one frame (or record why not); True if it was segmented."""
+        reason = _skip_reason(frame)
+        if reason is not None:
+            self.records.append(FrameRecord.skipped(frame.index, frame.timestamp, reason))
+            if frame.image is not None:  # shown as it is, so the video keeps its timing
+                writer.write(as_rgb(frame.image), frame.timestamp)
+            return False
+        prediction = self.placement.run(self.session, frame.image)
+        mask = prediction.mask(self.options.threshold)
+        Image.fromarray(mask.astype(np.uint8) * 255).save(self._mask_path(frame.index))
+        shown = overlay(frame.image, mask, frame.truth)
+        writer.write(shown, frame.timestamp)
+        record = FrameRecord.measure(
+            frame.index,
+            frame.timestamp,
+            mask,
+            prediction.probability,
+            prediction.inference_ms,
+            frame.truth,
+            self.placement.calibrated,
+        )
+        self.records.append(record)
+        if frame.truth is not None:
+            meter.update(mask, frame.truth, self.source.name)
+        self.still.offer(record, shown)
+        return True
+
+    def _mask_path(self, index: int) -> Path:
+        return self.folder / "masks" / f"{index:06d}.png"
+
+    def finish(self) -> dict[str, Any]:
+        """Still, CSV, area plot (and for DICOM, the Segmentation); the source's summary."""
+        Image.fromarray(self.still.result()[1]).save(self.folder / "still.png")
+        write_csv(self.folder / "frames.csv", self.records)
+        title = f"{self.source.name}: lesion area, BaS through {self.session.runtime}"
+        plot_area(self.folder / "area.png", self.records, title, self.source.calibration)
+        summary = {"name": self.source.name, **self.placement.describe(self.source)}
+        if isinstance(self.source, DicomSource):
+            summary["timing"] = self.source.timing
+            summary["dicom_segmentation"] = self._write_segmentation()
+        return summary
+
+    def _write_segmentation(self) -> str:
+        """The masks as a DICOM Segmentation of the loop, read back and checked."""
+        done = [r.index for r in self.records if r.ok]
+        origins = [self.source.origins[i] for i in done]
+        masks = [np.asarray(Image.open(self._mask_path(i))) > 0 for i in done]
+        manifest = self.session.manifest
+        version = (
+            f"BaS-{manifest.variant} {manifest.form} {manifest.precision} via "
+            f"{self.session.runtime} ({manifest.target})"
+        )
+        path = self.folder / SEGMENTATION_FILE
+        write_segmentation(path, origins, masks, algorithm_version=version)
+        check_segmentation(path, origins, masks)
+        return SEGMENTATION_FILE
+
+
 def segment_source(
     session: Session,
     source: FrameSource,
     folder: Path,
-    threshold: float,
-    every: int,
-    max_frames: int | None,
+    options: RunOptions,
     meter: SegmentationMeter,
     totals: RunTotals,
-) -> list[FrameRecord]:
+) -> dict[str, Any]:
     """One video through the session: masks, overlay video, still, CSV and area plot."""
     session.reset()
+    run = SourceRun(session, source, folder, options)
     (folder / "masks").mkdir(parents=True)
-    records: list[FrameRecord] = []
-    still = StillPicker()
+    every, max_frames = options.every, options.max_frames
     expected = source.frame_count and -(-source.frame_count // every)
     total = min(filter(None, (expected, max_frames)), default=None)
     started = time.perf_counter()
-    fps = source.fps / every
     with (
-        VideoWriter(folder / "overlay.mp4", fps, source.size) as writer,
+        VideoWriter(folder / "overlay.mp4", source.fps / every, source.size) as writer,
         tqdm(total=total, unit="frame", desc=source.name, disable=None, mininterval=0.5) as bar,
     ):
         for frame in source.frames(every, max_frames):
             bar.update()
-            reason = _skip_reason(frame)
-            if reason is not None:
-                records.append(FrameRecord.skipped(frame.index, frame.timestamp, reason))
-                totals.warnings.append(f"skipped {source.name} frame {frame.index}: {reason}")
-                if frame.image is not None:  # shown as it is, so the video keeps its timing
-                    writer.write(as_rgb(frame.image), frame.timestamp)
-                continue
-            prediction = session.run(frame.image)
-            mask = prediction.mask(threshold)
-            Image.fromarray(mask.astype(np.uint8) * 255).save(
-                folder / "masks" / f"{frame.index:06d}.png"
-            )
-            shown = overlay(frame.image, mask, frame.truth)
-            writer.write(shown, frame.timestamp)
-            record = FrameRecord.measure(
-                frame.index,
-                frame.timestamp,
-                mask,
-                prediction.probability,
-                prediction.inference_ms,
-                frame.truth,
-            )
-            records.append(record)
-            if frame.truth is not None:
-                meter.update(mask, frame.truth, source.name)
-            still.offer(record, shown)
-            totals.segmented += 1
-            totals.inference_s += prediction.inference_ms / 1000
-            bar.set_postfix(fps=f"{totals.segmented / (time.perf_counter() - started):.1f}")
-        if still.record is None:
+            if run.frame(frame, writer, meter):
+                totals.segmented += 1
+                totals.inference_s += run.records[-1].inference_ms / 1000
+                bar.set_postfix(fps=f"{totals.segmented / (time.perf_counter() - started):.1f}")
+        if run.still.record is None:
+            first = run.records[0].status.removeprefix("skipped: ") if run.records else "none read"
             raise ProjectError(
-                f"{source.path}: no frame could be segmented ({len(records)} skipped)"
+                f"{source.path}: no frame could be segmented ({len(run.records)} skipped; "
+                f"first: {first})"
             )
+    totals.warnings += _warnings(source, run.records, total, every)
+    totals.wall_s += time.perf_counter() - started  # per-frame work; the plot below is once a video
+    totals.skipped += sum(not r.ok for r in run.records)
+    return run.finish()
+
+
+def _warnings(
+    source: FrameSource, records: list[FrameRecord], total: int | None, every: int
+) -> list[str]:
+    found = [f"skipped {source.name} frame {r.index}: {r.status[9:]}" for r in records if not r.ok]
     seen = records[-1].index + 1
     if total is not None and len(records) < total and seen + every <= (source.frame_count or 0):
-        totals.warnings.append(  # a container's count can be an estimate: warn, don't fail
+        found.append(  # a container's count can be an estimate: warn, don't fail
             f"{source.name}: the video ended at frame {seen} of the {source.frame_count} its "
             "container announces (truncated?)"
         )
-    totals.wall_s += time.perf_counter() - started  # per-frame work; the plot below is once a video
-    Image.fromarray(still.result()[1]).save(folder / "still.png")
-    write_csv(folder / "frames.csv", records)
-    plot_area(
-        folder / "area.png", records, f"{source.name}: lesion area, BaS through {session.runtime}"
+    return found
+
+
+def open_input(path: Path, fps: float) -> tuple[list[FrameSource], list[str]]:
+    """The sources of a DICOM file or folder (a folder of DICOM files and no frame images)
+    or of anything ``runtimes.video`` reads, and a warning per file left out."""
+    path = Path(path)
+    dicom = (path.is_file() and is_dicom(path)) or (
+        path.is_dir()
+        and not _has_images(path)
+        and any(p.is_file() and is_dicom(p) for p in path.rglob("*"))
     )
-    totals.skipped += sum(not r.ok for r in records)
-    return records
+    if not dicom:
+        return open_sources(path, fps), []
+    found = scan_dicom(path, fps)
+    return list(found.sources), [f"left out {p}: {why}" for p, why in found.skipped]
+
+
+def _has_images(folder: Path) -> bool:
+    return any(p.suffix.lower() in IMAGE_SUFFIXES for p in folder.iterdir() if p.is_file())
 
 
 def run_segment(
     session: Session,
     input_path: Path,
     out: Path,
-    threshold: float = 0.5,
-    every: int = 1,
-    max_frames: int | None = None,
+    options: RunOptions | None = None,
     fps: float = 30.0,
 ) -> RunTotals:
     """Every video of ``input_path`` through ``session``, results staged then moved to ``out``."""
+    options = options or RunOptions()
     check_output_folder(out)
-    sources = open_sources(input_path, fps)
-    totals, meter = RunTotals(), SegmentationMeter()
+    sources, left_out = open_input(input_path, fps)
+    totals, meter = RunTotals(warnings=left_out), SegmentationMeter()
     with staged_folder(out) as staging:
+        per_source = []
         for source in sources:
             folder = staging if len(sources) == 1 else staging / source.name
-            segment_source(session, source, folder, threshold, every, max_frames, meter, totals)
+            per_source.append(segment_source(session, source, folder, options, meter, totals))
+        manifest = session.manifest
         summary = {
             "input": str(input_path),
             "videos": [s.name for s in sources],
-            "target": session.manifest.target,
+            "target": manifest.target,
             "runtime": session.runtime,
-            "variant": session.manifest.variant,
-            "form": session.manifest.form,
-            "precision": session.manifest.precision,
-            "threshold": threshold,
+            "variant": manifest.variant,
+            "form": manifest.form,
+            "precision": manifest.precision,
+            "threshold": options.threshold,
             "frames_segmented": totals.segmented,
             "frames_skipped": totals.skipped,
             "end_to_end_fps": round(totals.end_to_end_fps, 2),
             "inference_fps": round(totals.inference_fps, 2),
+            "sources": per_source,
         }
         (staging / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
         if meter.videos:
@@ -199,7 +340,7 @@ def run_segment(
     "input_path",
     type=click.Path(path_type=Path),
     required=True,
-    help="Video file, folder of frames, or dataset folder.",
+    help="Video file, folder of frames, dataset folder, DICOM file or folder of DICOM files.",
 )
 @out_option(help_text="Output folder: new, empty, or an earlier output of this command.")
 @click.option(
@@ -218,6 +359,12 @@ def run_segment(
     show_default=True,
     help="Frame rate of a folder of frames (videos carry their own).",
 )
+@click.option(
+    "--crop-to-region",
+    is_flag=True,
+    help="Segment only the image region: the calibrated one a DICOM file states, else one "
+    "detected where pixels change over time. Default: the whole frame, as a device runs it.",
+)
 @threads_option
 def main(
     artifact: Path | None,
@@ -230,6 +377,7 @@ def main(
     every: int,
     max_frames: int | None,
     fps: float,
+    crop_to_region: bool,
     threads: int | None,
 ) -> None:
     """Segment a recording with BaS through any runtime; write masks, overlay video, CSV, plot."""
@@ -242,7 +390,8 @@ def main(
     manifest = session.manifest
     if manifest.form == "frame":
         click.echo("note: frame-form artifact: each frame runs alone (no temporal state)", err=True)
-    totals = run_segment(session, input_path, out, threshold, every, max_frames, fps)
+    options = RunOptions(threshold, every, max_frames, crop_to_region)
+    totals = run_segment(session, input_path, out, options, fps)
     for warning in totals.warnings[:10]:
         click.echo(f"warning: {warning}", err=True)
     if len(totals.warnings) > 10:
