@@ -5,6 +5,9 @@ line naming the path) after reading headers and at most the first frame, so a ba
 fails in a second, not after minutes of inference. Past that point a single unreadable
 frame never stops a run: it comes out of :meth:`FrameSource.frames` as a
 :class:`SourceFrame` with ``image=None`` and ``error`` set, to be skipped and counted.
+The one exception is a frame whose values have no clear meaning
+(:class:`model.data.pixels.UnsupportedPixels`: float pixels outside 0..1, 32-bit integers):
+how a recording is stored is shared by its frames, so the run stops with that reason.
 
 Damage inside a video file (decided here, relied on by ``runtimes.segment``):
 
@@ -31,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -41,7 +45,8 @@ from typing import Literal
 
 import av
 import numpy as np
-from PIL import Image
+from av.sidedata.sidedata import Type as SideDataType
+from av.video.reformatter import Interpolation
 
 from model.atomic import usual_permissions
 from model.data.layouts import (
@@ -51,6 +56,14 @@ from model.data.layouts import (
     discover,
     natural_key,
     read_mask,
+)
+from model.data.pixels import (
+    ImageReadError,
+    UnsupportedPixels,
+    displayed_size,
+    read_pixels,
+    scale_to_uint8,
+    with_alpha,
 )
 from model.errors import ProjectError
 
@@ -162,13 +175,13 @@ class FrameSource:
                 return last + 1.0 / self.fps if pts is None else float((pts - start) * time_base)
 
             def convert(frame: av.VideoFrame, timestamp: float) -> SourceFrame:
-                if (frame.height, frame.width) != self.size:
-                    problem = f"frame size changed to {frame.width}x{frame.height}"
-                    return SourceFrame(index, timestamp, None, None, problem)
                 try:
-                    image = frame.to_ndarray(format="rgb24")
+                    image = frame_rgb(frame)
                 except (av.FFmpegError, ValueError) as err:
                     return SourceFrame(index, timestamp, None, None, _reason(err))
+                if image.shape[:2] != self.size:  # as displayed, like self.size
+                    problem = f"frame size changed to {_wh(image.shape)}"
+                    return SourceFrame(index, timestamp, None, None, problem)
                 return SourceFrame(index, timestamp, image)
 
             def failed(before: float | None) -> Iterator[SourceFrame]:
@@ -212,26 +225,79 @@ class FrameSource:
 
 
 def load_image(path: Path) -> np.ndarray:
-    """A frame image as uint8 in its own mode: (H, W) gray, (H, W, 3) RGB or (H, W, 4) RGBA.
+    """A frame image as displayed: uint8 (H, W) gray, (H, W, 3) RGB or (H, W, 4) RGBA.
 
-    Keeping the mode lets the model's own preprocessing decide about colour. 16-bit gray
-    is scaled from its full range (65535 -> 255); palette images become RGB.
+    ``model.data.pixels.read_pixels`` decides every mode (one reader for segmentation,
+    training and evaluation). An undecodable file is an InputError, so the frame is skipped;
+    pixels with no clear meaning (float beyond 0..1, 32-bit integers, ...) raise
+    ``UnsupportedPixels``, which stops the run with that reason: how frames were stored is
+    shared by all of them, so the others would be read under an assumption this one broke.
     """
     try:
-        with Image.open(path) as img:
-            mode = img.mode
-            if mode in ("L", "RGB", "RGBA"):
-                return np.asarray(img).copy()
-            if mode.startswith("I;16") or mode == "I":
-                values = np.asarray(img).astype(np.int64).clip(0, 65535)
-                return ((values * 255 + 32767) // 65535).astype(np.uint8)
-            if mode in ("1", "F"):
-                return np.asarray(img.convert("L")).copy()
-            # Gray or palette with alpha keeps its alpha; palette, CMYK, YCbCr... become RGB.
-            target = "RGBA" if mode in ("LA", "PA") else "RGB"
-            return np.asarray(img.convert(target)).copy()
-    except (OSError, SyntaxError, ValueError) as err:
-        raise InputError(f"{path}: unreadable image ({_reason(err)})") from None
+        return read_pixels(path)
+    except ImageReadError as err:
+        raise InputError(_one_line(err)) from None
+
+
+# Exact YUV -> RGB: without these flags swscale's fast paths are off by up to 2 levels
+# (10-bit white became 253) and treat 8- and 10-bit copies of one frame differently.
+_ACCURATE = (
+    Interpolation.BILINEAR
+    | Interpolation.ACCURATE_RND
+    | Interpolation.FULL_CHR_H_INT
+    | Interpolation.FULL_CHR_H_INP
+)
+# More-than-8-bit gray and RGB whose samples PyAV hands over as they are (RGB order).
+_NATIVE_WIDE = re.compile(r"(gray|gbra?p)(9|1[0-6])(le|be)|(rgb48|rgba64)(le|be)")
+
+
+def frame_rgb(frame: av.VideoFrame) -> np.ndarray:
+    """A decoded frame as uint8 RGB (H, W, 3), as displayed.
+
+    Gray and RGB of more than 8 bits: the samples by ``scale_to_uint8`` (the one rule;
+    swscale's own rgb24 is off by a level). Everything else (YUV of any depth): swscale
+    with accurate rounding. Alpha, where the format has it: black where 0, else dropped.
+    The container's display matrix (a phone's portrait recording) is applied.
+    """
+    fmt = frame.format
+    bits = max(c.bits for c in fmt.components)
+    has_alpha = any(c.is_alpha for c in fmt.components)
+    if _NATIVE_WIDE.fullmatch(fmt.name):
+        samples = scale_to_uint8(frame.to_ndarray(), bits)
+        if samples.ndim == 2:
+            samples = np.repeat(samples[:, :, None], 3, axis=2)
+    else:
+        samples = frame.to_ndarray(format="rgba" if has_alpha else "rgb24", interpolation=_ACCURATE)
+    if samples.shape[2] == 4:
+        samples = with_alpha(samples[:, :, :3], samples[:, :, 3])[:, :, :3]
+    return _as_displayed(samples, frame)
+
+
+def _as_displayed(image: np.ndarray, frame: av.VideoFrame) -> np.ndarray:
+    """``image`` turned and mirrored as the frame's display matrix says (FFmpeg's convention:
+    source (x, y) goes to (a x + c y, b x + d y)); a matrix not made of right angles is refused.
+    """
+    side = frame.side_data.get(SideDataType.DISPLAYMATRIX)
+    if side is None:
+        return image
+    matrix = np.frombuffer(bytes(side), "<i4")
+    entries = matrix[[0, 1, 3, 4]] / 65536.0
+    units = np.round(entries)
+    if np.abs(entries - units).max() > 0.01 or np.abs(units).max() > 1 or not units.any():
+        angle = np.degrees(np.arctan2(entries[1], entries[0]))
+        raise UnsupportedPixels(
+            f"display matrix turns by {angle:.1f} degrees or scales; only right angles are read"
+        )
+    a, b, c, d = units.astype(int).tolist()
+    if a == 0 and d == 0:  # x and y swap: a quarter turn
+        image, flip_x, flip_y = image.swapaxes(0, 1), c < 0, b < 0
+    else:
+        flip_x, flip_y = a < 0, d < 0
+    if flip_x:
+        image = image[:, ::-1]
+    if flip_y:
+        image = image[::-1]
+    return np.ascontiguousarray(image)
 
 
 def open_sources(path: Path, fps: float = 30.0) -> list[FrameSource]:
@@ -287,6 +353,10 @@ def _open_video(path: Path, fallback_fps: float) -> FrameSource:
             ) from None
         if first is None:
             raise InputError(f"{path}: no frame could be decoded (empty, corrupt or truncated)")
+        try:
+            size = frame_rgb(first).shape[:2]  # as displayed: a portrait phone video is tall
+        except (av.FFmpegError, ValueError) as err:
+            raise InputError(f"{path}: first frame cannot be converted ({_reason(err)})") from None
         rate = stream.average_rate or stream.guessed_rate
         fps = float(rate) if rate else fallback_fps
         count = stream.frames or None
@@ -294,7 +364,7 @@ def _open_video(path: Path, fallback_fps: float) -> FrameSource:
             count = round(float(stream.duration * stream.time_base) * fps) or None
         elif count is None and container.duration:
             count = round(container.duration / av.time_base * fps) or None
-        return FrameSource(path.stem, "video", path, fps, count, (first.height, first.width))
+        return FrameSource(path.stem, "video", path, fps, count, size)
 
 
 def _image_files(folder: Path) -> list[Path]:
@@ -307,12 +377,8 @@ def _image_files(folder: Path) -> list[Path]:
 
 
 def _header_size(path: Path) -> tuple[int, int] | None:
-    """(H, W) from the image header, without decoding pixels; None if unreadable."""
-    try:
-        with Image.open(path) as img:
-            return img.height, img.width
-    except (OSError, SyntaxError, ValueError):
-        return None
+    """(H, W) from the image header as displayed (EXIF orientation); None if unreadable."""
+    return displayed_size(path)
 
 
 def _common_size(files: list[Path], what: str) -> tuple[int, int]:

@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import ProjectError
+from .pixels import read_pixels
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 # Lossless formats only: a JPEG mask is never binary.
@@ -225,12 +226,18 @@ def discover(root: Path) -> DatasetIndex:
 
 
 def read_image(path: Path) -> np.ndarray:
-    """The image as uint8 (H, W, 3) RGB; grayscale and palette images are promoted."""
+    """The image as uint8 (H, W, 3) RGB as displayed, by :func:`~.pixels.read_pixels`'s rules.
+
+    The same reader as ``runtimes.segment``'s, so training, evaluation and calibration see
+    exactly the frames segmentation sees; gray is promoted, alpha dropped after it was applied.
+    """
     try:
-        with Image.open(path) as img:
-            return np.asarray(img.convert("RGB"))
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise DatasetError(f"{path}: unreadable image ({exc})") from None
+        image = read_pixels(path)
+    except ProjectError as exc:
+        raise DatasetError(str(exc)) from None
+    if image.ndim == 2:
+        return np.repeat(image[:, :, None], 3, axis=2)
+    return np.ascontiguousarray(image[:, :, :3])
 
 
 def read_mask(path: Path) -> np.ndarray:
