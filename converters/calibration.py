@@ -44,6 +44,20 @@ def _videos(folder: Path | None) -> Iterator[Iterator[np.ndarray]]:
         yield (image for _, image, _ in islice(native_frames(video), CALIBRATION_FRAMES))
 
 
+def _check_finite(
+    frame: torch.Tensor, state: torch.Tensor, folder: Path | None, where: tuple[int, int]
+) -> None:
+    """Refuse a calibration input holding NaN or infinity: a quantizer would take its range
+    from it (a scale of NaN or infinity) and every integer tensor of the file would be wrong."""
+    for name, tensor in (("frame", frame), ("PyTorch state", state)):
+        if not bool(torch.isfinite(tensor).all()):
+            source = f"calibration folder {folder}" if folder else "the synthetic calibration set"
+            raise ConversionError(
+                f"{source}: the {name} fed with frame {where[1] + 1} of video {where[0] + 1} "
+                "holds NaN or infinite values (weights that overflow on these frames?)"
+            )
+
+
 @torch.no_grad()
 def calibration_clips(
     model: BaS, form: str, folder: Path | None, size: int, contrast: float = 1.0
@@ -54,13 +68,14 @@ def calibration_clips(
     ranges that must cover frames the calibration set does not hold (see converters.tflite).
     """
     count = 0
-    for frames in _videos(folder):
+    for video, frames in enumerate(_videos(folder)):
         state = model.initial_state(1)
-        for image in frames:
+        for position, image in enumerate(frames):
             frame = torch.from_numpy(to_input(image, size))
             if contrast != 1.0:
                 mean = frame.mean()
                 frame = mean + contrast * (frame - mean)
+            _check_finite(frame, state, folder, (video, position))
             if form == "frame":
                 yield (frame,)
             else:

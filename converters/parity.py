@@ -36,7 +36,7 @@ from model.metrics import frame_scores, overlap_scores
 from runtimes import open_model
 from runtimes.manifest import Manifest, read_manifest, write_manifest
 from runtimes.registry import RUNTIME_NAMES, get_backend
-from runtimes.session import to_input, to_native
+from runtimes.session import NonFiniteOutput, to_input, to_native
 
 from .spec import ConversionError
 
@@ -74,6 +74,19 @@ GATES = {
     "fp16": Gate(dice_vs_pytorch=0.99),
     "int8": Gate(dice_vs_pytorch=0.97, max_gt_dice_drop=0.01),
     "int16x8": Gate(dice_vs_pytorch=0.97, max_gt_dice_drop=0.01),
+}
+
+# The figures of an artifact that returned NaN or infinity: none, and it fails (issue 20).
+UNSCORED: dict[str, Any] = {
+    "frames": 0,
+    "frames_source": "",
+    "logits": {"max_abs_err": None, "mean_abs_err": None, "psnr_db": None},
+    "masks_vs_pytorch": {
+        **dict.fromkeys(("pooled_dice", "missed_findings", "false_findings", "dice", "iou")),
+        **{"hd95_px": None, "dice_per_video": [], "worst_frames": []},
+    },
+    "dice_vs_ground_truth": {"target": None, "pytorch": None},
+    "stream_drift": None,
 }
 
 
@@ -266,10 +279,13 @@ def measure(
     model = build_bas(
         manifest.variant, manifest.image_size, manifest.temporal_window, weights=_weights(manifest)
     ).eval()
+    refused: list[str] = []
     try:
         figures = compare(model, runner, manifest.form, parity_videos(frames, per_video))
     except ConversionError as err:
         raise ConversionError(f"{artifact.name}: {err}") from err
+    except NonFiniteOutput as err:  # failed, not a crash: the matrix goes on (issue 20)
+        figures, refused = UNSCORED, [str(err)]
     record: dict[str, Any] = {
         "artifact": artifact.name,
         "target": manifest.target,
@@ -281,7 +297,7 @@ def measure(
         "platform": runtime_platform(runner.runtime),
         **figures,
     }
-    failures = check_gates(record, GATES[manifest.precision])
+    failures = refused or check_gates(record, GATES[manifest.precision])
     record["gate"] = asdict(GATES[manifest.precision])
     record["passed"] = not failures
     record["failures"] = failures

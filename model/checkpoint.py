@@ -127,7 +127,31 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
     ):
         raise CheckpointError(f"{path} does not hold a flat state dict of tensors")
+    check_values(state, str(path))
     return {key.removeprefix("module."): value for key, value in state.items()}
+
+
+def check_values(state: Mapping[str, torch.Tensor], source: str) -> None:
+    """Refuse values no trained network holds: NaN or infinity, a negative BatchNorm variance.
+
+    Both load and run without complaint, and the network then outputs NaN, which thresholds
+    to an empty or a full mask: an artifact that converts, and is wrong on every frame.
+    """
+    for key, tensor in state.items():
+        if not (tensor.is_floating_point() or tensor.is_complex()):
+            continue  # integer counters (num_batches_tracked) cannot be NaN
+        if not bool(torch.isfinite(tensor).all()):
+            bad = tensor.numel() - int(torch.isfinite(tensor).sum())
+            raise CheckpointError(
+                f"{source}: tensor {key} has {bad} of {tensor.numel()} values NaN or infinite "
+                "(damaged weights, or a training that diverged)"
+            )
+        if key.endswith("running_var") and bool((tensor < 0).any()):
+            negative = int((tensor < 0).sum())
+            raise CheckpointError(
+                f"{source}: tensor {key} has {negative} of {tensor.numel()} values negative "
+                "(a BatchNorm running variance is never negative; its square root is NaN)"
+            )
 
 
 def read_metadata(path: Path) -> dict[str, str]:

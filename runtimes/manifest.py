@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import types
 import typing
 from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from model.atomic import atomic_path
 from model.errors import ProjectError
@@ -196,9 +199,14 @@ def read_manifest(artifact: Path) -> Manifest:
             "(convert the artifact again)"
         )
     try:
-        return _build(Manifest, record)
+        _refuse_nonfinite(record, "")
+        manifest = _build(Manifest, record)
+        check_ranges(manifest)
+    except _OutOfRange as err:
+        raise ArtifactError(f"{path}: {err}") from err
     except (TypeError, ValueError, KeyError) as err:
         raise ArtifactError(f"{path} does not match schema {SCHEMA}: {err}") from err
+    return manifest
 
 
 def verify(artifact: Path, manifest: Manifest) -> None:
@@ -250,3 +258,138 @@ def _build(kind: Any, value: Any) -> Any:
     if isinstance(kind, type) and not isinstance(value, kind):
         raise TypeError(f"expected {kind.__name__}, got {value!r}")
     return value
+
+
+class _OutOfRange(ValueError):
+    """A manifest field holding a value the runtimes cannot use: 'field: problem'."""
+
+
+def _refuse_nonfinite(value: Any, where: str) -> None:
+    """Refuse NaN and infinities anywhere: Python's json reads the NaN and Infinity tokens
+    (and 1e999 as infinity), which no JSON writer of ours emits (``allow_nan=False``)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise _OutOfRange(f"{where or 'a value'} is {value}, not a finite number")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _refuse_nonfinite(item, f"{where}.{key}" if where else str(key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _refuse_nonfinite(item, f"{where}[{i}]")
+
+
+def _require(ok: bool, field_name: str, value: Any, rule: str) -> None:
+    if not ok:
+        raise _OutOfRange(f"{field_name} is {value!r}, {rule}")
+
+
+def _check_tensor(spec: TensorSpec, where: str) -> None:
+    """Shape, dtype, permutation and quantisation of one tensor, as the session uses them."""
+    smallest = 0 if spec.canonical in ("state", "new_state") else 1  # a window of 1: no history
+    _require(
+        all(d >= smallest for d in spec.shape),
+        f"{where}.shape",
+        spec.shape,
+        f"each dimension must be >= {smallest}",
+    )
+    _require(spec.index >= 0, f"{where}.index", spec.index, "must be >= 0")
+    _require(
+        sorted(spec.from_canonical) == list(range(len(spec.shape))),
+        f"{where}.from_canonical",
+        spec.from_canonical,
+        f"must be a permutation of the {len(spec.shape)} axes",
+    )
+    try:
+        dtype = np.dtype(spec.dtype)
+    except TypeError:
+        dtype = None
+    _require(
+        dtype is not None and dtype.kind in "fiub",
+        f"{where}.dtype",
+        spec.dtype,
+        "must be a numeric NumPy dtype name",
+    )
+    q = spec.quantization
+    if q is None:
+        return
+    _require(
+        dtype is not None and dtype.kind in "iu",
+        f"{where}.dtype",
+        spec.dtype,
+        "must be an integer dtype for a quantized tensor",
+    )
+    _require(q.scale > 0, f"{where}.quantization.scale", q.scale, "must be > 0")
+    info = np.iinfo(dtype)
+    _require(
+        info.min <= q.zero_point <= info.max,
+        f"{where}.quantization.zero_point",
+        q.zero_point,
+        f"outside {spec.dtype}'s range [{info.min}, {info.max}]",
+    )
+
+
+def _check_parity(record: dict[str, Any]) -> None:
+    """The figures consumers read: the verdict (a bool) and the Dice fractions in [0, 1]."""
+    _require(
+        isinstance(record.get("passed", False), bool),
+        "parity.passed",
+        record.get("passed"),
+        "must be true or false",
+    )
+    fractions = {
+        "masks_vs_pytorch": ("pooled_dice", "dice", "iou"),
+        "dice_vs_ground_truth": ("target", "pytorch"),
+    }
+    for group, names in fractions.items():
+        figures = record.get(group) or {}
+        for name in names if isinstance(figures, dict) else ():
+            value = figures.get(name)
+            _require(
+                value is None or (isinstance(value, int | float) and 0 <= value <= 1),
+                f"parity.{group}.{name}",
+                value,
+                "must be a fraction in [0, 1]",
+            )
+
+
+def check_ranges(manifest: Manifest) -> None:
+    """Refuse numbers outside what the runtimes assume (a manifest edited, or damaged):
+    each would run, and turn into a wrong mask or a crash far from its cause."""
+    _require(manifest.image_size > 0, "image_size", manifest.image_size, "must be > 0")
+    _require(
+        manifest.temporal_window >= 1, "temporal_window", manifest.temporal_window, "must be >= 1"
+    )
+    _require(
+        manifest.artifact.bytes >= 0, "artifact.bytes", manifest.artifact.bytes, "must be >= 0"
+    )
+    _require(
+        manifest.conversion_seconds >= 0,
+        "conversion_seconds",
+        manifest.conversion_seconds,
+        "must be >= 0",
+    )
+    for group in ("inputs", "outputs"):
+        for i, spec in enumerate(getattr(manifest, group)):
+            _check_tensor(spec, f"{group}[{i}]")
+    if manifest.state is not None:
+        _require(
+            all(d >= 0 for d in manifest.state.shape),
+            "state.shape",
+            manifest.state.shape,
+            "each dimension must be >= 0",
+        )
+    low, high = manifest.preprocessing.range
+    _require(
+        low < high,
+        "preprocessing.range",
+        manifest.preprocessing.range,
+        "must be (low, high) with low < high",
+    )
+    std = manifest.preprocessing.std
+    _require(
+        std is None or all(v > 0 for v in std),
+        "preprocessing.std",
+        std,
+        "must be > 0 in every channel",
+    )
+    if manifest.parity is not None:
+        _check_parity(manifest.parity)

@@ -87,6 +87,10 @@ def file_to_canonical(array: np.ndarray, spec: TensorSpec) -> np.ndarray:
     return np.ascontiguousarray(value.transpose(np.argsort(spec.from_canonical)))
 
 
+class NonFiniteOutput(ArtifactError):
+    """An artifact that returned NaN or infinity: no mask can be read from its logits."""
+
+
 class ArtifactModel:
     """An opened artifact spoken to in BaS's canonical tensors (NCHW float32, by name)."""
 
@@ -98,10 +102,27 @@ class ArtifactModel:
     def __call__(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         arrays = [canonical_to_file(feed[spec.canonical], spec) for spec in self.manifest.inputs]
         outputs = self.runner(arrays)
-        return {
+        result = {
             spec.canonical: file_to_canonical(np.asarray(out), spec)
             for spec, out in zip(self.manifest.outputs, outputs, strict=True)
         }
+        if "logits" in result:
+            self.check_finite(result["logits"])
+        return result
+
+    def check_finite(self, logits: np.ndarray) -> None:
+        """Refuse NaN or infinite logits (weights broken before conversion, a broken delegate):
+        they threshold to an empty or a full mask that looks like an answer. Microseconds."""
+        finite = np.isfinite(logits)
+        if finite.all():
+            return
+        spec = self.manifest.tensor("logits")
+        output = f"logits output {spec.name!r}" if spec.name else "logits output"
+        raise NonFiniteOutput(
+            f"{self.manifest.artifact.file or 'the network in memory'}: {self.runtime} returned "
+            f"{logits.size - int(finite.sum())} of {logits.size} values of its {output} "
+            "NaN or infinite (broken weights in the file, or a broken runtime)"
+        )
 
     @functools.cached_property
     def _state_returns_as_taken(self) -> bool:
@@ -125,6 +146,7 @@ class ArtifactModel:
             zip((s.canonical for s in self.manifest.outputs), self.runner(arrays), strict=True)
         )
         logits = file_to_canonical(np.asarray(outputs["logits"]), self.manifest.tensor("logits"))
+        self.check_finite(logits)
         new_state = np.asarray(outputs["new_state"])
         taken = self.manifest.tensor("state")
         if not self._state_returns_as_taken:
@@ -166,6 +188,7 @@ class Session:
         self.model = model
         self.manifest = model.manifest
         self._state: np.ndarray | None = None
+        self._frame = 0  # frames run since the last reset, for the error that names one
         self.reset()
 
     @property
@@ -178,12 +201,17 @@ class Session:
 
     def reset(self) -> None:
         self._state = self.model.initial_state() if self.carries_state else None
+        self._frame = 0
 
     def infer(self, frame: np.ndarray) -> np.ndarray:
         """Canonical input (1, 3, s, s) -> canonical logits (1, 1, s, s), the state carried."""
-        if self._state is None:
-            return self.model({"frame": frame})["logits"]
-        logits, self._state = self.model.stream_step(frame, self._state)
+        self._frame += 1
+        try:
+            if self._state is None:
+                return self.model({"frame": frame})["logits"]
+            logits, self._state = self.model.stream_step(frame, self._state)
+        except NonFiniteOutput as err:
+            raise NonFiniteOutput(f"{err}, at frame {self._frame} of the video") from err
         return logits
 
     def run(self, frame: np.ndarray) -> Prediction:

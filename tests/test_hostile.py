@@ -99,6 +99,14 @@ class Setup:
             self.png(f"{name}/{t}.png")
         return str(self.root / name)
 
+    # Frames whose pixel values have no clear meaning (issue 20).
+    def tiffs(self, array: np.ndarray, name: str = "frames") -> str:
+        """A folder of three TIFF frames holding ``array`` (float or 32-bit integer)."""
+        (self.root / name).mkdir(parents=True, exist_ok=True)
+        for t in range(3):
+            Image.fromarray(array).save(self.root / name / f"{t}.tif")
+        return str(self.root / name)
+
     def dataset(self, name: str = "data") -> str:
         """Two tiny synthetic videos in the BUV layout (seed 5)."""
         return str(synth.write_dataset(self.root / name, videos=2, frames=2, seed=5))
@@ -160,6 +168,62 @@ class Setup:
         path.rename(other)
         (path.parent / f"{path.name}.json").rename(other.parent / f"{other.name}.json")
         return str(other)
+
+    # Values outside our assumptions (issue 20): poisoned weights and artifacts, damaged manifests.
+    def poisoned(self, key: str = "position", value: float = float("nan")) -> str:
+        """The shipped BaS-S weights with the first value of ``key`` set to ``value``."""
+        from safetensors.torch import save_file
+
+        from model.checkpoint import read_state_dict
+        from model.hub import shipped_weights
+
+        state = {k: v.clone() for k, v in read_state_dict(shipped_weights("S")).items()}
+        state[key].view(-1)[0] = value
+        save_file(state, self.root / "w.safetensors", metadata={"variant": "S"})
+        return str(self.root / "w.safetensors")
+
+    def bad_manifest(self, path: str, value: object, name: str = "a.onnx") -> str:
+        """A BaS-S frame manifest (PyTorch's, parity passed) with the field at dotted ``path``
+        set to ``value`` (NaN written as JSON's NaN token), beside a stand-in file ``name``."""
+        from model.hub import build_bas
+        from runtimes.backends.pytorch import pytorch_manifest
+
+        manifest = pytorch_manifest(model=build_bas("S"), form="frame")
+        record = json.loads(manifest.to_json()) | {"parity": {"passed": True}}
+        record["inputs"][0] |= {"dtype": "int8", "quantization": {"scale": 0.5, "zero_point": 0}}
+        *parents, last = path.split(".")
+        where = record
+        for part in parents:
+            where = where[int(part)] if part.isdigit() else where[part]
+        where[int(last) if last.isdigit() else last] = value
+        return self.manifest(record, name)
+
+    def nan_onnx(self) -> str:
+        """The ONNX copy with NaN in its weights (baked in), its manifest matching the file."""
+        import onnx
+        from onnx import numpy_helper
+
+        path = self.onnx()
+        model = onnx.load(str(path))
+        for tensor in model.graph.initializer:
+            array = numpy_helper.to_array(tensor)
+            if array.dtype == np.float32 and array.ndim >= 2:
+                tensor.CopyFrom(numpy_helper.from_array(np.full_like(array, np.nan), tensor.name))
+        onnx.save(model, str(path))
+        manifest_file = path.parent / f"{path.name}.json"
+        record = json.loads(manifest_file.read_text())
+        record["artifact"] |= {"sha256": artifact_sha256(path), "bytes": artifact_bytes(path)}
+        manifest_file.write_text(json.dumps(record))
+        return str(path)
+
+    def textured(self, name: str = "frames") -> str:
+        """Three frames of noise: segmented, not skipped as constant like ``frames``'s."""
+        folder = self.root / name
+        folder.mkdir()
+        for t in range(3):
+            pixels = np.random.default_rng(t).integers(0, 256, (48, 48, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(folder / f"{t}.png", format="PNG")
+        return str(folder)
 
 
 Args = Callable[[Setup], list[str]]
@@ -507,6 +571,35 @@ MISSING = [
 ]
 
 WRONG_KIND = [
+    # Pixel values outside our assumptions (issue 20): image and video modes.
+    case(
+        "float TIFF frames 0..4000",
+        "segment",
+        lambda s: [
+            "--input",
+            s.tiffs(np.linspace(0, 4000, 48 * 48, dtype=np.float32).reshape(48, 48)),
+            "--out",
+            s.path("o"),
+        ],
+        r"0\.tif: float pixel values 0\.\.4000 lie outside 0\.\.1",
+    ),
+    case(
+        "NaN in float TIFF frames",
+        "segment",
+        lambda s: ["--input", s.tiffs(np.full((48, 48), np.nan, np.float32)), "--out", s.path("o")],
+        r"0\.tif: 2304 float pixel values are NaN or infinite",
+    ),
+    case(
+        "32-bit integer TIFF frames",
+        "segment",
+        lambda s: [
+            "--input",
+            s.tiffs(np.arange(48 * 48, dtype=np.int32).reshape(48, 48) * 3),
+            "--out",
+            s.path("o"),
+        ],
+        r"0\.tif: 32-bit integer pixels \(values 0\.\.6909\) have no brightness range",
+    ),
     case(
         "text as weights",
         "onnx",
@@ -720,6 +813,130 @@ WRONG_KIND = [
         "parity",
         lambda s: ["--artifact", str(s.onnx()), "--runtime", "litert"],
         r"runtime litert does not run onnx artifacts; use onnxruntime",
+        marks=(SLOW,),
+    ),
+    # Values outside our assumptions (issue 20): weights, manifests, outputs.
+    case(
+        "weights with a NaN",
+        "onnx",
+        lambda s: ["--weights", s.poisoned(), "--out", s.path("o")],
+        r"w\.safetensors: tensor position has 1 of \d+ values NaN or infinite",
+    ),
+    case(
+        "weights with an infinity",
+        "onnx",
+        lambda s: ["--weights", s.poisoned(value=float("inf")), "--out", s.path("o")],
+        r"w\.safetensors: tensor position has 1 of \d+ values NaN or infinite",
+    ),
+    case(
+        "weights with a negative BatchNorm variance",
+        "onnx",
+        lambda s: [
+            *("--weights", s.poisoned("decoder1.0.lci.norm_in.running_var", -1.0)),
+            *("--out", s.path("o")),
+        ],
+        r"w\.safetensors: tensor decoder1\.0\.lci\.norm_in\.running_var has 1 of \d+ "
+        r"values negative",
+    ),
+    case(
+        "weights with a NaN",
+        "tflite",
+        lambda s: ["--weights", s.poisoned(), "--precision", "int8", "--out", s.path("o")],
+        r"w\.safetensors: tensor position has 1 of \d+ values NaN or infinite",
+    ),
+    case(
+        "weights with a NaN",
+        "executorch",
+        lambda s: ["--weights", s.poisoned(), "--out", s.path("o")],
+        r"w\.safetensors: tensor position has 1 of \d+ values NaN or infinite",
+    ),
+    case(
+        "weights with a NaN",
+        "evaluate",
+        lambda s: ["--data", s.dataset(), "--weights", s.poisoned()],
+        r"w\.safetensors: tensor position has 1 of \d+ values NaN or infinite",
+    ),
+    case(
+        "weights with an infinity",
+        "segment",
+        lambda s: [
+            *("--weights", s.poisoned(value=float("-inf")), "--input", s.frames()),
+            *("--out", s.path("o")),
+        ],
+        r"w\.safetensors: tensor position has 1 of \d+ values NaN or infinite",
+    ),
+    case(
+        "weights with a NaN",
+        "demo",
+        lambda s: ["--weights", s.poisoned(), "--frames", "2", "--out", "o"],
+        r"w\.safetensors: tensor position has 1 of \d+ values NaN or infinite",
+    ),
+    case(
+        "weights with a NaN",
+        "bench",
+        lambda s: ["run", "--target", "torch", "--weights", s.poisoned(), "--iters", "1"],
+        r"w\.safetensors: tensor position has 1 of \d+ values NaN or infinite",
+    ),
+    case(
+        "manifest scale NaN",
+        "segment",
+        lambda s: [
+            *("--artifact", s.bad_manifest("inputs.0.quantization.scale", float("nan"))),
+            *("--input", s.frames(), "--out", s.path("o")),
+        ],
+        r"a\.onnx\.json: inputs\[0\]\.quantization\.scale is nan, not a finite number",
+    ),
+    case(
+        "manifest zero point out of range",
+        "segment",
+        lambda s: [
+            *("--artifact", s.bad_manifest("inputs.0.quantization.zero_point", 300)),
+            *("--input", s.frames(), "--out", s.path("o")),
+        ],
+        r"a\.onnx\.json: inputs\[0\]\.quantization\.zero_point is 300, outside int8's range",
+    ),
+    case(
+        "manifest with a negative shape",
+        "segment",
+        lambda s: [
+            *("--artifact", s.bad_manifest("outputs.0.shape", [1, 1, -240, 240])),
+            *("--input", s.frames(), "--out", s.path("o")),
+        ],
+        r"a\.onnx\.json: outputs\[0\]\.shape is \(1, 1, -240, 240\)",
+    ),
+    case(
+        "manifest with an Infinity token",
+        "evaluate",
+        lambda s: [
+            *("--data", s.dataset()),
+            *("--artifact", s.bad_manifest("preprocessing.range", [0.0, float("inf")])),
+        ],
+        r"a\.onnx\.json: preprocessing\.range\[1\] is inf, not a finite number",
+    ),
+    case(
+        "manifest scale 0",
+        "bench",
+        lambda s: [
+            *("run", "--target", "onnx"),
+            *("--artifact", s.bad_manifest("inputs.0.quantization.scale", 0)),
+        ],
+        r"a\.onnx\.json: inputs\[0\]\.quantization\.scale is 0\.0, must be > 0",
+    ),
+    case(
+        "manifest with parity passed 'yes'",
+        "fastest",
+        lambda s: [
+            str(Path(s.bad_manifest("parity.passed", "yes", "x/a.onnx")).parent),
+            *("--form", "frame"),
+        ],
+        r"x: no BaS-S frame artifact that passed parity and can run here",
+    ),
+    case(
+        "ONNX with NaN weights baked in",
+        "segment",
+        lambda s: ["--artifact", s.nan_onnx(), "--input", s.textured(), "--out", s.path("o")],
+        rf"{ONNX_NAME}: onnxruntime returned 57600 of 57600 values of its logits output "
+        r"'logits' NaN or infinite .*, at frame 1 of the video",
         marks=(SLOW,),
     ),
 ]
