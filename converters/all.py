@@ -149,7 +149,7 @@ def _figures(record: dict[str, Any] | None) -> tuple[str, str, str]:
     return (
         _fmt(record["logits"]["max_abs_err"], ".2e"),
         f"{_fmt(masks['pooled_dice'], '.4f')} / {_fmt(masks['dice'], '.4f')}",
-        f"{masks['missed_findings']} / {masks['false_findings']}",
+        f"{_fmt(masks['missed_findings'], 'd')} / {_fmt(masks['false_findings'], 'd')}",
     )
 
 

@@ -11,7 +11,7 @@ What comes in (checked up front, so a bad input fails in a second):
   its decoders; PALETTE COLOR goes through its lookup table to RGB; MONOCHROME2 comes out
   (H, W) gray and MONOCHROME1 the same, inverted so that bright is tissue. Others: refused.
 - Bit depth: stored values of ``BitsStored`` bits are scaled by the project's one rule,
-  :func:`runtimes.pixels.scale_to_uint8` (2**BitsStored - 1 maps to 255; a 16-bit LUT the
+  :func:`model.data.pixels.scale_to_uint8` (2**BitsStored - 1 maps to 255; a 16-bit LUT the
   same with 16 bits). Signed pixel data is refused; a value above the stated range makes
   the frame an error (the first frame: the file is refused).
 - A transfer syntax that no installed decoder reads (MPEG/H.264/HEVC video, or a codec

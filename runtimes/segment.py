@@ -125,10 +125,10 @@ def place(source: FrameSource, crop_to_region: bool) -> Placement:
     frames = islice(source.frames(), DETECTION_FRAMES)
     detected = detect_region(f.image for f in frames if f.image is not None)
     if detected is None:
+        why = "one frame" if source.frame_count == 1 else "nothing changes over its first frames"
         raise InputError(
-            f"{source.path}: --crop-to-region: no usable image region stated and none detected "
-            f"(the image region is found where pixels change over the first {DETECTION_FRAMES} "
-            "frames; this source has fewer than two frames or nothing that moves)"
+            f"{source.path}: --crop-to-region: no usable image region stated, and none "
+            f"detected ({why}; detection finds the pixels that change over time)"
         )
     return Placement(detected, calibrated)
 

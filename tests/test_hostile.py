@@ -20,9 +20,13 @@ from pathlib import Path
 
 import click
 import numpy as np
+import pydicom
 import pytest
 from click.testing import CliRunner
 from PIL import Image
+from pydicom import examples as pydicom_examples
+from pydicom.data import get_testdata_file
+from pydicom.uid import MPEG4HP41
 
 from converters import all as convert_all
 from converters import parity
@@ -54,6 +58,7 @@ COMMANDS: dict[str, click.Command] = {
     "bench": device_bench_cli.main,
 }
 
+SR_FILE = get_testdata_file("test-SR.dcm")  # a structured report: no pixels
 ONNX_NAME = "bas_s_frame_240_fp32.onnx"  # what `converters.onnx` writes by default
 ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 READ_ONLY = pytest.mark.skipif(ROOT, reason="root ignores file permissions")
@@ -224,6 +229,28 @@ class Setup:
             pixels = np.random.default_rng(t).integers(0, 256, (48, 48, 3), dtype=np.uint8)
             Image.fromarray(pixels).save(folder / f"{t}.png", format="PNG")
         return str(folder)
+
+    # DICOM (issue 20): pydicom's own examples, from the installed package, and copies.
+    def dicom(self, name: str, example: str, **changes: object) -> str:
+        """pydicom's example ``example`` saved as ``name``, with ``changes`` to its header."""
+        ds = pydicom.dcmread(getattr(pydicom_examples, example).filename)
+        for keyword, value in changes.items():
+            setattr(ds.file_meta if keyword == "TransferSyntaxUID" else ds, keyword, value)
+        path = self.root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        ds.save_as(path, enforce_file_format=True)
+        return str(path)
+
+    def study(self, *examples: str) -> str:
+        """A study folder holding pydicom's ``examples`` as 1.dcm, 2.dcm, ..."""
+        for number, example in enumerate(examples, start=1):
+            self.dicom(f"study/{number}.dcm", example)
+        return str(self.root / "study")
+
+    def cut_dicom(self, name: str = "cut.dcm") -> str:
+        """The example cine loop cut at half its bytes."""
+        data = Path(pydicom_examples.ybr_color.filename).read_bytes()
+        return self.data(name, data[: len(data) // 2])
 
 
 Args = Callable[[Setup], list[str]]
@@ -938,6 +965,62 @@ WRONG_KIND = [
         rf"{ONNX_NAME}: onnxruntime returned 57600 of 57600 values of its logits output "
         r"'logits' NaN or infinite .*, at frame 1 of the video",
         marks=(SLOW,),
+    ),
+    # DICOM (issue 20): what runtimes.segment refuses, naming the file.
+    case(
+        "DICOM CT image",
+        "segment",
+        lambda s: ["--input", s.dicom("ct.dcm", "ct"), "--out", s.path("o")],
+        r"ct\.dcm: CT Image Storage \(modality CT\): not an ultrasound image",
+    ),
+    case(
+        "DICOM structured report",
+        "segment",
+        lambda s: ["--input", SR_FILE, "--out", s.path("o")],
+        r"test-SR\.dcm: Comprehensive SR Storage \(modality SR\): no Pixel Data",
+    ),
+    case(
+        "DICOM study with an MR image",
+        "segment",
+        lambda s: ["--input", s.study("rgb_color", "mr"), "--out", s.path("o")],
+        r"2\.dcm: MR Image Storage \(modality MR\): not an ultrasound image",
+    ),
+    case(
+        "DICOM H.264 video",
+        "segment",
+        lambda s: [
+            *("--input", s.dicom("v.dcm", "ybr_color", TransferSyntaxUID=MPEG4HP41)),
+            *("--out", s.path("o")),
+        ],
+        r"v\.dcm: transfer syntax MPEG-4 AVC/H\.264 .*: pydicom has no decoder for it",
+    ),
+    case(
+        "DICOM Frame Time 0",
+        "segment",
+        lambda s: ["--input", s.dicom("t.dcm", "ybr_color", FrameTime=0), "--out", s.path("o")],
+        r"t\.dcm: Frame Time \(0018,1063\) '0\.0' is not a positive time or rate",
+    ),
+    case(
+        "DICOM truncated",
+        "segment",
+        lambda s: ["--input", s.cut_dicom(), "--out", s.path("o")],
+        r"cut\.dcm: truncated DICOM file",
+    ),
+    case(
+        "text named .dcm",
+        "segment",
+        lambda s: ["--input", s.text("x.dcm"), "--out", s.path("o")],
+        r"x\.dcm: not a DICOM file, or a damaged one",
+    ),
+    case(
+        "crop one DICOM frame with no region",
+        "segment",
+        lambda s: [
+            *("--input", s.dicom("one.dcm", "rgb_color"), "--out", s.path("o")),
+            "--crop-to-region",
+        ],
+        r"one\.dcm: --crop-to-region: no usable image region stated, and none detected "
+        r"\(one frame",
     ),
 ]
 
