@@ -76,4 +76,4 @@ def test_sigterm_inside_onnx2tf_cleans_up_its_temporary_folder_too(tmp_path: Pat
     assert "Traceback" not in stderr
     assert stderr.strip().splitlines()[-1].startswith("error: terminated"), stderr[-2000:]
     assert not any((tmp_path / "tmp").glob("onnx2tf.*"))  # library caches may stay
-    assert not out.exists()
+    assert not out.exists(), sorted(str(p) for p in out.rglob("*"))
