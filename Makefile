@@ -60,7 +60,7 @@ demo: $(STAMP)
 
 test: $(STAMP) $(ARM64_STAMP)
 	$(PY) -m ruff check .
-	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 --durations=15
 
 # The data the shipped weights were trained (seed 0) and tested (seed 1) on.
 data: $(STAMP)

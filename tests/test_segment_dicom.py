@@ -59,7 +59,7 @@ def _calibrated_copy(folder: Path) -> Path:
 @pytest.fixture(scope="module")
 def cine_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("cine") / "out"
-    _segment("--input", CINE, "--out", out, "--threads", 2)
+    _segment("--input", CINE, "--out", out)
     return out
 
 
