@@ -20,6 +20,7 @@ from model.errors import one_line
 from model.forms import FrameForm, StreamForm
 from model.hub import build_bas, shipped_weights
 from model.layers import with_sigmoid_gelu
+from model.signals import stop_if_signalled
 from runtimes.backend import RawTensor
 from runtimes.manifest import (
     CANONICAL_LAYOUTS,
@@ -211,6 +212,7 @@ def convert(target: Target, request: ConvertRequest) -> Path:
         write_manifest(artifact, manifest)
         final = out / artifact.name
         check_replaceable(final)  # again: the conversion may have taken long
+        stop_if_signalled()  # a toolchain may have swallowed the signal's exception
         for path in (final, manifest_path(final)):
             if path.is_dir():
                 shutil.rmtree(path)

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import ProjectError
+from .signals import stop_if_signalled
 
 
 def usual_permissions(path: Path, mode: int = 0o666) -> None:
@@ -29,6 +30,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     try:
         yield Path(tmp)
         usual_permissions(Path(tmp), 0o666)
+        stop_if_signalled()
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -74,6 +76,7 @@ def staged_folder(out: Path) -> Iterator[Path]:
         (staging / OUTPUT_MARKER).write_text("written by bas-deploy; replaced by its next run\n")
         usual_permissions(staging, 0o777)
         check_output_folder(out)  # again: the block may have taken long
+        stop_if_signalled()
         if out.exists():
             shutil.rmtree(out) if (out / OUTPUT_MARKER).is_file() else out.rmdir()
         os.replace(staging, out)

@@ -18,8 +18,10 @@ from typing import Any, TypeVar
 
 import click
 
+from . import signals
 from .config import VARIANTS, closest
 from .errors import ProjectError, one_line
+from .signals import Terminated
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -55,14 +57,6 @@ class CommandError(click.ClickException):
         click.echo(f"error: {self.format_message()}", err=True, file=file)
 
 
-class Terminated(BaseException):
-    """SIGTERM, raised where the program is, so staging folders are cleaned up as on Ctrl-C."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(f"signal {signum}")
-        self.signum = signum
-
-
 _SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 
@@ -72,33 +66,30 @@ class ProjectCommand(click.Command):
     bug, its traceback and a line asking for a report."""
 
     def invoke(self, ctx: click.Context) -> Any:
-        received: list[int] = []
-
         def on_signal(signum: int, frame: Any) -> None:
-            received.append(signum)  # libraries that swallow the exception can't hide it
-            if signum == signal.SIGINT:
-                raise KeyboardInterrupt
-            raise Terminated(signum)
+            signals.record(signum)  # libraries that swallow the exception can't hide it
+            signals.stop_if_signalled()
 
+        signals.clear()
         handlers = _install({signal.SIGINT: on_signal, signal.SIGTERM: on_signal})
         try:
             result = super().invoke(ctx)
-            if received:  # a library swallowed the exception the signal raised
-                _interrupted(ctx, received[0])
+            if signals.first_received():  # a library swallowed the exception the signal raised
+                _interrupted(ctx, signals.first_received())
             return result
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
-            if received:
-                _interrupted(ctx, received[0])
+            if signals.first_received():
+                _interrupted(ctx, signals.first_received())
             raise
         except (KeyboardInterrupt, Terminated):
-            _interrupted(ctx, received[0] if received else signal.SIGINT)
+            _interrupted(ctx, signals.first_received() or signal.SIGINT)
         except (ProjectError, OSError) as err:
-            if received:
-                _interrupted(ctx, received[0])
+            if signals.first_received():
+                _interrupted(ctx, signals.first_received())
             raise CommandError(one_line(err)) from err
         except Exception:
-            if received:
-                _interrupted(ctx, received[0])
+            if signals.first_received():
+                _interrupted(ctx, signals.first_received())
             traceback.print_exc()
             click.echo(
                 "error: internal error in bas-deploy (a bug, not your input); please report "
@@ -108,6 +99,7 @@ class ProjectCommand(click.Command):
             ctx.exit(1)
         finally:
             _install(handlers)
+            signals.clear()
 
 
 def _install(handlers: dict[int, Any]) -> dict[int, Any]:

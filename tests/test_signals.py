@@ -15,6 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from model import signals
+from model.atomic import atomic_path, staged_folder
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -77,3 +80,22 @@ def test_sigterm_inside_onnx2tf_cleans_up_its_temporary_folder_too(tmp_path: Pat
     assert stderr.strip().splitlines()[-1].startswith("error: terminated"), stderr[-2000:]
     assert not any((tmp_path / "tmp").glob("onnx2tf.*"))  # library caches may stay
     assert not out.exists(), sorted(str(p) for p in out.rglob("*"))
+
+
+@pytest.mark.parametrize(
+    ("signum", "raised"), [(signal.SIGTERM, signals.Terminated), (signal.SIGINT, KeyboardInterrupt)]
+)
+def test_a_swallowed_signal_still_stops_every_commit(
+    tmp_path: Path, signum: int, raised: type
+) -> None:
+    """A library that catches the signal's exception runs on to the end: nothing is moved into
+    place all the same (the onnx2tf case: it once left a finished artifact behind)."""
+    signals.record(signum)
+    try:
+        with pytest.raises(raised), atomic_path(tmp_path / "file.txt") as tmp:
+            tmp.write_text("done")
+        with pytest.raises(raised), staged_folder(tmp_path / "out") as staging:
+            (staging / "result.txt").write_text("done")
+    finally:
+        signals.clear()
+    assert list(tmp_path.iterdir()) == []
