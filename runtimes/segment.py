@@ -40,7 +40,6 @@ from model.cli import (
     threads_option,
     variant_option,
 )
-from model.data.layouts import IMAGE_SUFFIXES
 from model.errors import ProjectError
 from model.metrics import SegmentationMeter, markdown_table
 
@@ -51,7 +50,14 @@ from .regions import DETECTION_FRAMES, ImageRegion, detect_region
 from .registry import RUNTIME_NAMES
 from .report import FrameRecord, StillPicker, overlay, plot_area, write_csv
 from .session import Prediction, Session, as_rgb
-from .video import FrameSource, InputError, SourceFrame, VideoWriter, open_sources
+from .video import (
+    FrameSource,
+    InputError,
+    SourceFrame,
+    VideoWriter,
+    image_files,
+    open_sources,
+)
 
 SEGMENTATION_FILE = "segmentation.dcm"
 # Logit given to pixels outside a cropped region: probability ~4e-44, never lesion.
@@ -116,9 +122,7 @@ class Placement:
 def place(source: FrameSource, crop_to_region: bool) -> Placement:
     """The calibrated region where usable; with ``crop_to_region``, the region to crop to:
     the one the file states, else one detected from the first frames."""
-    stated = (
-        source.region if source.region is not None and source.region.fits(source.size) else None
-    )
+    stated = source.region  # None where the file states none that fits (FrameSource)
     calibrated = stated if stated is not None and stated.mm_per_px is not None else None
     if not crop_to_region or stated is not None:
         return Placement(stated if crop_to_region else None, calibrated)
@@ -254,7 +258,11 @@ def segment_source(
 def _warnings(
     source: FrameSource, records: list[FrameRecord], total: int | None, every: int
 ) -> list[str]:
-    found = [f"skipped {source.name} frame {r.index}: {r.status[9:]}" for r in records if not r.ok]
+    found = [
+        f"skipped {source.name} frame {r.index}: {r.status.removeprefix('skipped: ')}"
+        for r in records
+        if not r.ok
+    ]
     seen = records[-1].index + 1
     if total is not None and len(records) < total and seen + every <= (source.frame_count or 0):
         found.append(  # a container's count can be an estimate: warn, don't fail
@@ -270,17 +278,13 @@ def open_input(path: Path, fps: float) -> tuple[list[FrameSource], list[str]]:
     path = Path(path)
     dicom = (path.is_file() and is_dicom(path)) or (
         path.is_dir()
-        and not _has_images(path)
+        and not image_files(path)
         and any(p.is_file() and is_dicom(p) for p in path.rglob("*"))
     )
     if not dicom:
         return open_sources(path, fps), []
     found = scan_dicom(path, fps)
     return list(found.sources), [f"left out {p}: {why}" for p, why in found.skipped]
-
-
-def _has_images(folder: Path) -> bool:
-    return any(p.suffix.lower() in IMAGE_SUFFIXES for p in folder.iterdir() if p.is_file())
 
 
 def run_segment(

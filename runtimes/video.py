@@ -367,7 +367,8 @@ def _open_video(path: Path, fallback_fps: float) -> FrameSource:
         return FrameSource(path.stem, "video", path, fps, count, size)
 
 
-def _image_files(folder: Path) -> list[Path]:
+def image_files(folder: Path) -> list[Path]:
+    """The frame images of ``folder`` (not hidden, image suffixes), in natural order."""
     files = [
         p
         for p in folder.iterdir()
@@ -401,7 +402,7 @@ def _common_size(files: list[Path], what: str) -> tuple[int, int]:
 
 
 def _open_folder(folder: Path, fps: float) -> list[FrameSource]:
-    files = _image_files(folder)
+    files = image_files(folder)
     if files:
         size = _common_size(files, "frames")
         return [FrameSource(folder.name, "frames", folder, fps, len(files), size, tuple(files))]
