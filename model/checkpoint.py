@@ -27,11 +27,9 @@ class CheckpointError(ProjectError):
 
 
 def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
+    """The file's sha256, read in chunks (the one digest of every file in this project)."""
     with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 _ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default format is a zip archive

@@ -46,6 +46,12 @@ class StreamForm(nn.Module):
 
 
 FORMS: dict[str, type[nn.Module]] = {"frame": FrameForm, "clip": ClipForm, "stream": StreamForm}
+EXPORT_FORMS = ("frame", "stream")  # the forms written to artifacts (the clip form trains)
+# Each export form's tensors by BaS's own names: (inputs, outputs), in file order.
+IO_NAMES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "frame": (("frame",), ("logits",)),
+    "stream": (("frame", "state"), ("logits", "new_state")),
+}
 
 
 def example_inputs(

@@ -66,6 +66,11 @@ def shipped_weights(variant: str) -> Path:
     return entry.path
 
 
+def resolve_weights(variant: str, weights: str | Path) -> Path:
+    """The file behind a ``--weights`` value: "shipped" (checked) or a path as given."""
+    return shipped_weights(variant) if str(weights) == "shipped" else Path(weights)
+
+
 def fit_position(
     state: dict[str, torch.Tensor], model: BaS, source: str
 ) -> dict[str, torch.Tensor]:
@@ -112,7 +117,7 @@ def build_bas(
     model = BaS(config)
     if weights is None:
         return model
-    path = shipped_weights(variant) if weights == "shipped" else Path(weights)
+    path = resolve_weights(variant, weights)
     state = read_state_dict(path)
     found = read_metadata(path).get("variant")
     if found is not None and found != variant:
