@@ -15,21 +15,23 @@ gate, naming each (and the reports say FAILED).
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 from model.atomic import atomic_path
 from model.checkpoint import CheckpointError
 from model.cli import command, frames_option, list_option, out_option, weights_option
 from model.config import VARIANTS
-from runtimes.manifest import read_manifest, write_json_atomic
+from model.forms import EXPORT_FORMS
+from model.tables import markdown_table
+from runtimes.manifest import ParityRecord, read_manifest, write_json_atomic
+from runtimes.targets import CONVERTED, PRECISIONS, Cell, Status, matrix
 
 from .build import check_replaceable, convert
 from .cli import quiet_toolchains
 from .parity import DEFAULT_FRAMES, arm64_option, arm64_runtime, record_parity
-from .registry import TARGET_NAMES, get_target
-from .spec import FORMS, PRECISIONS, ConversionError, ConvertRequest, validate
+from .registry import get_target
+from .spec import ConversionError, ConvertRequest, validate
 
 
 @dataclass(frozen=True)
@@ -38,26 +40,24 @@ class MatrixResult:
     variant: str
     precision: str
     form: str
-    status: str  # "passed", "failed parity", "conversion failed", "unavailable"
+    status: Status
     artifact: str | None = None
     seconds: float | None = None
     bytes: int | None = None
-    parity: dict[str, Any] | None = None
+    parity: ParityRecord | None = None
     error: str | None = None
 
+    @property
+    def label(self) -> str:
+        return f"{self.target} BaS-{self.variant} {self.precision} {self.form}"
 
-def matrix(
+
+def matrix_cells(
     variants: list[str], targets: list[str], precisions: list[str], forms: list[str]
-) -> list[tuple[str, str, str, str]]:
-    """(target, variant, precision, form) for every precision each target supports."""
-    return [
-        (name, variant, precision, form)
-        for name in targets
-        for variant in variants
-        for precision in precisions
-        if precision in get_target(name).precisions
-        for form in forms
-    ]
+) -> list[Cell]:
+    """The table's cells among those asked for, target by target (the report's row order)."""
+    cells = matrix(tuple(variants), tuple(targets), tuple(precisions), tuple(forms))
+    return sorted(cells, key=lambda cell: targets.index(cell.target))
 
 
 def check_matrix(
@@ -67,9 +67,9 @@ def check_matrix(
     forms: list[str],
     out: Path,
     weights: str = "shipped",
-) -> list[tuple[str, str, str, str]]:
+) -> list[Cell]:
     """The cells to build, each request refused by name before any work; never none."""
-    cells = matrix(variants, targets, precisions, forms)
+    cells = matrix_cells(variants, targets, precisions, forms)
     if not cells:
         supported = "; ".join(
             f"{name} builds {', '.join(get_target(name).precisions)}" for name in targets
@@ -78,10 +78,10 @@ def check_matrix(
             f"no cell to build: none of {', '.join(targets)} builds precision "
             f"{' or '.join(precisions)} ({supported})"
         )
-    for name, variant, precision, form in cells:
-        target = get_target(name)
-        request = ConvertRequest(variant, weights, precision, form, out=out)
-        validate(request, target.precisions, name, target.calibrates)
+    for cell in cells:
+        target = get_target(cell.target)
+        request = ConvertRequest(cell.variant, weights, cell.precision, cell.form, out=out)
+        validate(request, target.precisions, cell.target, target.calibrates)
         check_replaceable(out / f"{request.stem}{target.suffix}")
     for report in ("parity.md", "parity.json"):
         if (out / report).is_dir():
@@ -90,7 +90,7 @@ def check_matrix(
 
 
 def build_matrix(
-    cells: list[tuple[str, str, str, str]],
+    cells: list[Cell],
     out: Path,
     weights: str = "shipped",
     frames: int = DEFAULT_FRAMES,
@@ -101,17 +101,17 @@ def build_matrix(
     ``arm64``: cells whose target has an emulated ARM64 runtime are checked there too.
     """
     results = []
-    for key in cells:
-        name, variant, precision, form = key
-        target = get_target(name)
+    for cell in cells:
+        key = (cell.target, cell.variant, cell.precision, cell.form)
+        target = get_target(cell.target)
         if not target.is_available():
-            results.append(MatrixResult(*key, status="unavailable"))
+            results.append(MatrixResult(*key, status=Status.NOT_RUN_HERE))
             continue
-        request = ConvertRequest(variant, weights, precision, form, out=out)
+        request = ConvertRequest(cell.variant, weights, cell.precision, cell.form, out=out)
         try:
             artifact = convert(target, request)
         except (ConversionError, CheckpointError) as err:
-            results.append(MatrixResult(*key, status="conversion failed", error=str(err)))
+            results.append(MatrixResult(*key, status=Status.FAILED_TO_CONVERT, error=str(err)))
             continue
         on_arm64 = arm64 and arm64_runtime(read_manifest(artifact)) is not None
         record = record_parity(artifact, frames, arm64=on_arm64)
@@ -119,7 +119,7 @@ def build_matrix(
     return results
 
 
-def result_of(artifact: Path, record: dict[str, Any]) -> MatrixResult:
+def result_of(artifact: Path, record: ParityRecord) -> MatrixResult:
     """One row of the table, from an artifact's manifest and its parity record."""
     manifest = read_manifest(artifact)
     return MatrixResult(
@@ -127,12 +127,12 @@ def result_of(artifact: Path, record: dict[str, Any]) -> MatrixResult:
         manifest.variant,
         manifest.precision,
         manifest.form,
-        status="passed" if record["passed"] else "failed parity",
+        status=Status.PASSED if record.passed else Status.FAILED_PARITY,
         artifact=str(artifact),
         seconds=manifest.conversion_seconds,
         bytes=manifest.artifact.bytes,
         parity=record,
-        error="; ".join(record["failures"]) or None,
+        error="; ".join(record.failures) or None,
     )
 
 
@@ -140,64 +140,64 @@ def _fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-def _figures(record: dict[str, Any] | None) -> tuple[str, str, str]:
+def _figures(record: ParityRecord | None) -> tuple[str, str, str]:
     """Max abs logit error, mask Dice vs PyTorch (pooled / per-frame mean) and lesions found by
     one side only (missed / false) of one parity record, or dashes."""
-    if not record:
+    if record is None:
         return "-", "-", "-"
-    masks = record["masks_vs_pytorch"]
+    masks = record.masks_vs_pytorch
     return (
-        _fmt(record["logits"]["max_abs_err"], ".2e"),
-        f"{_fmt(masks['pooled_dice'], '.4f')} / {_fmt(masks['dice'], '.4f')}",
-        f"{_fmt(masks['missed_findings'], 'd')} / {_fmt(masks['false_findings'], 'd')}",
+        _fmt(record.logits.max_abs_err, ".2e"),
+        f"{_fmt(masks.pooled_dice, '.4f')} / {_fmt(masks.dice, '.4f')}",
+        f"{_fmt(masks.missed_findings, 'd')} / {_fmt(masks.false_findings, 'd')}",
     )
 
 
-def markdown(results: list[MatrixResult]) -> str:
-    lines = [
-        "| target | variant | precision | form | status | max abs err "
-        "| mask Dice vs PyTorch (pooled / per-frame) | lesions missed / false "
-        "| Dice vs GT (target / PyTorch) | ARM64 max abs err | ARM64 mask Dice "
-        "| ARM64 lesions missed / false | ARM64 frames | size (MB) | conversion (s) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+MATRIX_HEADER = (
+    *("target", "variant", "precision", "form", "status", "max abs err"),
+    "mask Dice vs PyTorch (pooled / per-frame)",
+    "lesions missed / false",
+    "Dice vs GT (target / PyTorch)",
+    *("ARM64 max abs err", "ARM64 mask Dice", "ARM64 lesions missed / false", "ARM64 frames"),
+    *("size (MB)", "conversion (s)"),
+)
+
+
+def _row(r: MatrixResult) -> list[str]:
+    p = r.parity
+    gt = None if p is None else p.dice_vs_ground_truth
+    truth = "-" if gt is None else f"{_fmt(gt.target, '.4f')} / {_fmt(gt.pytorch, '.4f')}"
+    arm = None if p is None else p.arm64
+    size = None if r.bytes is None else r.bytes / 1e6
+    return [
+        *(r.target, r.variant, r.precision, r.form, r.status),
+        *_figures(p),
+        truth,
+        *_figures(arm),
+        str(arm.frames) if arm else "-",
+        _fmt(size, ".2f"),
+        _fmt(r.seconds, ".1f"),
     ]
-    for r in results:
-        p = r.parity or {}
-        gt = p.get("dice_vs_ground_truth", {})
-        truth = f"{_fmt(gt.get('target'), '.4f')} / {_fmt(gt.get('pytorch'), '.4f')}" if gt else "-"
-        arm = p.get("arm64")
-        size = None if r.bytes is None else r.bytes / 1e6
-        cells = [
-            r.target,
-            r.variant,
-            r.precision,
-            r.form,
-            r.status,
-            *_figures(p),
-            truth,
-            *_figures(arm),
-            str(arm["frames"]) if arm else "-",
-            _fmt(size, ".2f"),
-            _fmt(r.seconds, ".1f"),
-        ]
-        lines.append(f"| {' | '.join(cells)} |")
-    return "\n".join(lines)
+
+
+def markdown(results: list[MatrixResult]) -> str:
+    return markdown_table(MATRIX_HEADER, [_row(r) for r in results])
 
 
 def summary(results: list[MatrixResult], bad: list[MatrixResult]) -> str:
     """The verdict line under the table: every cell that failed counted, never a silent pass."""
-    unavailable = sum(r.status == "unavailable" for r in results)
-    skipped = f"; {unavailable} unavailable here (not built)" if unavailable else ""
+    not_run = sum(r.status == Status.NOT_RUN_HERE for r in results)
+    skipped = f"; {not_run} {Status.NOT_RUN_HERE} (not built)" if not_run else ""
     if bad:
         return f"FAILED: {len(bad)} of {len(results)} cells failed{skipped}"
-    return f"passed: {len(results) - unavailable} of {len(results)} cells{skipped}"
+    return f"passed: {len(results) - not_run} of {len(results)} cells{skipped}"
 
 
 @command("python -m converters.all")
 @list_option("--variants", tuple(VARIANTS), "BaS variants.")
-@list_option("--targets", TARGET_NAMES, "Targets.")
+@list_option("--targets", CONVERTED, "Targets.")
 @list_option("--precisions", PRECISIONS, "Precisions (each target builds those it supports).")
-@list_option("--forms", FORMS, "Forms.")
+@list_option("--forms", EXPORT_FORMS, "Forms.")
 @weights_option
 @frames_option(DEFAULT_FRAMES, "Frames each parity check compares (whole videos of 20).")
 @arm64_option
@@ -217,7 +217,7 @@ def main(
     with quiet_toolchains():
         results = build_matrix(cells, out, weights, frames, arm64)
     table = markdown(results)
-    bad = [r for r in results if r.status not in ("passed", "unavailable")]
+    bad = [r for r in results if r.status not in (Status.PASSED, Status.NOT_RUN_HERE)]
     verdict = summary(results, bad)
     with atomic_path(out / "parity.md") as tmp:
         tmp.write_text(f"{table}\n\n{verdict}\n")
@@ -226,16 +226,13 @@ def main(
         {
             "passed": not bad,
             "summary": verdict,
-            "failed": [f"{r.target} BaS-{r.variant} {r.precision} {r.form}" for r in bad],
-            "results": [r.__dict__ for r in results],
+            "failed": [r.label for r in bad],
+            "results": [asdict(r) for r in results],
         },
     )
     print(table)
     for r in bad:
-        print(
-            f"FAILED {r.target} BaS-{r.variant} {r.precision} {r.form}: {r.status}: {r.error}",
-            file=sys.stderr,
-        )
+        print(f"FAILED {r.label}: {r.status}: {r.error}", file=sys.stderr)
     if bad:
         sys.exit(1)
 

@@ -19,6 +19,7 @@ from torch import nn
 
 from runtimes.backend import RawTensor
 from runtimes.manifest import GraphSummary
+from runtimes.targets import get_target_spec
 
 from .spec import ConvertRequest
 
@@ -37,13 +38,21 @@ class ConversionJob:
 
 
 class Target(ABC):
+    """A converter plug-in; its ``name`` is a row of ``runtimes.targets.TARGETS``, which gives
+    its suffix, precisions and runtime."""
+
     name: ClassVar[str]
-    suffix: ClassVar[str]
-    precisions: ClassVar[tuple[str, ...]]
+    suffix: ClassVar[str]  # from the table
+    precisions: ClassVar[tuple[str, ...]]  # from the table
+    runtime: ClassVar[str]  # from the table: the runtimes plug-in that opens its artifacts
     modules: ClassVar[tuple[str, ...]]  # importable modules the target needs
     distributions: ClassVar[tuple[str, ...]]  # packages whose versions go into the manifest
-    runtime: ClassVar[str]  # the runtimes plug-in that opens the artifacts (runtimes.registry)
     calibrates: ClassVar[bool] = True  # whether int8 calibrates on frames (Core ML's: weights only)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        spec = get_target_spec(cls.name)
+        cls.suffix, cls.precisions, cls.runtime = spec.suffix, spec.precisions, spec.runtime
 
     @classmethod
     def is_available(cls) -> bool:

@@ -2,23 +2,25 @@
 
 from __future__ import annotations
 
-import contextlib
+import ast
 import copy
 import hashlib
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from model.atomic import staging_folder
+from model.bas import BaS
 from model.checkpoint import sha256
 from model.errors import one_line
 from model.forms import FrameForm, StreamForm
-from model.hub import build_bas, shipped_weights
+from model.hub import build_bas, resolve_weights
 from model.layers import with_sigmoid_gelu
 from model.signals import stop_if_signalled
 from runtimes.backend import RawTensor
@@ -40,6 +42,15 @@ from .base import ConversionJob, Target
 from .calibration import calibration_clips, check_folder
 from .spec import ConversionError, ConvertRequest, validate
 
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_PACKAGES = ("model", "runtimes", "converters")
+# The modules whose code writes an artifact: the conversion and every target. What they
+# import (the network, its forms and config, weight loading, calibration frames, the
+# runtimes that read the file back for its manifest) is digested with them; what they do
+# not (parity, metrics, evaluation, reports) is not, so editing it keeps cached artifacts.
+ARTIFACT_MODULES = ("converters.build", "converters.registry")
+SIGMOID_GELU = "tanh-GELU written as x * sigmoid(2z) (same function)"
+
 
 def _permutation(canonical: tuple[int, ...], actual: tuple[int, ...], name: str) -> tuple[int, ...]:
     """How the file's tensor is laid out relative to the canonical one: as is or channels-last."""
@@ -55,15 +66,51 @@ def _permutation(canonical: tuple[int, ...], actual: tuple[int, ...], name: str)
     return fits[0]
 
 
-def converter_digest() -> str:
-    """sha256 (16 hex digits) of the converters' and model's sources: an artifact built by
-    other code is not the same artifact, even from the same weights and tools."""
+def _module_file(root: Path, module: str) -> Path | None:
+    base = root.joinpath(*module.split("."))
+    return next((f for f in (base.with_suffix(".py"), base / "__init__.py") if f.is_file()), None)
+
+
+def _project_imports(module: str, source: Path) -> Iterator[str]:
+    """Project modules (and their packages) that ``source`` imports, at its top or inside."""
+    package = module if source.name == "__init__.py" else module.rpartition(".")[0]
+    for node in ast.walk(ast.parse(source.read_text(), str(source))):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            parts = package.split(".")
+            base = ".".join(parts[: len(parts) - node.level + 1]) if node.level else ""
+            base = ".".join(filter(None, (base, node.module)))
+            names = [base, *(f"{base}.{alias.name}" for alias in node.names)]
+        else:
+            continue
+        for name in names:
+            parts = name.split(".")
+            if parts[0] in PROJECT_PACKAGES:
+                yield from (".".join(parts[:i]) for i in range(1, len(parts) + 1))
+
+
+def artifact_sources(root: Path = PROJECT_ROOT) -> list[Path]:
+    """The source files of ``ARTIFACT_MODULES`` and of every project module they import."""
+    found: dict[str, Path] = {}
+    pending = list(ARTIFACT_MODULES)
+    while pending:
+        module = pending.pop()
+        source = _module_file(root, module)
+        if module in found or source is None:
+            continue
+        found[module] = source
+        pending += _project_imports(module, source)
+    return sorted(set(found.values()))
+
+
+def converter_digest(root: Path = PROJECT_ROOT) -> str:
+    """sha256 (16 hex digits) of the sources that write an artifact: one built by other code
+    is not the same artifact, even from the same weights and tools."""
     digest = hashlib.sha256()
-    root = Path(__file__).resolve().parent.parent
-    for package in ("converters", "model"):
-        for source in sorted((root / package).rglob("*.py")):
-            digest.update(source.relative_to(root).as_posix().encode())
-            digest.update(source.read_bytes())
+    for source in artifact_sources(root):
+        digest.update(source.relative_to(root).as_posix().encode())
+        digest.update(bytes.fromhex(sha256(source)))
     return digest.hexdigest()[:16]
 
 
@@ -132,8 +179,8 @@ def check_replaceable(final: Path) -> None:
         )
 
 
-def convert(target: Target, request: ConvertRequest) -> Path:
-    """Build one artifact; on any failure nothing is left in ``request.out``."""
+def check_request(target: Target, request: ConvertRequest) -> None:
+    """Everything refused before any work: the request, the folders, the toolchain."""
     validate(request, target.precisions, target.name, target.calibrates)
     if request.calibration is not None:
         check_folder(request.calibration)
@@ -142,14 +189,18 @@ def convert(target: Target, request: ConvertRequest) -> Path:
         raise ConversionError(
             f"target {target.name} needs {', '.join(target.modules)}, not all importable here"
         )
-    weights_path = (
-        shipped_weights(request.variant) if request.weights == "shipped" else Path(request.weights)
-    )
-    model = build_bas(request.variant, request.image_size, weights=request.weights).eval()
-    # Float targets get GELU as a sigmoid (their fused tanh-GELU is coarse), and so does
-    # int16x8 (LiteRT has no 16x8 GELU kernel); int8 keeps the fused op, which quantizers map
-    # to their own GELU kernels.
-    exported = model if request.precision == "int8" else with_sigmoid_gelu(copy.deepcopy(model))
+
+
+def _sigmoid_gelu(request: ConvertRequest) -> bool:
+    """Float targets get GELU as a sigmoid (their fused tanh-GELU is coarse), and so does
+    int16x8 (LiteRT has no 16x8 GELU kernel); int8 keeps the fused op, which quantizers map
+    to their own GELU kernels."""
+    return request.precision != "int8"
+
+
+def conversion_job(model: BaS, request: ConvertRequest, artifact: Path) -> ConversionJob:
+    """The form's export wrapper of ``model``, example inputs and calibration frames."""
+    exported = with_sigmoid_gelu(copy.deepcopy(model)) if _sigmoid_gelu(request) else model
     module = (FrameForm if request.form == "frame" else StreamForm)(exported).eval()
     size = request.image_size
     frame = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0))
@@ -158,74 +209,81 @@ def convert(target: Target, request: ConvertRequest) -> Path:
     def calibration(contrast: float = 1.0) -> Iterator[tuple[torch.Tensor, ...]]:
         return calibration_clips(model, request.form, request.calibration, size, contrast)
 
-    out = Path(request.out)
-    made = [p for p in (out, *out.parents) if not p.exists()]  # removed again on failure
-    out.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{request.stem}.", dir=out))
-    artifact = staging / f"{request.stem}{target.suffix}"
+    return ConversionJob(request, module, inputs, artifact, calibration)
+
+
+def run_target(target: Target, job: ConversionJob) -> tuple[dict[str, Any], float]:
+    """The target's options and its seconds; any toolchain's failure as one line."""
+    started = time.perf_counter()
     try:
-        started = time.perf_counter()
-        job = ConversionJob(request, module, inputs, artifact, calibration)
-        try:
-            options = target.convert(job)
-        except ConversionError:
-            raise
-        except Exception as err:  # each toolchain raises its own types; report one line
-            first = one_line(err)
-            raise ConversionError(
-                f"{target.name} conversion of {request.stem} failed: {type(err).__name__}: {first}"
-            ) from err
-        seconds = time.perf_counter() - started
-        if not artifact.exists():
-            raise ConversionError(f"target {target.name} wrote no artifact at {artifact}")
-        inputs, outputs = describe_io(target, job, options)
-        manifest = Manifest(
-            target=target.name,
-            runtime=target.runtime,
-            variant=request.variant,
-            form=request.form,
-            precision=request.precision,
-            image_size=size,
-            temporal_window=model.config.temporal_window,
-            artifact=ArtifactFile(
-                artifact.name, artifact_sha256(artifact), artifact_bytes(artifact)
-            ),
-            weights=WeightsRef(request.weights, sha256(weights_path)),
-            inputs=inputs,
-            outputs=outputs,
-            state=None
-            if request.form == "frame"
-            else StateSpec("state", "new_state", (1, *model.state_shape)),
-            export_transforms=(
-                ()
-                if exported is model
-                else ("tanh-GELU written as x * sigmoid(2z) (same function)",)
-            )
-            + tuple(options.pop("export_transforms", ())),
-            tools={**target.versions(), "converters": converter_digest()},
-            options={k: str(v) if isinstance(v, Path) else v for k, v in options.items()},
-            conversion_seconds=round(seconds, 2),
-            created=datetime.now(UTC).isoformat(timespec="seconds"),
-            graph=target.graph_summary(job, options),
-            accumulation=target.accumulation(job, options),
-        )
-        write_manifest(artifact, manifest)
-        final = out / artifact.name
-        check_replaceable(final)  # again: the conversion may have taken long
-        stop_if_signalled()  # a toolchain may have swallowed the signal's exception
-        for path in (final, manifest_path(final)):
-            if path.is_dir():
-                shutil.rmtree(path)
-            else:
-                path.unlink(missing_ok=True)
-        os.replace(artifact, final)
-        os.replace(manifest_path(artifact), manifest_path(final))
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        for folder in made:  # innermost first; only if still empty
-            with contextlib.suppress(OSError):
-                folder.rmdir()
+        options = target.convert(job)
+    except ConversionError:
         raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return final
+    except Exception as err:  # each toolchain raises its own types; report one line
+        raise ConversionError(
+            f"{target.name} conversion of {job.request.stem} failed: "
+            f"{type(err).__name__}: {one_line(err)}"
+        ) from err
+    if not job.artifact.exists():
+        raise ConversionError(f"target {target.name} wrote no artifact at {job.artifact}")
+    return options, time.perf_counter() - started
+
+
+def describe_artifact(
+    target: Target, job: ConversionJob, model: BaS, options: dict[str, Any], seconds: float
+) -> Manifest:
+    """The manifest of the written artifact: what it takes and returns, and how it was made."""
+    request, artifact = job.request, job.artifact
+    inputs, outputs = describe_io(target, job, options)
+    transforms = (SIGMOID_GELU,) if _sigmoid_gelu(request) else ()
+    return Manifest(
+        target=target.name,
+        runtime=target.runtime,
+        variant=request.variant,
+        form=request.form,
+        precision=request.precision,
+        image_size=request.image_size,
+        temporal_window=model.config.temporal_window,
+        artifact=ArtifactFile(artifact.name, artifact_sha256(artifact), artifact_bytes(artifact)),
+        weights=WeightsRef(
+            request.weights, sha256(resolve_weights(request.variant, request.weights))
+        ),
+        inputs=inputs,
+        outputs=outputs,
+        state=None
+        if request.form == "frame"
+        else StateSpec("state", "new_state", (1, *model.state_shape)),
+        export_transforms=transforms + tuple(options.pop("export_transforms", ())),
+        tools={**target.versions(), "converters": converter_digest()},
+        options={k: str(v) if isinstance(v, Path) else v for k, v in options.items()},
+        conversion_seconds=round(seconds, 2),
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+        graph=target.graph_summary(job, options),
+        accumulation=target.accumulation(job, options),
+    )
+
+
+def move_into_place(artifact: Path, final: Path) -> None:
+    """The staged artifact and its manifest onto ``final`` (an earlier artifact of ours)."""
+    check_replaceable(final)  # again: the conversion may have taken long
+    stop_if_signalled()  # a toolchain may have swallowed the signal's exception
+    for path in (final, manifest_path(final)):
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+    os.replace(artifact, final)
+    os.replace(manifest_path(artifact), manifest_path(final))
+
+
+def convert(target: Target, request: ConvertRequest) -> Path:
+    """Build one artifact; on any failure nothing is left in ``request.out``."""
+    check_request(target, request)
+    model = build_bas(request.variant, request.image_size, weights=request.weights).eval()
+    out = Path(request.out)
+    with staging_folder(out, request.stem) as staging:
+        job = conversion_job(model, request, staging / f"{request.stem}{target.suffix}")
+        options, seconds = run_target(target, job)
+        write_manifest(job.artifact, describe_artifact(target, job, model, options, seconds))
+        move_into_place(job.artifact, out / job.artifact.name)
+    return out / job.artifact.name

@@ -71,7 +71,7 @@ def calibration_clips(
     for video, frames in enumerate(_videos(folder)):
         state = model.initial_state(1)
         for position, image in enumerate(frames):
-            frame = torch.from_numpy(to_input(image, size))
+            frame = torch.from_numpy(to_input(image, size, model.config.preprocessing))
             if contrast != 1.0:
                 mean = frame.mean()
                 frame = mean + contrast * (frame - mean)

@@ -20,10 +20,11 @@ from model.cli import (
     variant_option,
     weights_option,
 )
+from model.forms import EXPORT_FORMS
 
 from .base import Target
 from .build import convert
-from .spec import FORMS, ConvertRequest
+from .spec import ConvertRequest
 
 # What the toolchains (torch.export and torch.onnx, onnxscript, coremltools, onnx2tf,
 # TensorFlow) warn and log on every conversion; it buried a failed conversion's one error
@@ -64,8 +65,7 @@ def quiet_toolchains() -> Iterator[None]:
 def target_command(target: Target) -> click.Command:
     """The click command of ``python -m converters.<name>``; its precisions are the target's.
 
-    Given the target itself (not its name), so that a target module's ``__main__`` needs no
-    registry, which imports every target module.
+    Given the target itself (not its name): each target module builds its own command.
     """
     name = target.name
 
@@ -99,7 +99,7 @@ def target_command(target: Target) -> click.Command:
         variant_option(),
         weights_option,
         precision_option(target.precisions),
-        form_option(FORMS),
+        form_option(EXPORT_FORMS),
         image_size_option,
         click.option(
             "--calibration",

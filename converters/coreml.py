@@ -19,6 +19,7 @@ from runtimes.backend import RawTensor
 from runtimes.backends.coreml import DEPLOYMENT_TARGET
 
 from .base import ConversionJob, Target
+from .cli import target_command
 
 # coremltools folds ``x * gamma + beta`` into a batch_norm of mean 0 and variance 1 but
 # keeps batch_norm's default epsilon (1e-5), so each fold scales by 1/sqrt(1 + 1e-5): five
@@ -49,11 +50,8 @@ def exact_pass_pipeline(quantize_weights: bool) -> Any:
 
 class CoreMLTarget(Target):
     name = "coreml"
-    suffix = ".mlpackage"
-    precisions = ("fp32", "fp16", "int8")
     modules = ("coremltools",)
     distributions = ("coremltools",)
-    runtime = "coreml"
     # int8 is weight-only (linear_quantize_weights): a calibration folder is refused, not ignored
     calibrates = False
 
@@ -111,6 +109,4 @@ class CoreMLTarget(Target):
 
 
 if __name__ == "__main__":
-    from .cli import target_command
-
     target_command(CoreMLTarget())()

@@ -26,6 +26,7 @@ from runtimes.manifest import GraphSummary
 from runtimes.threads import aten_single_threaded
 
 from .base import ConversionJob, Target
+from .cli import target_command
 from .spec import ConversionError
 from .xnnpack_export import nhwc_float_module, nhwc_half_module
 
@@ -224,11 +225,8 @@ def summarize(lowered: Any) -> GraphSummary:
 
 class ExecuTorchTarget(Target):
     name = "executorch"
-    suffix = ".pte"
-    precisions = ("fp32", "fp16", "int8")
     modules = ("executorch", "torchao")
     distributions = ("executorch", "torchao")
-    runtime = "executorch"
 
     def __init__(self) -> None:
         # graph_summary is asked right after convert: the lowered program is gone by then.
@@ -285,6 +283,4 @@ class ExecuTorchTarget(Target):
 
 
 if __name__ == "__main__":
-    from .cli import target_command
-
     target_command(ExecuTorchTarget())()

@@ -13,6 +13,7 @@ import torch
 from runtimes.manifest import GraphSummary
 
 from .base import ConversionJob, Target
+from .cli import target_command
 
 OPSET = 18
 # Ops that only move or reshape data: not compute.
@@ -48,11 +49,8 @@ def export_onnx(job: ConversionJob, path: Path) -> None:
 
 class OnnxTarget(Target):
     name = "onnx"
-    suffix = ".onnx"
-    precisions = ("fp32",)
     modules = ("onnx", "onnxruntime", "onnxslim", "onnxscript")
     distributions = ("onnx", "onnxruntime", "onnxslim", "onnxscript")
-    runtime = "onnxruntime"
 
     def convert(self, job: ConversionJob) -> dict[str, Any]:
         export_onnx(job, job.artifact)
@@ -80,6 +78,4 @@ class OnnxTarget(Target):
 
 
 if __name__ == "__main__":
-    from .cli import target_command
-
     target_command(OnnxTarget())()

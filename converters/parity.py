@@ -16,8 +16,8 @@ import json
 import math
 import platform
 import sys
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field, replace
 from importlib.metadata import PackageNotFoundError, packages_distributions, version
 from pathlib import Path
 from typing import Any
@@ -30,17 +30,28 @@ from scipy import ndimage
 from model.bas import BaS
 from model.checkpoint import CheckpointError, sha256
 from model.cli import command, existing_path, frames_option, runtime_option
-from model.data.synth import render_video
-from model.hub import build_bas, shipped_weights
-from model.metrics import frame_scores, overlap_scores
+from model.data.synth import HELD_OUT_SEED, render_video
+from model.hub import build_bas, resolve_weights
+from model.metrics import FrameScores, frame_scores, overlap_scores
 from runtimes import open_model
-from runtimes.manifest import Manifest, read_manifest, write_manifest
+from runtimes.host import cpu_model
+from runtimes.manifest import (
+    Gate,
+    GroundTruthDice,
+    LogitErrors,
+    Manifest,
+    MaskAgreement,
+    ParityRecord,
+    StreamDrift,
+    WorstFrame,
+    read_manifest,
+    write_manifest,
+)
 from runtimes.registry import RUNTIME_NAMES, get_backend
 from runtimes.session import NonFiniteOutput, to_input, to_native
 
 from .spec import ConversionError
 
-PARITY_SEED = 1  # the held-out test seed: never trained on, never calibrated on
 VIDEO_LENGTH = 20
 MIN_FRAMES = 2 * VIDEO_LENGTH  # videos 0 and 1 at least: video 1 is the hard one
 DEFAULT_FRAMES = 3 * VIDEO_LENGTH
@@ -49,44 +60,11 @@ DEFAULT_FRAMES = 3 * VIDEO_LENGTH
 MIN_FINDING = 1e-3
 WORST_FRAMES = 5  # frames listed in the record where target and PyTorch masks differ most
 
-
-@dataclass(frozen=True)
-class Gate:
-    """What an artifact must show against PyTorch on the parity set.
-
-    Masks are gated as lesions are read: every finding in the same place (no lesion of
-    ``MIN_FINDING`` of the frame or more on one side that the other side's mask does not
-    touch), outlined alike (pooled Dice, every lesion pixel of the set counted once). The
-    mean of per-frame Dice, the gate before 2026-12, is recorded beside them: on frames
-    where PyTorch's mask is a few pixels at its threshold it scores threshold noise as a
-    whole frame lost (README, "Parity").
-    """
-
-    max_abs_err: float | None = None  # on logits
-    dice_vs_pytorch: float = 0.0  # pooled Dice of target masks against PyTorch masks
-    max_unmatched_findings: int = 0  # lesions found by one side only, over the set
-    max_gt_dice_drop: float | None = None  # Dice vs ground truth, at most this far below PyTorch
-    max_drift_ratio: float = 2.0  # stream: late-frame error / early-frame error (plus a floor)
-
-
 GATES = {
     "fp32": Gate(max_abs_err=1e-3, dice_vs_pytorch=0.999),
     "fp16": Gate(dice_vs_pytorch=0.99),
     "int8": Gate(dice_vs_pytorch=0.97, max_gt_dice_drop=0.01),
     "int16x8": Gate(dice_vs_pytorch=0.97, max_gt_dice_drop=0.01),
-}
-
-# The figures of an artifact that returned NaN or infinity: none, and it fails (issue 20).
-UNSCORED: dict[str, Any] = {
-    "frames": 0,
-    "frames_source": "",
-    "logits": {"max_abs_err": None, "mean_abs_err": None, "psnr_db": None},
-    "masks_vs_pytorch": {
-        **dict.fromkeys(("pooled_dice", "missed_findings", "false_findings", "dice", "iou")),
-        **{"hd95_px": None, "dice_per_video": [], "worst_frames": []},
-    },
-    "dice_vs_ground_truth": {"target": None, "pytorch": None},
-    "stream_drift": None,
 }
 
 
@@ -105,7 +83,7 @@ def parity_videos(
         min(VIDEO_LENGTH, count - video * VIDEO_LENGTH, per_video)
         for video in range(math.ceil(count / VIDEO_LENGTH))
     ]
-    return [list(render_video(PARITY_SEED, video, n)) for video, n in enumerate(lengths)]
+    return [list(render_video(HELD_OUT_SEED, video, n)) for video, n in enumerate(lengths)]
 
 
 def unmatched_findings(mask: np.ndarray, other: np.ndarray) -> int:
@@ -125,13 +103,12 @@ def _nanmean(values: list[float]) -> float | None:
 
 
 def _weights(manifest: Manifest) -> str:
-    source = manifest.weights.source
-    path = shipped_weights(manifest.variant) if source == "shipped" else Path(source)
+    path = resolve_weights(manifest.variant, manifest.weights.source)
     if sha256(path) != manifest.weights.sha256:
         raise CheckpointError(
             f"weights {path} are not the ones the artifact was built from (sha256)"
         )
-    return source
+    return manifest.weights.source
 
 
 def parity_runtime(manifest: Manifest) -> str:
@@ -149,15 +126,7 @@ def parity_runtime(manifest: Manifest) -> str:
 
 def host_platform() -> dict[str, str]:
     """Where a host runtime ran: OS, machine and CPU model (the kernels XNNPACK picks)."""
-    cpu = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text(errors="replace").splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                cpu = value.strip()
-                break
-    return {"platform": f"{sys.platform}-{platform.machine()}", "cpu": cpu}
+    return {"platform": f"{sys.platform}-{platform.machine()}", "cpu": cpu_model()}
 
 
 def runtime_platform(runtime: str) -> dict[str, Any]:
@@ -173,98 +142,136 @@ def runtime_platform(runtime: str) -> dict[str, Any]:
 
 
 Runner = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
+Video = list[tuple[np.ndarray, np.ndarray]]  # (frame, ground truth mask), in order
 
 
 @torch.no_grad()
-def compare(
-    model: BaS, run: Runner, form: str, videos: list[list[tuple[np.ndarray, np.ndarray]]]
-) -> dict[str, Any]:
+def _both_sides(
+    model: BaS, run: Runner, form: str, video: Video
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(target's logits, PyTorch's) of each frame of one continuous clip: the stream form
+    starts from the initial state, and each side feeds back its own."""
+    size = model.config.image_size
+    torch_state = target_state = model.initial_state(1).numpy()
+    for image, _ in video:
+        x = to_input(image, size, model.config.preprocessing)
+        if form == "frame":
+            expected = model.forward_frame(torch.from_numpy(x)).numpy()
+            got = run({"frame": x})["logits"]
+        else:
+            logits, new_state = model.stream(torch.from_numpy(x), torch.from_numpy(torch_state))
+            expected, torch_state = logits.numpy(), new_state.numpy()
+            result = run({"frame": x, "state": target_state})
+            got, target_state = result["logits"], result["new_state"]
+        if got.shape != expected.shape:
+            raise ConversionError(f"logits shape {got.shape} != PyTorch's {expected.shape}")
+        yield got, expected
+
+
+@dataclass
+class _Tally:
+    """The running figures of one comparison, frame by frame."""
+
+    errors: list[float] = field(default_factory=list)  # mean abs logit error per frame
+    maxima: list[float] = field(default_factory=list)
+    squared: list[float] = field(default_factory=list)
+    peaks: list[float] = field(default_factory=list)  # PyTorch's logit range per frame
+    positions: list[int] = field(default_factory=list)  # each frame's place in its clip
+    vs_torch: list[FrameScores] = field(default_factory=list)
+    gt_target: list[float] = field(default_factory=list)
+    gt_torch: list[float] = field(default_factory=list)
+    pixels: list[tuple[int, int]] = field(default_factory=list)  # (PyTorch's, target's)
+    pooled: np.ndarray = field(default_factory=lambda: np.zeros(3, dtype=np.int64))  # tp fp fn
+    missed: int = 0
+    false: int = 0
+
+    def add(
+        self,
+        got: np.ndarray,
+        expected: np.ndarray,
+        shape: tuple[int, ...],
+        truth: np.ndarray,
+        position: int,
+    ) -> None:
+        diff = np.abs(got.astype(np.float64) - expected)
+        self.errors.append(float(diff.mean()))
+        self.maxima.append(float(diff.max()))
+        self.squared.append(float((diff**2).mean()))
+        self.peaks.append(float(expected.max() - expected.min()))
+        self.positions.append(position)
+        mask_target, mask_torch = to_native(got, shape) > 0, to_native(expected, shape) > 0
+        self.vs_torch.append(frame_scores(mask_target, mask_torch))
+        self.pixels.append((int(mask_torch.sum()), int(mask_target.sum())))
+        self.pooled += [
+            np.count_nonzero(mask_target & mask_torch),
+            np.count_nonzero(mask_target & ~mask_torch),
+            np.count_nonzero(~mask_target & mask_torch),
+        ]
+        self.missed += unmatched_findings(mask_torch, mask_target)
+        self.false += unmatched_findings(mask_target, mask_torch)
+        self.gt_target.append(frame_scores(mask_target, truth).dice)
+        self.gt_torch.append(frame_scores(mask_torch, truth).dice)
+
+    def logits(self) -> LogitErrors:
+        mse, peak = float(np.mean(self.squared)), float(np.max(self.peaks))
+        return LogitErrors(
+            max_abs_err=max(self.maxima),
+            mean_abs_err=float(np.mean(self.errors)),
+            psnr_db=10 * math.log10(peak**2 / mse) if mse > 0 else None,  # None: identical
+        )
+
+    def masks(self, videos: list[Video]) -> MaskAgreement:
+        scores = self.vs_torch
+        return MaskAgreement(
+            pooled_dice=overlap_scores(*(int(n) for n in self.pooled))["dice"],
+            missed_findings=self.missed,
+            false_findings=self.false,
+            dice=_nanmean([s.dice for s in scores]),
+            iou=_nanmean([s.iou for s in scores]),
+            hd95_px=_nanmean([s.hd95 for s in scores]),
+            dice_per_video=tuple(
+                _nanmean([s.dice for s in chunk]) for chunk in _per_video(scores, videos)
+            ),
+            worst_frames=_worst(scores, self.pixels, videos),
+        )
+
+    def drift(self, videos: list[Video]) -> StreamDrift:
+        """Error over the first and the last third of each clip, by position in the clip."""
+        third = max(1, min(len(v) for v in videos) // 3)
+        frames = list(zip(self.errors, self.positions, _lengths(videos), strict=True))
+        return StreamDrift(
+            mean_abs_err_first_third=float(np.mean([e for e, p, _ in frames if p < third])),
+            mean_abs_err_last_third=float(np.mean([e for e, p, n in frames if p >= n - third])),
+        )
+
+
+def compare(model: BaS, run: Runner, form: str, videos: list[Video]) -> ParityRecord:
     """Logit and mask figures of ``run`` (canonical tensors in and out) against ``model``.
 
     Each video is a continuous clip: the stream form starts it from the initial state, and
-    each side feeds back its own.
+    each side feeds back its own. The record holds the figures only (no verdict).
     """
-    size = model.config.image_size
-    errors, maxima, squared, peaks, positions = [], [], [], [], []
-    vs_torch, gt_target, gt_torch, pixels = [], [], [], []
-    pooled = np.zeros(3, dtype=np.int64)  # tp, fp, fn of target masks against PyTorch's
-    missed = false = 0
+    tally = _Tally()
     for video in videos:
-        torch_state = target_state = model.initial_state(1).numpy()
-        for position, (image, truth) in enumerate(video):
-            x = to_input(image, size)
-            if form == "frame":
-                expected = model.forward_frame(torch.from_numpy(x)).numpy()
-                got = run({"frame": x})["logits"]
-            else:
-                logits, new_state = model.stream(torch.from_numpy(x), torch.from_numpy(torch_state))
-                expected, torch_state = logits.numpy(), new_state.numpy()
-                result = run({"frame": x, "state": target_state})
-                got, target_state = result["logits"], result["new_state"]
-            if got.shape != expected.shape:
-                raise ConversionError(f"logits shape {got.shape} != PyTorch's {expected.shape}")
-            diff = np.abs(got.astype(np.float64) - expected)
-            errors.append(float(diff.mean()))
-            maxima.append(float(diff.max()))
-            squared.append(float((diff**2).mean()))
-            peaks.append(float(expected.max() - expected.min()))
-            positions.append(position)
-            shape = image.shape[:2]
-            mask_target = to_native(got, shape) > 0
-            mask_torch = to_native(expected, shape) > 0
-            vs_torch.append(frame_scores(mask_target, mask_torch))
-            pixels.append((int(mask_torch.sum()), int(mask_target.sum())))
-            pooled += [
-                np.count_nonzero(mask_target & mask_torch),
-                np.count_nonzero(mask_target & ~mask_torch),
-                np.count_nonzero(~mask_target & mask_torch),
-            ]
-            missed += unmatched_findings(mask_torch, mask_target)
-            false += unmatched_findings(mask_target, mask_torch)
-            gt_target.append(frame_scores(mask_target, truth).dice)
-            gt_torch.append(frame_scores(mask_torch, truth).dice)
-    mse, peak = float(np.mean(squared)), float(np.max(peaks))
-    third = max(1, min(len(v) for v in videos) // 3)  # by position in each clip
-    early = [e for e, p in zip(errors, positions, strict=True) if p < third]
-    late = [
-        e
-        for e, p, length in zip(errors, positions, _lengths(videos), strict=True)
-        if p >= length - third
-    ]
-    psnr = 10 * math.log10(peak**2 / mse) if mse > 0 else None  # None: identical logits
-    return {
-        "frames": len(errors),
-        "frames_source": (
-            f"synthetic ultrasound, seed {PARITY_SEED} (held out): videos "
+        outputs = _both_sides(model, run, form, video)
+        for position, ((got, expected), (image, truth)) in enumerate(
+            zip(outputs, video, strict=True)
+        ):
+            tally.add(got, expected, image.shape[:2], truth, position)
+    return ParityRecord(
+        frames=len(tally.errors),
+        frames_source=(
+            f"synthetic ultrasound, seed {HELD_OUT_SEED} (held out): videos "
             f"{', '.join(str(i) for i in range(len(videos)))}, the first "
             f"{', '.join(str(len(v)) for v in videos)} frames of each, each a continuous clip"
         ),
-        "logits": {
-            "max_abs_err": max(maxima),
-            "mean_abs_err": float(np.mean(errors)),
-            "psnr_db": psnr,
-        },
-        "masks_vs_pytorch": {
-            "pooled_dice": overlap_scores(*(int(n) for n in pooled))["dice"],
-            "missed_findings": missed,  # PyTorch's lesions the target's masks do not touch
-            "false_findings": false,  # the target's lesions PyTorch's masks do not touch
-            "dice": _nanmean([s.dice for s in vs_torch]),  # mean of per-frame Dice
-            "iou": _nanmean([s.iou for s in vs_torch]),
-            "hd95_px": _nanmean([s.hd95 for s in vs_torch]),
-            "dice_per_video": [
-                _nanmean([s.dice for s in chunk]) for chunk in _per_video(vs_torch, videos)
-            ],
-            # Frames whose masks differ most: (video, frame, PyTorch pixels, target pixels, Dice)
-            "worst_frames": _worst(vs_torch, pixels, videos),
-        },
-        "dice_vs_ground_truth": {"target": _nanmean(gt_target), "pytorch": _nanmean(gt_torch)},
-        "stream_drift": None
-        if form == "frame"
-        else {
-            "mean_abs_err_first_third": float(np.mean(early)),
-            "mean_abs_err_last_third": float(np.mean(late)),
-        },
-    }
+        logits=tally.logits(),
+        masks_vs_pytorch=tally.masks(videos),
+        dice_vs_ground_truth=GroundTruthDice(
+            target=_nanmean(tally.gt_target), pytorch=_nanmean(tally.gt_torch)
+        ),
+        stream_drift=None if form == "frame" else tally.drift(videos),
+    )
 
 
 def measure(
@@ -272,96 +279,86 @@ def measure(
     frames: int = DEFAULT_FRAMES,
     runtime: str | None = None,
     per_video: int = VIDEO_LENGTH,
-) -> dict[str, Any]:
+) -> ParityRecord:
     """Parity figures of one artifact against PyTorch, with the gates applied."""
     manifest = read_manifest(artifact)
     runner = open_model(artifact, runtime or parity_runtime(manifest))
     model = build_bas(
         manifest.variant, manifest.image_size, manifest.temporal_window, weights=_weights(manifest)
     ).eval()
-    refused: list[str] = []
+    gate = GATES[manifest.precision]
     try:
         figures = compare(model, runner, manifest.form, parity_videos(frames, per_video))
+        failures = check_gates(figures, gate)
     except ConversionError as err:
         raise ConversionError(f"{artifact.name}: {err}") from err
     except NonFiniteOutput as err:  # failed, not a crash: the matrix goes on (issue 20)
-        figures, refused = UNSCORED, [str(err)]
-    record: dict[str, Any] = {
-        "artifact": artifact.name,
-        "target": manifest.target,
-        "variant": manifest.variant,
-        "form": manifest.form,
-        "precision": manifest.precision,
-        "accumulation": manifest.accumulation,
-        "runtime": runner.runtime,
-        "platform": runtime_platform(runner.runtime),
-        **figures,
-    }
-    failures = refused or check_gates(record, GATES[manifest.precision])
-    record["gate"] = asdict(GATES[manifest.precision])
-    record["passed"] = not failures
-    record["failures"] = failures
-    return record
+        figures, failures = ParityRecord(), [str(err)]  # nothing scored
+    return replace(
+        figures,
+        artifact=artifact.name,
+        target=manifest.target,
+        variant=manifest.variant,
+        form=manifest.form,
+        precision=manifest.precision,
+        accumulation=manifest.accumulation,
+        runtime=runner.runtime,
+        platform=runtime_platform(runner.runtime),
+        gate=gate,
+        passed=not failures,
+        failures=tuple(failures),
+    )
 
 
-def _lengths(videos: list[list[Any]]) -> list[int]:
+def _lengths(videos: list[Video]) -> list[int]:
     """Each frame's clip length, in frame order."""
     return [len(video) for video in videos for _ in video]
 
 
-def _per_video(values: list[Any], videos: list[list[Any]]) -> list[list[Any]]:
+def _per_video(values: list[Any], videos: list[Video]) -> list[list[Any]]:
     bounds = np.cumsum([0, *(len(v) for v in videos)])
     return [values[a:b] for a, b in itertools.pairwise(bounds)]
 
 
 def _worst(
-    scores: list[Any], pixels: list[tuple[int, int]], videos: list[list[Any]]
-) -> list[list[float]]:
-    """Lists, not tuples: the record must read back from the manifest's JSON equal."""
+    scores: list[FrameScores], pixels: list[tuple[int, int]], videos: list[Video]
+) -> tuple[WorstFrame, ...]:
     where = [(v, f) for v, video in enumerate(videos) for f in range(len(video))]
     rows = [
-        [*where[i], *pixels[i], round(float(s.dice), 4)]
+        (*where[i], *pixels[i], round(float(s.dice), 4))
         for i, s in enumerate(scores)
         if not math.isnan(s.dice) and s.dice < 1.0
     ]
-    return sorted(rows, key=lambda row: row[-1])[:WORST_FRAMES]
+    return tuple(sorted(rows, key=lambda row: row[-1])[:WORST_FRAMES])
 
 
-def check_gates(record: dict[str, Any], gate: Gate) -> list[str]:
+def check_gates(record: ParityRecord, gate: Gate) -> list[str]:
     """Each missed figure as 'name value vs limit'."""
     failures = []
-    err = record["logits"]["max_abs_err"]
+    err = record.logits.max_abs_err
     if gate.max_abs_err is not None and err > gate.max_abs_err:
         failures.append(f"logits max abs err {err:.3g} > {gate.max_abs_err:g}")
-    masks = record["masks_vs_pytorch"]
-    dice = masks["pooled_dice"]
+    masks = record.masks_vs_pytorch
+    dice = masks.pooled_dice
     if math.isnan(dice) or dice < gate.dice_vs_pytorch:
         failures.append(f"mask Dice vs PyTorch (pooled) {dice:.5f} < {gate.dice_vs_pytorch}")
-    unmatched = masks["missed_findings"] + masks["false_findings"]
-    if unmatched > gate.max_unmatched_findings:
+    if masks.missed_findings + masks.false_findings > gate.max_unmatched_findings:
         failures.append(
-            f"lesions found by one side only: {masks['missed_findings']} missed, "
-            f"{masks['false_findings']} false (at most {gate.max_unmatched_findings})"
+            f"lesions found by one side only: {masks.missed_findings} missed, "
+            f"{masks.false_findings} false (at most {gate.max_unmatched_findings})"
         )
-    truth = record["dice_vs_ground_truth"]
-    if (
-        gate.max_gt_dice_drop is not None
-        and truth["target"] < truth["pytorch"] - gate.max_gt_dice_drop
-    ):
+    truth = record.dice_vs_ground_truth
+    if gate.max_gt_dice_drop is not None and truth.target < truth.pytorch - gate.max_gt_dice_drop:
         failures.append(
-            f"Dice vs ground truth {truth['target']:.4f} more than {gate.max_gt_dice_drop} "
-            f"below PyTorch's {truth['pytorch']:.4f}"
+            f"Dice vs ground truth {truth.target:.4f} more than {gate.max_gt_dice_drop} "
+            f"below PyTorch's {truth.pytorch:.4f}"
         )
-    drift = record["stream_drift"]
+    drift = record.stream_drift
     if drift is not None:
-        early, late = drift["mean_abs_err_first_third"], drift["mean_abs_err_last_third"]
+        early, late = drift.mean_abs_err_first_third, drift.mean_abs_err_last_third
         if late > gate.max_drift_ratio * early + 1e-4:
             failures.append(f"stream error grows: last third {late:.3g} vs first third {early:.3g}")
     return failures
-
-
-def describe(record: dict[str, Any]) -> str:
-    return f"{record['target']} BaS-{record['variant']} {record['precision']} {record['form']}"
 
 
 # The emulated ARM64 runtime of each target that has one (runtimes.arm64), and how many
@@ -387,7 +384,7 @@ def record_parity(
     frames: int = DEFAULT_FRAMES,
     runtime: str | None = None,
     arm64: bool = False,
-) -> dict[str, Any]:
+) -> ParityRecord:
     """Measure and write the record into the artifact's manifest.
 
     ``arm64``: also run the file on ARM64 kernels (emulated) and keep that record beside the
@@ -399,11 +396,9 @@ def record_parity(
         raise ConversionError(f"{artifact.name}: no ARM64 runtime for {manifest.target}")
     record = measure(artifact, frames, runtime)
     if emulated is not None:
-        per_video = ARM64_FRAMES_PER_VIDEO[manifest.precision]
-        arm = measure(artifact, frames, emulated, per_video)
-        record["arm64"] = arm
-        record["failures"] = [*record["failures"], *(f"ARM64: {f}" for f in arm["failures"])]
-        record["passed"] = not record["failures"]
+        arm = measure(artifact, frames, emulated, ARM64_FRAMES_PER_VIDEO[manifest.precision])
+        failures = (*record.failures, *(f"ARM64: {f}" for f in arm.failures))
+        record = replace(record, arm64=arm, failures=failures, passed=not failures)
     write_manifest(artifact, manifest.with_parity(record))
     return record
 
@@ -418,12 +413,9 @@ def record_parity(
 def main(artifact: Path, frames: int, runtime: str | None, arm64: bool) -> None:
     """Compare an artifact with PyTorch on synthetic frames; exit 1 if a parity gate fails."""
     record = record_parity(artifact, frames, runtime, arm64)
-    print(json.dumps(record))
-    if not record["passed"]:
-        print(
-            f"parity FAILED for {describe(record)}: {'; '.join(record['failures'])}",
-            file=sys.stderr,
-        )
+    print(json.dumps(asdict(record)))
+    if not record.passed:
+        print(f"parity FAILED for {record.label}: {'; '.join(record.failures)}", file=sys.stderr)
         sys.exit(1)
 
 

@@ -1,26 +1,30 @@
-"""Every target by name: adding one is a module and a line here."""
+"""Every converter plug-in by its row of ``runtimes.targets``: adding one is a module, a row
+there and a line here. The toolchains each imports are imported inside it, when it converts."""
 
 from __future__ import annotations
 
 from model.config import unknown_choice
+from runtimes.targets import CONVERTED
 
 from .base import Target
+from .coreml import CoreMLTarget
+from .executorch import ExecuTorchTarget
+from .onnx import OnnxTarget
 from .spec import ConversionError
+from .tflite import TFLiteTarget
 
-
-def _targets() -> dict[str, type[Target]]:
-    from .coreml import CoreMLTarget
-    from .executorch import ExecuTorchTarget
-    from .onnx import OnnxTarget
-    from .tflite import TFLiteTarget
-
-    return {t.name: t for t in (OnnxTarget, TFLiteTarget, CoreMLTarget, ExecuTorchTarget)}
-
-
-TARGET_NAMES = ("onnx", "tflite", "coreml", "executorch")
+TARGET_CLASSES: dict[str, type[Target]] = {
+    target.name: target
+    for target in (
+        OnnxTarget,
+        TFLiteTarget,
+        CoreMLTarget,
+        ExecuTorchTarget,
+    )
+}
 
 
 def get_target(name: str) -> Target:
-    if name not in TARGET_NAMES:
-        raise ConversionError(unknown_choice("target", name, TARGET_NAMES))
-    return _targets()[name]()
+    if name not in CONVERTED:
+        raise ConversionError(unknown_choice("target", name, CONVERTED))
+    return TARGET_CLASSES[name]()

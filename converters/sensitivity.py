@@ -29,13 +29,14 @@ from model.cli import (
     variant_option,
     weights_option,
 )
-from model.forms import FrameForm, StreamForm
+from model.forms import EXPORT_FORMS, FrameForm, StreamForm
 from model.hub import build_bas
+from model.tables import markdown_table
 
 from .calibration import calibration_clips
 from .executorch import FLOAT_MODULES, quantize_pt2e
 from .parity import DEFAULT_FRAMES, compare, parity_videos
-from .spec import FORMS, ConversionError
+from .spec import ConversionError
 
 GRANULARITIES = ("stages", "blocks")
 
@@ -92,15 +93,15 @@ def sensitivity(
             out = out if isinstance(out, tuple) else (out,)
             return dict(zip(("logits", "new_state"), (t.numpy() for t in out), strict=False))
 
-        masks = compare(model, run, form, videos)["masks_vs_pytorch"]
+        masks = compare(model, run, form, videos).masks_vs_pytorch
         scores.append(
             UnitScore(
                 unit,
                 _params(model, unit) if unit else 0,
-                masks["pooled_dice"],
-                masks["dice"],
-                masks["missed_findings"],
-                masks["false_findings"],
+                masks.pooled_dice,
+                masks.dice,
+                masks.missed_findings,
+                masks.false_findings,
             )
         )
     return scores
@@ -109,28 +110,34 @@ def sensitivity(
 def markdown(scores: list[UnitScore]) -> str:
     """Units by what keeping them float wins back (per-frame Dice), the baseline first."""
     base, rows = scores[0], sorted(scores[1:], key=lambda s: s.frame_dice, reverse=True)
-    lines = [
-        "| kept float | float weights | mask Dice vs PyTorch (pooled / per-frame) "
-        "| gain (pooled / per-frame, points) | lesions missed / false |",
-        "|---|---|---|---|---|",
-    ]
-    for s in [base, *rows]:
-        gain = (
-            "-"
-            if s is base
-            else f"{100 * (s.pooled_dice - base.pooled_dice):+.2f} / "
-            f"{100 * (s.frame_dice - base.frame_dice):+.2f}"
-        )
-        lines.append(
-            f"| {s.unit or 'nothing (all int8)'} | {s.float_params:,} "
-            f"| {s.pooled_dice:.4f} / {s.frame_dice:.4f} | {gain} | {s.missed} / {s.false} |"
-        )
-    return "\n".join(lines)
+    header = (
+        "kept float",
+        "float weights",
+        "mask Dice vs PyTorch (pooled / per-frame)",
+        "gain (pooled / per-frame, points)",
+        "lesions missed / false",
+    )
+    return markdown_table(
+        header,
+        [
+            (
+                s.unit or "nothing (all int8)",
+                f"{s.float_params:,}",
+                f"{s.pooled_dice:.4f} / {s.frame_dice:.4f}",
+                "-"
+                if s is base
+                else f"{100 * (s.pooled_dice - base.pooled_dice):+.2f} / "
+                f"{100 * (s.frame_dice - base.frame_dice):+.2f}",
+                f"{s.missed} / {s.false}",
+            )
+            for s in [base, *rows]
+        ],
+    )
 
 
 @command("python -m converters.sensitivity")
 @variant_option()
-@form_option(FORMS)
+@form_option(EXPORT_FORMS)
 @weights_option
 @click.option(
     "--units",

@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from model.atomic import check_output_folder
 from model.config import VARIANTS, unknown_choice
 from model.errors import ProjectError
-
-# int16x8: integer-only, int16 activations and int8 weights (LiteRT's 16x8 mode), for NPUs.
-PRECISIONS = ("fp32", "fp16", "int8", "int16x8")
-QUANTIZED = ("int8", "int16x8")  # calibrated on frames
-FORMS = ("frame", "stream")
-IO_NAMES = {
-    "frame": (("frame",), ("logits",)),
-    "stream": (("frame", "state"), ("logits", "new_state")),
-}
+from model.forms import EXPORT_FORMS, IO_NAMES
+from runtimes.targets import PRECISIONS, QUANTIZED
 
 
 class ConversionError(ProjectError):
@@ -62,7 +55,7 @@ def validate(
     """
     _choice("variant", request.variant, tuple(VARIANTS))
     _choice("precision", request.precision, PRECISIONS)
-    _choice("form", request.form, FORMS)
+    _choice("form", request.form, EXPORT_FORMS)
     if request.precision not in precisions:
         raise ConversionError(
             f"target {target} does not support precision {request.precision}; "
@@ -85,13 +78,4 @@ def validate(
     if request.weights != "shipped" and not weights.is_file():
         problem = "is not a file" if weights.exists() else "not found"
         raise ConversionError(f"weights file {problem}: {request.weights}")
-    check_writable(Path(request.out))
-
-
-def check_writable(out: Path) -> None:
-    """Refuse an output folder that cannot be made or written, naming what is in the way."""
-    blocker = next((p for p in (out, *out.parents) if p.exists()), Path("."))
-    if not blocker.is_dir():
-        raise ConversionError(f"output folder {out} cannot be written: {blocker} is a file")
-    if not os.access(blocker, os.W_OK | os.X_OK):
-        raise ConversionError(f"output folder {out} cannot be written ({blocker} is read-only)")
+    check_output_folder(Path(request.out), marker=None, error=ConversionError)

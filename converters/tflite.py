@@ -43,6 +43,7 @@ from runtimes.manifest import GraphSummary
 
 from .base import ConversionJob, Target
 from .calibration import CALIBRATION_SEED
+from .cli import target_command
 from .onnx import export_onnx
 from .spec import ConversionError
 from .xnnpack_export import STATE_CHANNELS_LAST, ChannelsLastStream
@@ -368,88 +369,108 @@ def summarize(model_path: Path) -> GraphSummary:
     )
 
 
+def _onnx2tf_options(job: ConversionJob, work: Path) -> dict[str, Any]:
+    """onnx2tf's arguments for this job (its calibration samples written into ``work``)."""
+    return {
+        "output_signaturedefs": True,
+        "copy_onnx_input_output_names_to_tflite": True,
+        "replace_to_pseudo_operators": ["erf"],
+        "custom_input_op_name_np_data_path": _sample_files(job, work),
+        "keep_shape_absolutely_input_names": [
+            n for n in job.request.input_names if n in KEPT_AS_EXPORTED
+        ]
+        or None,
+        "non_verbose": True,
+        # fp16: write FP16_ARITHMETIC (TFLiteConverter's accumulation type float16)
+        "enable_accumulation_type_float16": job.request.precision == "fp16",
+    }
+
+
+def _run_onnx2tf(onnx_path: Path, work: Path, options: dict[str, Any], fused_rsqrt: bool) -> None:
+    """onnx2tf in ``work`` (its SavedModel and float files in ``work/tf``), its output
+    captured; its bare Exceptions and SystemExit as one ConversionError line."""
+    import onnx2tf
+
+    write_onnx2tf_sample(work)
+    log = io.StringIO()
+    try:
+        with (
+            contextlib.redirect_stdout(log),
+            contextlib.chdir(work),
+            _fused_rsqrt() if fused_rsqrt else contextlib.nullcontext(),
+        ):
+            onnx2tf.convert(
+                input_onnx_file_path=str(onnx_path), output_folder_path=str(work / "tf"), **options
+            )
+    except Exception as err:  # onnx2tf raises bare Exceptions and SystemExit
+        raise ConversionError(f"onnx2tf failed: {str(err).splitlines()[0]}") from err
+    except SystemExit as err:
+        tail = log.getvalue().strip().splitlines()[-1:] or ["no output"]
+        raise ConversionError(f"onnx2tf exited ({err.code}): {tail[0]}") from err
+
+
+def _written_flatbuffer(
+    job: ConversionJob, work: Path, samples: list[tuple[torch.Tensor, ...]]
+) -> tuple[Path, dict[str, Any] | None]:
+    """The flatbuffer of the job's precision (quantized here from onnx2tf's SavedModel, or
+    onnx2tf's own float file) and the quantization options used, if any."""
+    stem, precision = job.request.stem, job.request.precision
+    if precision == "int16x8":
+        produced = work / f"{stem}_int16x8.tflite"
+        produced.write_bytes(_quantize_integer_only(work / "tf", samples, job))
+        return produced, INTEGER_ONLY
+    if precision == "int8":
+        produced = work / f"{stem}_int8.tflite"
+        produced.write_bytes(_quantize(work / "tf", samples, job))
+        return produced, QUANTIZATION
+    produced = work / "tf" / f"{stem}{ONNX2TF_SUFFIX[precision]}.tflite"
+    if not produced.is_file():
+        raise ConversionError(f"onnx2tf wrote no {produced.name}")
+    return produced, None
+
+
+def _check_flatbuffer(produced: Path, precision: str) -> tuple[dict[str, int], str | None]:
+    """Refuse Flex ops, an fp16 file without FP16 arithmetic allowed, and float ops in an
+    integer-only file; the file's op counts and declared reduced precision."""
+    ops = op_counts(produced)
+    flex = [name for name in ops if name.startswith("Flex")]
+    if flex:
+        raise ConversionError(f"tflite: Flex ops in the flatbuffer: {', '.join(flex)}")
+    declared = reduced_precision(produced)
+    if precision == "fp16" and declared != FP16_ARITHMETIC:
+        raise ConversionError(
+            f"tflite fp16: {REDUCED_PRECISION_KEY} is {declared!r}, not {FP16_ARITHMETIC!r}"
+        )
+    if precision == "int16x8":
+        summary = summarize(produced)
+        if summary.float_compute_ops:
+            raise ConversionError(f"tflite int16x8: ops left in float: {summary.float_op_types}")
+    return ops, declared
+
+
 class TFLiteTarget(Target):
     name = "tflite"
-    suffix = ".tflite"
-    precisions = ("fp32", "fp16", "int8", "int16x8")
     modules = ("onnx2tf", "tensorflow", "tf_keras", "ai_edge_litert", "onnx", "onnxslim")
     distributions = ("onnx2tf", "tensorflow-cpu", "tf-keras", "ai-edge-litert", "onnx", "onnxslim")
-    runtime = "litert"
 
     def convert(self, job: ConversionJob) -> dict[str, Any]:
-        import onnx2tf
-
         job = _export_job(job)
-        integer_only = job.request.precision == "int16x8"
-        quantized = job.request.precision in ("int8", "int16x8")
+        precision = job.request.precision
         with tempfile.TemporaryDirectory(prefix="onnx2tf.") as work:
             work = Path(work)
             onnx_path = work / f"{job.request.stem}.onnx"
             export_onnx(job, onnx_path)
-            samples = list(job.calibration()) if quantized else []
-            if integer_only:
+            samples = list(job.calibration()) if precision in ("int8", "int16x8") else []
+            if precision == "int16x8":
                 samples += job.calibration(LOW_CONTRAST)
-            options = {
-                "output_signaturedefs": True,
-                "copy_onnx_input_output_names_to_tflite": True,
-                "replace_to_pseudo_operators": ["erf"],
-                "custom_input_op_name_np_data_path": _sample_files(job, work),
-                "keep_shape_absolutely_input_names": [
-                    n for n in job.request.input_names if n in KEPT_AS_EXPORTED
-                ]
-                or None,
-                "non_verbose": True,
-                # fp16: write FP16_ARITHMETIC (TFLiteConverter's accumulation type float16)
-                "enable_accumulation_type_float16": job.request.precision == "fp16",
-            }
-            write_onnx2tf_sample(work)
-            log = io.StringIO()
-            try:
-                with (
-                    contextlib.redirect_stdout(log),
-                    contextlib.chdir(work),
-                    _fused_rsqrt() if integer_only else contextlib.nullcontext(),
-                ):
-                    onnx2tf.convert(
-                        input_onnx_file_path=str(onnx_path),
-                        output_folder_path=str(work / "tf"),
-                        **options,
-                    )
-            except Exception as err:  # onnx2tf raises bare Exceptions and SystemExit
-                raise ConversionError(f"onnx2tf failed: {str(err).splitlines()[0]}") from err
-            except SystemExit as err:
-                tail = log.getvalue().strip().splitlines()[-1:] or ["no output"]
-                raise ConversionError(f"onnx2tf exited ({err.code}): {tail[0]}") from err
-            if integer_only:
-                produced = work / f"{job.request.stem}_int16x8.tflite"
-                produced.write_bytes(_quantize_integer_only(work / "tf", samples, job))
-                options["quantization"] = INTEGER_ONLY
-            elif quantized:
-                produced = work / f"{job.request.stem}_int8.tflite"
-                produced.write_bytes(_quantize(work / "tf", samples, job))
-                options["quantization"] = QUANTIZATION
-            else:
-                suffix = ONNX2TF_SUFFIX[job.request.precision]
-                produced = work / "tf" / f"{job.request.stem}{suffix}.tflite"
-                if not produced.is_file():
-                    raise ConversionError(f"onnx2tf wrote no {produced.name}")
-            ops = op_counts(produced)
-            flex = [name for name in ops if name.startswith("Flex")]
-            if flex:
-                raise ConversionError(f"tflite: Flex ops in the flatbuffer: {', '.join(flex)}")
-            declared = reduced_precision(produced)
-            if job.request.precision == "fp16" and declared != FP16_ARITHMETIC:
-                raise ConversionError(
-                    f"tflite fp16: {REDUCED_PRECISION_KEY} is {declared!r}, not {FP16_ARITHMETIC!r}"
-                )
-            if integer_only:
-                summary = summarize(produced)
-                if summary.float_compute_ops:
-                    raise ConversionError(
-                        f"tflite int16x8: ops left in float: {summary.float_op_types}"
-                    )
+            options = _onnx2tf_options(job, work)
+            _run_onnx2tf(onnx_path, work, options, fused_rsqrt=precision == "int16x8")
+            produced, quantization = _written_flatbuffer(job, work, samples)
+            ops, declared = _check_flatbuffer(produced, precision)
             shutil.copyfile(produced, job.artifact)
         options.pop("custom_input_op_name_np_data_path")
+        if quantization is not None:
+            options["quantization"] = quantization
         if _state_channels_last(job):
             options["export_transforms"] = [STREAM_TRANSFORM]
         options["calibration_samples"] = len(samples)
@@ -493,6 +514,4 @@ class TFLiteTarget(Target):
 
 
 if __name__ == "__main__":
-    from .cli import target_command
-
     target_command(TFLiteTarget())()

@@ -25,29 +25,29 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from model.errors import ProjectError
-from runtimes.manifest import Manifest
+from runtimes.manifest import Manifest, TensorSpec
+from runtimes.targets import get_target_spec
+from runtimes.timing import summarise
 
 from .bench import artifact_records
-from .devices import (
+from .golden import Bundle, GoldenFrame, golden_dice, read_bundle
+from .phone import (
     Device,
     DeviceRun,
+    PhoneOptions,
+    PhonePlatform,
+    RunRequest,
     ToolTiming,
     last_line,
     phone_records,
     run_command,
     summary_line,
 )
-from .stats import summarise
-
-if TYPE_CHECKING:
-    from .golden import Bundle
 
 REMOTE_DIR = "/data/local/tmp/bas-deploy"
-BENCHMARK_MODEL = "/data/local/tmp/benchmark_model"
-EXECUTOR_RUNNER = "/data/local/tmp/executor_runner"
+TOOL_DIR = "/data/local/tmp"  # where a tool is looked for by default: TOOL_DIR/<its name>
 DELEGATES = ("xnnpack", "gpu", "nnapi")
 TOOL_TIMEOUT_S = 900
 ADB_TIMEOUT_S = 300
@@ -314,64 +314,113 @@ class Adb:
 # --- one run -----------------------------------------------------------------------------------
 
 
+def tool_name(target: str) -> str:
+    """The standard tool the target's files are timed with on Android (runtimes.targets)."""
+    return str(get_target_spec(target).phone_tool)
+
+
 def default_tool(target: str) -> str:
-    return BENCHMARK_MODEL if target == "tflite" else EXECUTOR_RUNNER
+    return f"{TOOL_DIR}/{tool_name(target)}"
+
+
+def timed_on_phone(
+    adb: Adb, tool: str, remote: str, manifest: Manifest, request: RunRequest, delegate: str
+) -> tuple[ToolTiming, str]:
+    """The tool's figures for ``warmup`` + ``iters`` calls, and the runtime to record."""
+    if tool_name(manifest.target) == "benchmark_model":
+        command = benchmark_model_command(
+            tool, remote, request.threads, request.warmup, request.iters, delegate
+        )
+        timing = parse_benchmark_model(adb.run_tool(command))
+        return timing, f"litert benchmark_model ({delegate})"
+    command = executor_runner_command(tool, remote, request.threads, request.warmup + request.iters)
+    timing = parse_executor_runner(adb.run_tool(command), request.warmup)
+    return timing, "executorch executor_runner (xnnpack)"
 
 
 def run_android(
     device: Device,
     artifact: Path,
     manifest: Manifest,
-    threads: int | None,
-    warmup: int,
-    iters: int,
-    delegate: str = "xnnpack",
-    tool: str | None = None,
-    golden: Path | None = None,
+    request: RunRequest,
+    options: PhoneOptions,
 ) -> DeviceRun:
     """Push, time with the format's standard tool, parse; with ``golden``, also run the bundle's
     frames and score the phone's masks against PyTorch's. Raises before returning anything on
     any failure, so nothing is recorded from a half-run."""
-    if manifest.target == "executorch" and delegate != "xnnpack":
-        raise ProjectError(f"--delegate {delegate}: the .pte runs the XNNPACK delegate it holds")
-    bundle = None
-    if golden is not None:
-        from .golden import read_bundle
-
-        bundle = read_bundle(golden, manifest)  # refused before the phone is touched
-    adb = Adb(find_adb(), device.id)
+    if tool_name(manifest.target) != "benchmark_model" and options.delegate != "xnnpack":
+        raise ProjectError(
+            f"--delegate {options.delegate}: the .pte runs the XNNPACK delegate it holds"
+        )
+    bundle = None if options.golden is None else read_bundle(options.golden, manifest)
+    adb = Adb(find_adb(), device.id)  # the bundle above was refused before the phone is touched
     adb.check_ready()
-    props = adb.properties()
-    tool = tool or default_tool(manifest.target)
+    props = {**adb.properties(), "serial": device.id}
+    tool = options.tool or default_tool(manifest.target)
     remote = remote_path(artifact.name)
     adb.push(artifact, remote)
     adb.check_tool(tool)
-    if manifest.target == "tflite":
-        command = benchmark_model_command(tool, remote, threads, warmup, iters, delegate)
-        timing = parse_benchmark_model(adb.run_tool(command))
-        runtime = f"litert benchmark_model ({delegate})"
-    else:
-        command = executor_runner_command(tool, remote, threads, warmup + iters)
-        timing = parse_executor_runner(adb.run_tool(command), warmup)
-        runtime = "executorch executor_runner (xnnpack)"
+    timing, runtime = timed_on_phone(adb, tool, remote, manifest, request, options.delegate)
     dice = None
     if bundle is not None:
-        dice = golden_on_android(adb, tool, remote, manifest, bundle, threads, delegate)
+        dice = golden_on_android(adb, tool, remote, manifest, bundle, request.threads, options)
     name = f"{props.get('model', 'android')} ({device.id})"
-    records = phone_records(
-        timing, manifest, f"android: {name}", runtime, threads, {**props, "serial": device.id}
-    )
+    where = f"android: {name}"
+    records = phone_records(timing, manifest, where, runtime, request.threads, props)
     if dice is not None:
+        figure = [("mask_dice_vs_pytorch_on_device", dice, "dice")]
+        file = manifest.artifact.file
         records += artifact_records(
-            manifest,
-            runtime,
-            manifest.artifact.file,
-            threads,
-            [("mask_dice_vs_pytorch_on_device", dice, "dice")],
-            f"android: {name}",
-            where={**props, "serial": device.id},
+            manifest, runtime, file, request.threads, figure, where, where=props
         )
     return DeviceRun(tuple(records), summary_line(manifest, runtime, name, timing, dice))
+
+
+def golden_command(
+    tool: str,
+    remote_model: str,
+    manifest: Manifest,
+    inputs: list[tuple[TensorSpec, str]],
+    out_base: str,
+    threads: int | None,
+    delegate: str,
+) -> tuple[list[str], str]:
+    """One golden frame's command line, and the file it writes the logits (or every output) to.
+
+    ``benchmark_model --output_filepath`` writes every output tensor's bytes, in output order,
+    after its last run; ``executor_runner --output_file=BASE`` writes ``BASE-<i>.bin`` per
+    output. Both are fed the bundle's raw input files.
+    """
+    if tool_name(manifest.target) == "benchmark_model":
+        names = ",".join(spec.name for spec, _ in inputs)
+        shapes = ":".join(",".join(map(str, spec.shape)) for spec, _ in inputs)
+        files = ",".join(f"{spec.name.replace(':', '::')}:{path}" for spec, path in inputs)
+        out_remote = f"{out_base}.bin"
+        extra = [
+            f"--input_layer={names}",
+            f"--input_layer_shape={shapes}",
+            f"--input_layer_value_files={files}",
+            f"--output_filepath={out_remote}",
+        ]
+        return (
+            benchmark_model_command(tool, remote_model, threads, 0, 1, delegate, extra=extra),
+            out_remote,
+        )
+    extra = [f"--inputs={','.join(path for _, path in inputs)}", f"--output_file={out_base}"]
+    out_remote = f"{out_base}-{manifest.tensor('logits').index}.bin"
+    return executor_runner_command(tool, remote_model, threads, 1, extra=extra), out_remote
+
+
+def _pushed_inputs(
+    adb: Adb, bundle: Bundle, frame: GoldenFrame, remote_dir: str
+) -> list[tuple[TensorSpec, str]]:
+    """Push one golden frame's raw input files; (spec, path on the phone) of each."""
+    pushed = []
+    for spec, file in zip(bundle.inputs, frame.inputs, strict=True):
+        remote_file = f"{remote_dir}/{file}"
+        adb.push(bundle.root / file, remote_file)
+        pushed.append((spec, remote_file))
+    return pushed
 
 
 def golden_on_android(
@@ -381,62 +430,36 @@ def golden_on_android(
     manifest: Manifest,
     bundle: Bundle,
     threads: int | None,
-    delegate: str,
+    options: PhoneOptions,
 ) -> float:
     """Each golden frame through the phone's tool, its outputs pulled back and scored.
 
-    ``benchmark_model --output_filepath`` writes every output tensor's bytes, in output order,
-    after its last run; ``executor_runner --output_file=BASE`` writes ``BASE-<i>.bin`` per
-    output. Both are fed the bundle's raw input files. Each output file is removed before its
-    run, so a file left by an earlier run is never scored.
+    Each output file is removed before its run, so a file left by an earlier run is never
+    scored.
     """
-    from .golden import golden_dice
-
     remote_dir = remote_path("golden")
     outputs = []
     with tempfile.TemporaryDirectory(prefix="bas-golden-") as pulled:
         for frame in bundle.frames:
-            remote_inputs = []
-            for spec, file in zip(bundle.inputs, frame.inputs, strict=True):
-                remote_file = f"{remote_dir}/{file}"
-                adb.push(bundle.root / file, remote_file)
-                remote_inputs.append((spec, remote_file))
-            stem = f"out_{frame.index:03d}"
-            if manifest.target == "tflite":
-                names = ",".join(spec.name for spec, _ in remote_inputs)
-                shapes = ":".join(",".join(map(str, spec.shape)) for spec, _ in remote_inputs)
-                files = ",".join(
-                    f"{spec.name.replace(':', '::')}:{path}" for spec, path in remote_inputs
-                )
-                out_remote = f"{remote_dir}/{stem}.bin"
-                command = benchmark_model_command(
-                    tool,
-                    remote_model,
-                    threads,
-                    0,
-                    1,
-                    delegate,
-                    extra=[
-                        f"--input_layer={names}",
-                        f"--input_layer_shape={shapes}",
-                        f"--input_layer_value_files={files}",
-                        f"--output_filepath={out_remote}",
-                    ],
-                )
-            else:
-                inputs = ",".join(path for _, path in remote_inputs)
-                command = executor_runner_command(
-                    tool,
-                    remote_model,
-                    threads,
-                    1,
-                    extra=[f"--inputs={inputs}", f"--output_file={remote_dir}/{stem}"],
-                )
-                logits = manifest.tensor("logits")
-                out_remote = f"{remote_dir}/{stem}-{logits.index}.bin"
+            inputs = _pushed_inputs(adb, bundle, frame, remote_dir)
+            out_base = f"{remote_dir}/out_{frame.index:03d}"
+            command, out_remote = golden_command(
+                tool, remote_model, manifest, inputs, out_base, threads, options.delegate
+            )
             adb.shell(["rm", "-f", out_remote], timeout=30)
             adb.run_tool(command)
             local = Path(pulled) / Path(out_remote).name
             adb.pull(out_remote, local)
             outputs.append(local.read_bytes())
         return golden_dice(bundle, outputs)
+
+
+PLATFORM = PhonePlatform(
+    name="android",
+    usage="android:SERIAL",
+    id_name="adb serial",
+    id_source="`adb devices`",
+    find_tool=find_adb,
+    run=run_android,
+    options=("--delegate", "--tool", "--golden"),
+)

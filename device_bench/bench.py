@@ -8,10 +8,10 @@ beforehand, the stream form carrying its state as a device would.
 from __future__ import annotations
 
 import functools
-import os
 import platform
 import resource
-import time
+import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from importlib import metadata
@@ -19,21 +19,27 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from converters.build import convert, converter_digest
+from converters.parity import record_parity
+from converters.registry import get_target
+from converters.spec import ConvertRequest
 from model.checkpoint import sha256
-from model.data.synth import render_video
+from model.data.synth import HELD_OUT_SEED, render_video
 from model.errors import ProjectError
-from model.hub import build_bas, shipped_weights
+from model.hub import build_bas, resolve_weights
 from model.info import describe
 from runtimes import load, load_pytorch
+from runtimes.host import cores_available, cpu_model
 from runtimes.manifest import Manifest, read_manifest, verify
 from runtimes.session import Session, to_input
+from runtimes.targets import Status, get_target_spec
+from runtimes.timing import LatencyStats, summarise, time_calls, timed_call
 
 from .peak import Peak, cores_used, measure_peak
 from .records import BenchRecord
-from .stats import LatencyStats, summarise
 
-TIMING_SEED = 1  # held-out synthetic video, as parity uses
-TARGET_OF_RUNTIME = {"torch": "pytorch"}
+HOST_PYTORCH_PRECISIONS = ("fp32",)  # PyTorch eager is timed on a CPU in fp32 only
+Figure = tuple[str, float, str]  # metric, value, unit
 
 
 class FailedParity(ProjectError):
@@ -54,16 +60,9 @@ class Measurement:
 @functools.cache
 def machine() -> dict[str, str | int | float]:
     """What the figures were measured on: CPU model, cores, clock, fp32 peak, OS, libraries."""
-    model_name = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text(errors="replace").splitlines():
-            if line.startswith("model name"):
-                model_name = line.split(":", 1)[1].strip()
-                break
     found: dict[str, str | int | float] = {
-        "cpu": model_name,
-        "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 0,
+        "cpu": cpu_model(),
+        "cores": cores_available(),
         **asdict(measure_peak()),
         "os": platform.platform(),
         "python": platform.python_version(),
@@ -76,21 +75,23 @@ def machine() -> dict[str, str | int | float]:
     return found
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory in MiB: ``ru_maxrss`` is in KiB on Linux and in
+    bytes on macOS."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
+
+
 def cached_artifact(
     target: str, variant: str, precision: str, form: str, weights: str, cache: Path
 ) -> Path:
     """The artifact for these inputs: reused from ``cache`` when built from the same weights
     by the same converter code and tools (its manifest says so), else converted there; its
     parity measured once."""
-    from converters.build import convert, converter_digest
-    from converters.parity import record_parity
-    from converters.registry import get_target
-    from converters.spec import ConvertRequest
-
     converter = get_target(target)
     request = ConvertRequest(variant, weights, precision, form, out=cache)
     path = Path(cache) / f"{request.stem}{converter.suffix}"
-    wanted = sha256(shipped_weights(variant) if weights == "shipped" else Path(weights))
+    wanted = sha256(resolve_weights(variant, weights))
     tools = {**converter.versions(), "converters": converter_digest()}
     try:
         manifest = read_manifest(path)
@@ -115,16 +116,18 @@ def open_session(
     cache: Path = Path("artifacts/bench"),
 ) -> tuple[Session, float]:
     """The session to time and its load time; an artifact must have passed parity."""
-    if target == "torch":
+    if not get_target_spec(target).converts:
         if artifact is not None:
-            raise ProjectError("--target torch runs the weights (--weights), not an --artifact")
-        started = time.perf_counter()
-        session = load_pytorch(variant, weights, form, threads=threads)
-        return session, time.perf_counter() - started
+            raise ProjectError(f"--target {target} runs the weights (--weights), not an --artifact")
+        return timed_load(lambda: load_pytorch(variant, weights, form, threads=threads))
     artifact, _ = checked_artifact(target, variant, precision, form, artifact, weights, cache)
-    started = time.perf_counter()
-    session = load(artifact, threads=threads)
-    return session, time.perf_counter() - started
+    return timed_load(lambda: load(artifact, threads=threads))
+
+
+def timed_load(opener: Callable[[], Session]) -> tuple[Session, float]:
+    """The session ``opener()`` returns and its load time in seconds."""
+    session, load_ms = timed_call(opener)
+    return session, load_ms / 1000
 
 
 def checked_artifact(
@@ -154,32 +157,37 @@ def checked_artifact(
         raise ProjectError(f"{artifact} is {manifest.precision}, not --precision {precision}")
     if manifest.parity is None:
         raise FailedParity(f"{artifact} has no parity record: run converters.parity on it first")
-    if not manifest.parity.get("passed"):
-        failures = "; ".join(manifest.parity.get("failures", [])) or "failed"
+    if not manifest.parity.passed:
+        failures = "; ".join(manifest.parity.failures) or "failed"
         raise FailedParity(f"{artifact} failed parity ({failures}): not timed")
     verify(artifact, manifest)  # the bytes timed are the bytes that passed parity
     return artifact, manifest
 
 
-def timing_frames(size: int) -> list:
-    """Held-out frames, pre-processed once, so only the runtime's call is timed."""
-    return [to_input(image, size) for image, _ in render_video(TIMING_SEED, 0, 30)]
+def timing_frames(manifest: Manifest) -> list:
+    """Held-out frames, pre-processed once as the artifact asks, so only the runtime's call
+    is timed."""
+    size, preprocessing = manifest.image_size, manifest.preprocessing
+    return [to_input(image, size, preprocessing) for image, _ in render_video(HELD_OUT_SEED, 0, 30)]
 
 
-def timed_calls(
-    session: Session, frames: list, count: int, start: int = 0, bar: tqdm | None = None
+def time_session(
+    session: Session,
+    frames: list,
+    iters: int,
+    warmup: int = 0,
+    start: int = 0,
+    bar: tqdm | None = None,
 ) -> list[float]:
-    """``count`` calls of the session (state carried), each timed alone, in ms; the progress
-    bar moves between calls, outside the timed interval."""
-    latencies = []
-    for i in range(start, start + count):
-        frame = frames[i % len(frames)]
-        started = time.perf_counter()
-        session.infer(frame)
-        latencies.append((time.perf_counter() - started) * 1000)
-        if bar is not None:
-            bar.update()
-    return latencies
+    """ms of ``iters`` calls of the session after ``warmup`` (state carried), cycling through
+    ``frames`` from index ``start``; the progress bar moves outside the timed interval."""
+    return time_calls(
+        lambda index: session.infer(frames[index % len(frames)]),
+        iters,
+        warmup,
+        start,
+        after_each=bar.update if bar is not None else lambda: None,
+    )
 
 
 def progress(total: int, what: str) -> tqdm:
@@ -197,7 +205,7 @@ def measurement(
         runtime=session.runtime,
         load_s=load_s,
         latency=summarise(latencies),
-        peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 if peak_rss else None,
+        peak_rss_mb=peak_rss_mb() if peak_rss else None,
         size_mb=manifest.artifact.bytes / 1e6,
         gflop=network_gflop(manifest),
     )
@@ -211,22 +219,16 @@ def network_gflop(manifest: Manifest) -> float:
 
 def measure(session: Session, load_s: float, warmup: int, iters: int) -> Measurement:
     """Time ``iters`` calls after ``warmup``, cycling through held-out frames."""
-    frames = timing_frames(session.manifest.image_size)
+    frames = timing_frames(session.manifest)
     session.reset()
     with progress(warmup + iters, session.runtime) as bar:
-        timed_calls(session, frames, warmup, bar=bar)
-        latencies = timed_calls(session, frames, iters, warmup, bar)
+        latencies = time_session(session, frames, iters, warmup, bar=bar)
     return measurement(session, load_s, latencies)
 
 
-def to_records(result: Measurement, name: str, threads: int | None) -> list[BenchRecord]:
-    """One record per figure, ExecuTorch-style."""
-    m = result.manifest
-    dice = ((m.parity or {}).get("masks_vs_pytorch") or {}).get("dice")
-    host = machine()
-    peak = Peak.of(host).gflops(cores_used(threads, int(host["cores"])))
-    latency = result.latency
-    figures = [
+def latency_figures(latency: LatencyStats, batch: int = 1) -> list[Figure]:
+    """Latency per call, and frames per second counting every frame of a batch."""
+    return [
         ("median_latency", latency.median_ms, "ms"),
         ("mean_latency", latency.mean_ms, "ms"),
         ("trimmed_mean_latency", latency.trimmed_mean_ms, "ms"),
@@ -234,9 +236,20 @@ def to_records(result: Measurement, name: str, threads: int | None) -> list[Benc
         ("p99_latency", latency.p99_ms, "ms"),
         ("min_latency", latency.min_ms, "ms"),
         ("max_latency", latency.max_ms, "ms"),
-        ("fps", latency.fps, "fps"),
-        ("achieved_gflops", result.gflop * latency.fps, "GFLOP/s"),
-        ("fp32_peak_fraction", result.gflop * latency.fps / peak, "ratio"),
+        ("fps", batch * latency.fps, "fps"),
+    ]
+
+
+def to_records(result: Measurement, name: str, threads: int | None) -> list[BenchRecord]:
+    """One record per figure, ExecuTorch-style."""
+    m = result.manifest
+    dice = None if m.parity is None else m.parity.masks_vs_pytorch.dice
+    host = machine()
+    peak = Peak.of(host).gflops(cores_used(threads, int(host["cores"])))
+    achieved = result.gflop * result.latency.fps
+    figures = latency_figures(result.latency) + [
+        ("achieved_gflops", achieved, "GFLOP/s"),
+        ("fp32_peak_fraction", achieved / peak, "ratio"),
         ("model_load_time", result.load_s, "s"),
         ("artifact_size", result.size_mb, "MB"),
     ]
@@ -247,7 +260,7 @@ def to_records(result: Measurement, name: str, threads: int | None) -> list[Benc
     return artifact_records(m, result.runtime, name, threads, figures + graph_figures(m))
 
 
-def graph_figures(manifest: Manifest) -> list[tuple[str, float, str]]:
+def graph_figures(manifest: Manifest) -> list[Figure]:
     """What a delegate would see in the file, from its manifest: float compute ops, Q/DQ ops
     and delegate partitions (where the converter could tell)."""
     graph = manifest.graph
@@ -269,7 +282,7 @@ def artifact_records(
     runtime: str,
     name: str,
     threads: int | None,
-    figures: list[tuple[str, float, str]],
+    figures: list[Figure],
     device: str | None = None,
     batch: int = 1,
     where: dict | None = None,
@@ -278,12 +291,12 @@ def artifact_records(
     described by ``where``: a GPU, a phone)."""
     host = machine() if where is None else where
     stamp = datetime.now(UTC).isoformat(timespec="seconds")
-    parity = manifest.parity or {}
-    eager = manifest.target == "pytorch"
+    eager = not get_target_spec(manifest.target).converts
+    passed = manifest.parity is not None and manifest.parity.passed
     return [
         BenchRecord(
             name=name,
-            target="torch" if eager else manifest.target,
+            target=manifest.target,
             variant=manifest.variant,
             precision=manifest.precision,
             form=manifest.form,
@@ -295,9 +308,9 @@ def artifact_records(
             runtime=runtime,
             threads=threads,
             artifact_sha256=manifest.artifact.sha256,
-            parity_passed=None if eager else bool(parity.get("passed")),
+            parity_passed=None if eager else passed,
             machine=host,
-            status="reference" if eager else "passed",
+            status=Status.REFERENCE if eager else Status.PASSED,
             batch=batch,
         )
         for metric, value, unit in figures

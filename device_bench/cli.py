@@ -10,7 +10,6 @@ from pathlib import Path
 
 import click
 
-from converters.spec import PRECISIONS
 from model.cli import (
     Choice,
     ProjectCommand,
@@ -20,20 +19,28 @@ from model.cli import (
     variant_option,
     weights_option,
 )
+from model.config import VARIANTS
+from model.forms import EXPORT_FORMS
 from runtimes.manifest import read_manifest
+from runtimes.targets import PRECISIONS, TARGETS, get_target_spec
 from runtimes.video import open_sources
 
 from .android import DELEGATES
-from .bench import artifact_records, measure, open_session, to_records
-from .devices import Device, DeviceType, RunRequest, run_on_device
+from .bench import HOST_PYTORCH_PRECISIONS, artifact_records, measure, open_session, to_records
+from .devices import DeviceType, run_on_device
 from .golden import export_bundle
-from .records import RESULTS, append_records, read_records
+from .phone import Device, PhoneOptions, RunRequest
+from .records import RESULTS, TARGET_ALIASES, append_records, read_records
 from .report import chart as draw_chart
 from .report import markdown
 from .sweep import run_sweep, status_record, sweep_cells
 from .video import DRIFT_WINDOW, MIN_FRAMES, plot_latency, sustained
 
-TARGETS = ("torch", "onnx", "tflite", "coreml", "executorch")
+
+def target_alias(token: str) -> str:
+    """A target's older name as the table names it (``--target torch`` is ``pytorch``)."""
+    return TARGET_ALIASES.get(token.lower(), token)
+
 
 warmup_option = click.option(
     "--warmup", type=click.IntRange(min=0), default=10, show_default=True, help="Untimed calls."
@@ -61,16 +68,18 @@ class _Group(click.Group):
     command_class = ProjectCommand
 
 
-@click.group(cls=_Group, name="device_bench")
+@click.group(
+    cls=_Group, name="device_bench", context_settings={"token_normalize_func": target_alias}
+)
 def main() -> None:
     """Latency, FPS and memory of BaS per target and precision (timed through runtimes)."""
 
 
 @main.command("run")
-@click.option("--target", type=Choice(TARGETS), required=True)
+@click.option("--target", type=Choice(tuple(TARGETS)), required=True)
 @variant_option()
 @click.option("--precision", type=Choice(PRECISIONS), default="fp32")
-@form_option(("frame", "stream"))
+@form_option(EXPORT_FORMS)
 @threads_option
 @warmup_option
 @iters_option
@@ -120,15 +129,18 @@ def run(
     golden: Path | None,
 ) -> None:
     """Time one target on this host (or --device); append one record per figure to --results."""
-    if target == "torch" and precision != "fp32":
-        raise click.UsageError("--target torch runs fp32 only")
+    spec = get_target_spec(target)
+    allowed = spec.precisions if device.kind == "cuda" else HOST_PYTORCH_PRECISIONS
+    if not spec.converts and precision not in allowed:
+        raise click.UsageError(f"--target {target} runs {' or '.join(allowed)} only on {device}")
     if results.exists() and not results.is_file():
         raise click.UsageError(f"--results {results} is not a file")
-    if device.kind != "host" or (delegate, tool, golden) != ("xnnpack", None, None):
+    options = PhoneOptions(delegate, tool, golden)
+    if device.kind != "host" or options.given():
         request = RunRequest(
             target, variant, precision, form, threads, warmup, iters, artifact, weights, cache
         )
-        click.echo(run_on_device(device, request, results, delegate, tool, golden))
+        click.echo(run_on_device(device, request, results, options))
         return
     session, load_s = open_session(
         target, variant, form, artifact, threads, weights, precision, cache
@@ -146,10 +158,10 @@ def run(
 
 
 @main.command("sweep")
-@list_option("--targets", TARGETS, "Targets.")
-@list_option("--variants", ("S", "L"), "BaS variants.")
+@list_option("--targets", tuple(TARGETS), "Targets.")
+@list_option("--variants", tuple(VARIANTS), "BaS variants.")
 @list_option("--precisions", PRECISIONS, "Precisions.")
-@list_option("--forms", ("frame", "stream"), "Forms.")
+@list_option("--forms", EXPORT_FORMS, "Forms.")
 @threads_option
 @warmup_option
 @iters_option
@@ -176,12 +188,13 @@ def sweep(
     """
     cells = sweep_cells(targets, variants, precisions, forms)
     timed, refused = run_sweep(cells, threads, warmup, iters, rounds, weights, cache)
-    for cell, status, reason in refused:
-        click.echo(f"not timed ({status}): {' '.join(cell)}: {reason}", err=True)
+    for not_timed in refused:
+        cell = not_timed.cell
+        click.echo(f"not timed ({not_timed.status}): {cell.label}: {not_timed.reason}", err=True)
     if not timed:
         raise click.UsageError("no cell could be timed here")
     records = [r for name, result in timed for r in to_records(result, name, threads)]
-    records += [status_record(cell, status, note, threads) for cell, status, note in refused]
+    records += [status_record(not_timed, threads) for not_timed in refused]
     append_records(results, records)
     click.echo(markdown(records))
 
@@ -249,7 +262,7 @@ def video(
         raise click.UsageError(f"--results {results} is not a file")
     sources = open_sources(input_path)
     if artifact is None:
-        session, _ = open_session("torch", variant, "stream", None, threads, weights)
+        session, _ = open_session("pytorch", variant, "stream", None, threads, weights)
     else:
         manifest = read_manifest(artifact)
         session, _ = open_session(

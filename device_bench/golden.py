@@ -27,20 +27,15 @@ import numpy as np
 
 from model.atomic import staged_folder
 from model.checkpoint import sha256
-from model.data.synth import render_video
+from model.data.synth import HELD_OUT_SEED, render_video
 from model.errors import ProjectError
-from model.hub import shipped_weights
+from model.hub import resolve_weights
 from runtimes import load_pytorch
 from runtimes.manifest import Manifest, Quantization, TensorSpec, read_manifest, verify
-from runtimes.session import (
-    canonical_to_file,
-    file_to_canonical,
-    to_input,
-)  # the session's own mapping
+from runtimes.session import Session, canonical_to_file, file_to_canonical, to_input
 
 SCHEMA = "bas-deploy-golden/1"
-GOLDEN_SEED = 1  # held-out synthetic video, as bench.timing_frames and parity use
-GOLDEN_VIDEO = 0
+GOLDEN_VIDEO = 0  # of the held-out synthetic videos, as bench.timing_frames and parity use
 
 
 @dataclass(frozen=True)
@@ -74,10 +69,10 @@ def _nbytes(spec: TensorSpec) -> int:
 def _weights_for(manifest: Manifest, weights: str | None) -> str:
     """The weights the artifact was converted from (its manifest's sha256 must match)."""
     chosen = weights or manifest.weights.source
-    path = shipped_weights(manifest.variant) if chosen == "shipped" else Path(chosen)
-    if not Path(path).is_file():
+    path = resolve_weights(manifest.variant, chosen)
+    if not path.is_file():
         raise ProjectError(f"weights not found: {path} (pass --weights the artifact came from)")
-    if sha256(Path(path)) != manifest.weights.sha256:
+    if sha256(path) != manifest.weights.sha256:
         raise ProjectError(
             f"weights {chosen} are not the ones {manifest.artifact.file} was converted from "
             "(sha256 differs): pass --weights with the artifact's weights"
@@ -96,65 +91,78 @@ def export_bundle(artifact: Path, out: Path, frames: int = 8, weights: str | Non
     reference = load_pytorch(
         manifest.variant, chosen, manifest.form, manifest.image_size, manifest.temporal_window
     )
+    with staged_folder(out) as staging:
+        listed = _write_frames(reference, manifest, frames, staging)
+        record = _bundle_record(manifest, chosen, listed)
+        (staging / "bundle.json").write_text(json.dumps(record, indent=1) + "\n")
+    return Path(out)
+
+
+def _write_frames(
+    reference: Session, manifest: Manifest, frames: int, folder: Path
+) -> list[GoldenFrame]:
+    """Each held-out frame's raw input files (the stream form's state: PyTorch's after the
+    frames before it) and PyTorch's mask for it, written into ``folder``."""
     ref_state = reference.manifest.state
     state = None if ref_state is None else np.zeros(ref_state.shape, np.float32)
     listed = []
-    with staged_folder(out) as staging:
-        for index, (image, _) in enumerate(render_video(GOLDEN_SEED, GOLDEN_VIDEO, frames)):
-            feed = {"frame": to_input(image, manifest.image_size)}
-            if state is not None:
-                feed["state"] = state
-            result = reference.model(feed)
-            files = []
-            for spec in manifest.inputs:
-                name = f"{index:03d}_{spec.canonical}.bin"
-                canonical_to_file(feed[spec.canonical], spec).astype(_le(spec.dtype)).tofile(
-                    staging / name
-                )
-                files.append(name)
-            mask = f"{index:03d}_mask.u8"
-            (result["logits"][0, 0] > 0).astype(np.uint8).tofile(staging / mask)
-            listed.append(GoldenFrame(index, tuple(files), mask))
-            if state is not None:
-                state = result["new_state"]
-        record = {
-            "schema": SCHEMA,
-            "artifact": {
-                "file": manifest.artifact.file,
-                "sha256": manifest.artifact.sha256,
-                "target": manifest.target,
-                "variant": manifest.variant,
-                "form": manifest.form,
-                "precision": manifest.precision,
-                "image_size": manifest.image_size,
-            },
-            "reference": {
-                "runtime": "pytorch",
-                "weights": chosen,
-                "weights_sha256": manifest.weights.sha256,
-                "mask": "logit > 0, uint8 (image_size, image_size), 1 = lesion",
-            },
-            "frames_from": {
-                "generator": "model.data.synth.render_video",
-                "seed": GOLDEN_SEED,
-                "video": GOLDEN_VIDEO,
-                "preprocessing": asdict(manifest.preprocessing),
-            },
-            "state": None
-            if state is None
-            else "each frame's state input is PyTorch's new_state after the frames before it",
-            "byte_order": "little",
-            "inputs": [asdict(spec) for spec in manifest.inputs],
-            "outputs": [asdict(spec) for spec in manifest.outputs],
-            "frames": [asdict(frame) for frame in listed],
-            "device_outputs": (
-                "per frame, the logits tensor's raw bytes in the outputs' layout and dtype, or "
-                "every output's bytes in output order (benchmark_model --output_filepath)"
-            ),
-            "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        }
-        (staging / "bundle.json").write_text(json.dumps(record, indent=1) + "\n")
-    return Path(out)
+    for index, (image, _) in enumerate(render_video(HELD_OUT_SEED, GOLDEN_VIDEO, frames)):
+        feed = {"frame": to_input(image, manifest.image_size, manifest.preprocessing)}
+        if state is not None:
+            feed["state"] = state
+        result = reference.model(feed)
+        files = []
+        for spec in manifest.inputs:
+            name = f"{index:03d}_{spec.canonical}.bin"
+            raw = canonical_to_file(feed[spec.canonical], spec).astype(_le(spec.dtype))
+            raw.tofile(folder / name)
+            files.append(name)
+        mask = f"{index:03d}_mask.u8"
+        (result["logits"][0, 0] > 0).astype(np.uint8).tofile(folder / mask)
+        listed.append(GoldenFrame(index, tuple(files), mask))
+        if state is not None:
+            state = result["new_state"]
+    return listed
+
+
+def _bundle_record(manifest: Manifest, weights: str, listed: list[GoldenFrame]) -> dict:
+    """bundle.json: what the bundle was made for, from what, and how its files are laid out."""
+    return {
+        "schema": SCHEMA,
+        "artifact": {
+            "file": manifest.artifact.file,
+            "sha256": manifest.artifact.sha256,
+            "target": manifest.target,
+            "variant": manifest.variant,
+            "form": manifest.form,
+            "precision": manifest.precision,
+            "image_size": manifest.image_size,
+        },
+        "reference": {
+            "runtime": "pytorch",
+            "weights": weights,
+            "weights_sha256": manifest.weights.sha256,
+            "mask": "logit > 0, uint8 (image_size, image_size), 1 = lesion",
+        },
+        "frames_from": {
+            "generator": "model.data.synth.render_video",
+            "seed": HELD_OUT_SEED,
+            "video": GOLDEN_VIDEO,
+            "preprocessing": asdict(manifest.preprocessing),
+        },
+        "state": None
+        if manifest.state is None
+        else "each frame's state input is PyTorch's new_state after the frames before it",
+        "byte_order": "little",
+        "inputs": [asdict(spec) for spec in manifest.inputs],
+        "outputs": [asdict(spec) for spec in manifest.outputs],
+        "frames": [asdict(frame) for frame in listed],
+        "device_outputs": (
+            "per frame, the logits tensor's raw bytes in the outputs' layout and dtype, or "
+            "every output's bytes in output order (benchmark_model --output_filepath)"
+        ),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
 
 
 def _spec(data: dict[str, Any]) -> TensorSpec:

@@ -31,9 +31,19 @@ from typing import Any
 
 from model.errors import ProjectError
 from runtimes.manifest import Manifest
+from runtimes.timing import summarise
 
-from .devices import Device, DeviceRun, ToolTiming, last_line, phone_records, run_command
-from .stats import summarise
+from .phone import (
+    Device,
+    DeviceRun,
+    PhoneOptions,
+    PhonePlatform,
+    RunRequest,
+    ToolTiming,
+    last_line,
+    phone_records,
+    run_command,
+)
 
 HARNESS = Path(__file__).parent / "harness" / "ios"
 SCHEME = "BasBench"
@@ -149,11 +159,15 @@ def run_ios(
     device: Device,
     artifact: Path,
     manifest: Manifest,
-    warmup: int,
-    iters: int,
+    request: RunRequest,
+    options: PhoneOptions,
     runner: Runner = subprocess.run,
 ) -> DeviceRun:
-    """Compile, stage the harness with the model, run it on the device, parse its lines."""
+    """Compile, stage the harness with the model, run it on the device, parse its lines.
+
+    ``options``: none applies to iOS (``devices`` refuses them before this is called).
+    """
+    warmup, iters = request.warmup, request.iters
     xcrun = find_xcrun()
     with tempfile.TemporaryDirectory(prefix="bas-ios-") as scratch:
         work = Path(scratch)
@@ -185,3 +199,13 @@ def run_ios(
         lines.append(f"{unit.compute_units} median {unit.timing.median_ms:.2f} ms")
     head = f"coreml BaS-{manifest.variant} {manifest.precision} {manifest.form} on ios "
     return DeviceRun(tuple(records), head + f"{device.id}: " + ", ".join(lines))
+
+
+PLATFORM = PhonePlatform(
+    name="ios",
+    usage="ios:UDID",
+    id_name="device UDID",
+    id_source="`xcrun devicectl list devices`",
+    find_tool=find_xcrun,
+    run=run_ios,
+)

@@ -9,13 +9,13 @@ reported clock alone would put achieved figures above "peak".
 
 from __future__ import annotations
 
-import os
 import platform
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from pathlib import Path
 from typing import Any
+
+from runtimes.host import cores_available, cpu_clock_ghz, cpu_flags
+from runtimes.timing import time_calls
 
 # fp32 FMA lanes issued per core and cycle: 2 x 256-bit FMA pipes on AVX2 cores (Zen 2-4,
 # Skylake client); AVX-512 cores give the same 16 (Zen 4 splits 512-bit ops in two; Xeons with
@@ -54,21 +54,6 @@ class Peak:
         )
 
 
-def _flags_and_clock() -> tuple[set[str], float]:
-    cpuinfo = Path("/proc/cpuinfo")
-    flags: set[str] = set()
-    mhz = 0.0
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text(errors="replace").splitlines():
-            key, _, value = line.partition(":")
-            key = key.strip()
-            if key in ("flags", "Features"):
-                flags |= set(value.split())
-            elif key == "cpu MHz":
-                mhz = max(mhz, float(value))
-    return flags, mhz / 1000
-
-
 def _sgemm_gflops() -> float:
     """Best of a few one-thread 512 x 512 sgemms: close to one core's real peak."""
     import torch
@@ -78,11 +63,7 @@ def _sgemm_gflops() -> float:
     try:
         a = torch.randn(SGEMM_SIZE, SGEMM_SIZE)
         b = torch.randn(SGEMM_SIZE, SGEMM_SIZE)
-        best = float("inf")
-        for _ in range(12):
-            started = time.perf_counter()
-            torch.mm(a, b)
-            best = min(best, time.perf_counter() - started)
+        best = min(time_calls(lambda _: torch.mm(a, b), 12)) / 1000
     finally:
         torch.set_num_threads(previous)
     return 2 * SGEMM_SIZE**3 / best / 1e9
@@ -90,7 +71,7 @@ def _sgemm_gflops() -> float:
 
 def measure_peak() -> Peak:
     """This machine's per-core peak: flags, the kernel's clock, and a one-core sgemm."""
-    flags, reported = _flags_and_clock()
+    flags, reported = cpu_flags(), cpu_clock_ghz()
     isa, lanes = next(((f, n) for f, n in LANES_BY_FLAG if f in flags), ("scalar", 1))
     arm = flags & {"asimd", "neon"} or platform.machine() in ("arm64", "aarch64")
     if isa == "scalar" and arm:
@@ -100,5 +81,5 @@ def measure_peak() -> Peak:
 
 def cores_used(threads: int | None, cores: int) -> int:
     """The cores a run could use: its threads, capped by the cores it may run on."""
-    available = cores or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+    available = cores or cores_available()
     return max(1, min(threads or available, available))

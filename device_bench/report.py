@@ -3,45 +3,61 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 from model.atomic import atomic_path
+from model.tables import markdown_table
+from runtimes.targets import TARGETS
 
 from .peak import Peak, cores_used
 from .records import BenchRecord
 
-# target, variant, precision, form, threads, device, batch
-Cell = tuple[str, str, str, str, int | None, str, int]
+REFERENCE_TARGETS = tuple(name for name, spec in TARGETS.items() if not spec.converts)
 
 
-def _cell(record: BenchRecord) -> Cell:
-    return (
-        record.target,
-        record.variant,
-        record.precision,
-        record.form,
-        record.threads,
-        record.device,
-        record.batch,
-    )
+class BenchSetup(NamedTuple):
+    """What was timed and how: the records of one setup (and runtime) form one row."""
+
+    target: str
+    variant: str
+    precision: str
+    form: str
+    threads: int | None
+    device: str
+    batch: int
+
+    @classmethod
+    def of(cls, record: BenchRecord) -> BenchSetup:
+        return cls(*(getattr(record, name) for name in cls._fields))
+
+    def order(self) -> tuple:
+        """Rows by device, variant, form and batch, then target, precision and threads."""
+        head = (self.device, self.variant, self.form, self.batch)
+        return (*head, self.target, self.precision, self.threads or 0)
 
 
-def _latest(records: list[BenchRecord]) -> tuple[dict[tuple, dict[str, BenchRecord]], dict]:
-    """Timed rows ((cell, runtime) -> metric -> latest record) and the not-timed cells.
+Metrics = dict[str, BenchRecord]  # metric -> its latest record
 
-    A cell's latest outcome wins: a cell timed after it failed shows as timed, and the other
+
+def _latest(
+    records: list[BenchRecord],
+) -> tuple[dict[tuple[BenchSetup, str], Metrics], dict[BenchSetup, BenchRecord]]:
+    """Timed rows ((setup, runtime) -> metric -> latest record) and the not-timed setups.
+
+    A setup's latest outcome wins: one timed after it failed shows as timed, and the other
     way round. The form is in the key: PyTorch's frame and stream forms share a weights file.
     """
-    timed: dict[tuple, dict[str, BenchRecord]] = {}
-    refused: dict[Cell, BenchRecord] = {}
+    timed: dict[tuple[BenchSetup, str], Metrics] = {}
+    refused: dict[BenchSetup, BenchRecord] = {}
     for record in sorted(records, key=lambda r: r.timestamp):
-        cell = _cell(record)
+        setup = BenchSetup.of(record)
         if record.metric == "status":
-            refused[cell] = record
-            for key in [k for k in timed if k[0] == cell]:
+            refused[setup] = record
+            for key in [k for k in timed if k[0] == setup]:
                 del timed[key]
         else:
-            refused.pop(cell, None)
-            timed.setdefault((cell, record.runtime), {})[record.metric] = record
+            refused.pop(setup, None)
+            timed.setdefault((setup, record.runtime), {})[record.metric] = record
     return timed, refused
 
 
@@ -51,11 +67,6 @@ def _fmt(record: BenchRecord | None, spec: str) -> str:
 
 def _pair(first: BenchRecord | None, second: BenchRecord | None) -> str:
     return "-" if first is None or second is None else f"{first.value:.0f} / {second.value:.0f}"
-
-
-def _order(cell: Cell) -> tuple:
-    target, variant, precision, form, threads, device, batch = cell
-    return (device, variant, form, batch, target, precision, threads or 0)
 
 
 SHORT = (
@@ -71,67 +82,79 @@ SHORT = (
 )
 
 
+def _row(setup: BenchSetup, runtime: str, metrics: Metrics, base: float | None) -> dict[str, str]:
+    """One timed row's cells, by column; ``base``: PyTorch's median in the same setup."""
+    median = metrics.get("median_latency")
+    fraction = metrics.get("fp32_peak_fraction")
+    return {
+        "target": setup.target,
+        "runtime": runtime,
+        "precision": setup.precision,
+        "variant": setup.variant,
+        "form": setup.form,
+        "threads": str(setup.threads or "default"),
+        "batch": str(setup.batch),
+        "status": next(iter(metrics.values())).status,
+        "size (MB)": _fmt(metrics.get("artifact_size"), ".2f"),
+        "mask Dice vs PyTorch": _fmt(metrics.get("mask_dice_vs_pytorch"), ".5f"),
+        "median (ms)": _fmt(median, ".2f"),
+        "p90 (ms)": _fmt(metrics.get("p90_latency"), ".2f"),
+        "FPS": _fmt(metrics.get("fps"), ".1f"),
+        "speed-up vs PyTorch": "-"
+        if median is None or base is None
+        else f"{base / median.value:.2f} x",
+        "GFLOP/s": _fmt(metrics.get("achieved_gflops"), ".1f"),
+        "of fp32 peak": "-" if fraction is None else f"{fraction.value:.0%}",
+        "float ops": _fmt(metrics.get("float_compute_ops"), ".0f"),
+        "Q / DQ": _pair(metrics.get("quantize_ops"), metrics.get("dequantize_ops")),
+        "partitions": _fmt(metrics.get("delegate_partitions"), ".0f"),
+        "device": setup.device,
+    }
+
+
+def _peak_formulas(timed: dict[tuple[BenchSetup, str], Metrics]) -> dict[str, str]:
+    """Each machine's fp32 peak formula, at the cores its rows could use."""
+    formulas = {}
+    for (setup, _), metrics in timed.items():
+        first = next(iter(metrics.values()))
+        peak = Peak.of(first.machine)
+        if peak is not None and "fp32_peak_fraction" in metrics:
+            cores = cores_used(setup.threads, int(first.machine.get("cores", 0)))
+            formulas[f"{setup.device}, {cores} cores"] = peak.formula(cores)
+    return formulas
+
+
+def _not_timed(refused: dict[BenchSetup, BenchRecord]) -> list[str]:
+    """The table of setups not timed, and why."""
+    rows = [
+        (s.target, s.precision, s.variant, s.form, record.status, record.note.replace("|", "/"))
+        for s, record in sorted(refused.items(), key=lambda kv: kv[0].order())
+    ]
+    header = ("target", "precision", "variant", "form", "status", "why")
+    return ["", "Not timed:", "", markdown_table(header, rows)]
+
+
 def markdown(records: list[BenchRecord], short: bool = False) -> str:
-    """Timed cells (size, Dice vs PyTorch, latency, FPS, speed-up, GFLOP/s, share of the fp32
-    peak), then the cells not timed and why, then each machine's peak formula.
+    """Timed setups (size, Dice vs PyTorch, latency, FPS, speed-up, GFLOP/s, share of the fp32
+    peak), then the setups not timed and why, then each machine's peak formula.
 
     ``short``: only the columns in SHORT, for a summary at the end of a demo.
     """
     timed, refused = _latest(records)
     eager = {  # PyTorch fp32 at the same threads, device and batch
-        (cell[1], cell[3], cell[4], cell[5], cell[6]): metrics["median_latency"].value
-        for (cell, _), metrics in timed.items()
-        if "median_latency" in metrics and cell[0] == "torch" and cell[2] == "fp32"
+        (s.variant, s.form, s.threads, s.device, s.batch): metrics["median_latency"].value
+        for (s, _), metrics in timed.items()
+        if "median_latency" in metrics and s.target in REFERENCE_TARGETS and s.precision == "fp32"
     }
-    rows: list[dict[str, str]] = []
-    formulas: dict[str, str] = {}
-    for (cell, runtime), metrics in sorted(timed.items(), key=lambda kv: _order(kv[0][0])):
-        target, variant, precision, form, threads, device, batch = cell
-        first = next(iter(metrics.values()))
-        median = metrics.get("median_latency")
-        base = eager.get((variant, form, threads, device, batch))
-        fraction = metrics.get("fp32_peak_fraction")
-        peak = Peak.of(first.machine)
-        if peak is not None and fraction is not None:
-            cores = cores_used(threads, int(first.machine.get("cores", 0)))
-            formulas[f"{device}, {cores} cores"] = peak.formula(cores)
-        rows.append(
-            {
-                "target": target,
-                "runtime": runtime,
-                "precision": precision,
-                "variant": variant,
-                "form": form,
-                "threads": str(threads or "default"),
-                "batch": str(batch),
-                "status": first.status,
-                "size (MB)": _fmt(metrics.get("artifact_size"), ".2f"),
-                "mask Dice vs PyTorch": _fmt(metrics.get("mask_dice_vs_pytorch"), ".5f"),
-                "median (ms)": _fmt(median, ".2f"),
-                "p90 (ms)": _fmt(metrics.get("p90_latency"), ".2f"),
-                "FPS": _fmt(metrics.get("fps"), ".1f"),
-                "speed-up vs PyTorch": "-"
-                if median is None or base is None
-                else f"{base / median.value:.2f} x",
-                "GFLOP/s": _fmt(metrics.get("achieved_gflops"), ".1f"),
-                "of fp32 peak": "-" if fraction is None else f"{fraction.value:.0%}",
-                "float ops": _fmt(metrics.get("float_compute_ops"), ".0f"),
-                "Q / DQ": _pair(metrics.get("quantize_ops"), metrics.get("dequantize_ops")),
-                "partitions": _fmt(metrics.get("delegate_partitions"), ".0f"),
-                "device": device,
-            }
-        )
+    rows = [
+        _row(s, runtime, metrics, eager.get((s.variant, s.form, s.threads, s.device, s.batch)))
+        for (s, runtime), metrics in sorted(timed.items(), key=lambda kv: kv[0][0].order())
+    ]
     columns = list(SHORT) if short else list(rows[0]) if rows else list(SHORT)
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(row[c] for c in columns) + " |" for row in rows]
+    lines = [markdown_table(columns, [[row[c] for c in columns] for row in rows])]
     if refused:
-        lines += ["", "Not timed:", "", "| target | precision | variant | form | status | why |"]
-        lines.append("|---|---|---|---|---|---|")
-        for cell, record in sorted(refused.items(), key=lambda kv: _order(kv[0])):
-            why = record.note.replace("|", "/")
-            lines.append(
-                f"| {cell[0]} | {cell[2]} | {cell[1]} | {cell[3]} | {record.status} | {why} |"
-            )
+        lines += _not_timed(refused)
+    formulas = _peak_formulas(timed)
     if formulas and not short:
         lines += [
             "",
@@ -152,16 +175,21 @@ def chart(records: list[BenchRecord], path: Path) -> None:
     fps: dict[tuple[str, str, str], dict[tuple[str, str], float]] = {}
     missing: dict[tuple[str, str, str], dict[tuple[str, str], str]] = {}
 
-    def panel(cell: Cell) -> tuple[str, str, str]:
-        return (cell[5], cell[3], f"{cell[4] or 'default'} threads, batch {cell[6]}")
+    def panel(setup: BenchSetup) -> tuple[str, str, str]:
+        return (
+            setup.device,
+            setup.form,
+            f"{setup.threads or 'default'} threads, batch {setup.batch}",
+        )
 
-    for (cell, _runtime), metrics in timed.items():
+    def bar(setup: BenchSetup) -> tuple[str, str]:
+        return (f"{setup.target}\n{setup.precision}", setup.variant)
+
+    for (setup, _runtime), metrics in timed.items():
         if "fps" in metrics:
-            fps.setdefault(panel(cell), {})[(f"{cell[0]}\n{cell[2]}", cell[1])] = metrics[
-                "fps"
-            ].value
-    for cell, record in refused.items():  # shown where its bar would be, and why not
-        missing.setdefault(panel(cell), {})[(f"{cell[0]}\n{cell[2]}", cell[1])] = record.status
+            fps.setdefault(panel(setup), {})[bar(setup)] = metrics["fps"].value
+    for setup, record in refused.items():  # shown where its bar would be, and why not
+        missing.setdefault(panel(setup), {})[bar(setup)] = record.status
     panels = sorted(set(fps) | set(missing))
     figure = Figure(figsize=(11, 3.6 * max(1, len(panels))), dpi=100)
     FigureCanvasAgg(figure)

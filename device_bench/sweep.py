@@ -7,68 +7,80 @@ and the ratios between them hold.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from converters.registry import get_target
+from converters.spec import ConversionError
 from model.errors import ProjectError
+from model.preprocessing import Preprocessing
+from runtimes.registry import get_backend
 from runtimes.session import Session
+from runtimes.targets import Cell, Status, get_target_spec, matrix
 
 from .bench import (
+    HOST_PYTORCH_PRECISIONS,
     FailedParity,
     Measurement,
     machine,
     measurement,
     open_session,
     progress,
-    timed_calls,
+    time_session,
     timing_frames,
 )
 from .records import BenchRecord
 
-Cell = tuple[str, str, str, str]  # target, variant, precision, form
+
+@dataclass(frozen=True)
+class NotTimed:
+    """A cell the sweep could not time, what became of it, and why (one line)."""
+
+    cell: Cell
+    status: Status
+    reason: str
+
+
+def runs_here(cell: Cell) -> bool:
+    """PyTorch eager in the precisions a CPU times; a converted target where both its
+    converter and its runtime are installed (not Core ML on Linux)."""
+    if not get_target_spec(cell.target).converts:
+        return cell.precision in HOST_PYTORCH_PRECISIONS
+    converter = get_target(cell.target)
+    return converter.is_available() and get_backend(converter.runtime).is_available()
 
 
 def sweep_cells(
     targets: list[str], variants: list[str], precisions: list[str], forms: list[str]
 ) -> list[Cell]:
-    """The cells to time: PyTorch in fp32, each converter target in the precisions it builds."""
-    from converters.registry import get_target
-    from runtimes.registry import get_backend
-
-    cells = []
-    for target in targets:
-        built = ("fp32",) if target == "torch" else get_target(target).precisions
-        if target != "torch" and not (
-            get_target(target).is_available()
-            and get_backend(get_target(target).runtime).is_available()
-        ):
-            continue  # neither converted nor timed where its runtime cannot run (Core ML on Linux)
-        cells += [
-            (target, v, p, f) for v in variants for p in precisions if p in built for f in forms
-        ]
+    """The cells to time: every cell of the targets table among those asked for that runs here."""
+    cells = [
+        cell
+        for cell in matrix(tuple(variants), tuple(targets), tuple(precisions), tuple(forms))
+        if runs_here(cell)
+    ]
     if not cells:
         raise ProjectError("no cell to time: no target builds those precisions here")
     return cells
 
 
-def _status(err: ProjectError) -> str:
-    from converters.spec import ConversionError
-
+def _status(err: ProjectError) -> Status:
     if isinstance(err, FailedParity):
-        return "failed parity"
-    return "failed to convert" if isinstance(err, ConversionError) else "not run here"
+        return Status.FAILED_PARITY
+    return Status.FAILED_TO_CONVERT if isinstance(err, ConversionError) else Status.NOT_RUN_HERE
 
 
-def status_record(cell: Cell, status: str, note: str, threads: int | None) -> BenchRecord:
+def status_record(refused: NotTimed, threads: int | None) -> BenchRecord:
     """The one record of a cell that was not timed, so the report shows it and why."""
-    target, variant, precision, form = cell
+    cell = refused.cell
     host = machine()
     return BenchRecord(
-        name=f"bas_{variant.lower()}_{form}_{precision}.{target}",
-        target=target,
-        variant=variant,
-        precision=precision,
-        form=form,
+        name=f"bas_{cell.variant.lower()}_{cell.form}_{cell.precision}.{cell.target}",
+        target=cell.target,
+        variant=cell.variant,
+        precision=cell.precision,
+        form=cell.form,
         metric="status",
         value=0.0,
         unit="",
@@ -76,9 +88,32 @@ def status_record(cell: Cell, status: str, note: str, threads: int | None) -> Be
         timestamp=datetime.now(UTC).isoformat(timespec="seconds"),
         threads=threads,
         machine=host,
-        status=status,
-        note=note,
+        status=refused.status,
+        note=refused.reason,
     )
+
+
+def open_sessions(
+    cells: list[Cell], threads: int | None, weights: str, cache: Path
+) -> tuple[list[tuple[Cell, Session, float]], list[NotTimed]]:
+    """(cell, session, load time) of each cell that opened, and each that did not."""
+    sessions: list[tuple[Cell, Session, float]] = []
+    refused: list[NotTimed] = []
+    for cell in cells:
+        try:
+            session, load_s = open_session(
+                cell.target, cell.variant, cell.form, None, threads, weights, cell.precision, cache
+            )
+        except ProjectError as err:  # failed parity or conversion, or cannot run here
+            refused.append(NotTimed(cell, _status(err), str(err)))
+            continue
+        sessions.append((cell, session, load_s))
+    return sessions, refused
+
+
+def _inputs_of(session: Session) -> tuple[int, Preprocessing]:
+    """What a session's timing frames depend on: sessions that agree share one set."""
+    return session.manifest.image_size, session.manifest.preprocessing
 
 
 def run_sweep(
@@ -89,32 +124,21 @@ def run_sweep(
     rounds: int,
     weights: str,
     cache: Path,
-) -> tuple[list[tuple[str, Measurement]], list[tuple[Cell, str, str]]]:
-    """(artifact name, figures) of each timed cell, and (cell, status, why) of each that was not."""
-    sessions: list[tuple[Cell, Session, float]] = []
-    refused: list[tuple[Cell, str, str]] = []
-    for cell in cells:
-        target, variant, precision, form = cell
-        try:
-            session, load_s = open_session(
-                target, variant, form, None, threads, weights, precision, cache
-            )
-        except ProjectError as err:  # failed parity or conversion, or cannot run here
-            refused.append((cell, _status(err), str(err)))
-            continue
-        sessions.append((cell, session, load_s))
-    frames = {s.manifest.image_size: timing_frames(s.manifest.image_size) for _, s, _ in sessions}
+) -> tuple[list[tuple[str, Measurement]], list[NotTimed]]:
+    """(artifact name, figures) of each timed cell, and each cell that was not timed."""
+    sessions, refused = open_sessions(cells, threads, weights, cache)
+    frames = {_inputs_of(s): timing_frames(s.manifest) for _, s, _ in sessions}
     latencies: dict[Cell, list[float]] = {cell: [] for cell, _, _ in sessions}
     per_round = max(1, iters // rounds)
     with progress(len(sessions) * (warmup + rounds * per_round), "sweep") as bar:
         for _, session, _ in sessions:
             session.reset()
-            timed_calls(session, frames[session.manifest.image_size], warmup, bar=bar)
+            time_session(session, frames[_inputs_of(session)], 0, warmup, bar=bar)
         for round_index in range(rounds):
             for cell, session, _ in sessions:
                 start = warmup + round_index * per_round
-                latencies[cell] += timed_calls(
-                    session, frames[session.manifest.image_size], per_round, start, bar
+                latencies[cell] += time_session(
+                    session, frames[_inputs_of(session)], per_round, start=start, bar=bar
                 )
     timed = [
         (

@@ -18,9 +18,8 @@ from tqdm import tqdm
 from model.atomic import atomic_path
 from model.errors import ProjectError
 from runtimes.session import Session
+from runtimes.timing import LatencyStats, elapsed_ms, summarise, timed_call
 from runtimes.video import FrameSource, SourceFrame
-
-from .stats import LatencyStats, summarise
 
 MIN_FRAMES = 300
 DRIFT_WINDOW = 100  # frames compared at the start and the end
@@ -87,23 +86,20 @@ def sustained(session: Session, sources: list[FrameSource], count: int) -> Video
     with tqdm(total=count, unit="frame", desc="video", disable=None, mininterval=0.5) as bar:
         while True:
             frame_started = time.perf_counter()
-            played = next(frames, None)
+            played, decode_ms = timed_call(lambda: next(frames, None))
             if played is None:
                 break
             if played[0] != passes:  # a new pass starts a new video: fresh state
                 session.reset()
                 passes = played[0]
-            frame = played[1]
-            decoded = time.perf_counter()
-            prediction = session.run(frame.image)
+            prediction = session.run(played[1].image)
             prediction.mask()
-            done = time.perf_counter()
-            decode.append((decoded - frame_started) * 1000)
+            total.append(elapsed_ms(frame_started))
+            decode.append(decode_ms)
             inference.append(prediction.inference_ms)
-            total.append((done - frame_started) * 1000)
             bar.update()
-    wall = time.perf_counter() - started
-    return VideoRun(tuple(decode), tuple(inference), tuple(total), wall, passes)
+    wall_s = elapsed_ms(started) / 1000
+    return VideoRun(tuple(decode), tuple(inference), tuple(total), wall_s, passes)
 
 
 def plot_latency(path: Path, run: VideoRun, title: str) -> None:

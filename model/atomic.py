@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -40,22 +41,54 @@ def atomic_path(path: Path) -> Iterator[Path]:
 OUTPUT_MARKER = ".bas-deploy-output"  # in every folder staged_folder writes: ours to replace
 
 
-def check_output_folder(out: Path) -> None:
-    """Refuse, before any work, an ``out`` staged_folder could not write or must not replace."""
+def check_output_folder(
+    out: Path,
+    marker: str | None = OUTPUT_MARKER,
+    what: str = "output folder",
+    error: type[ProjectError] = ProjectError,
+) -> None:
+    """Refuse, before any work, an ``out`` that cannot be made or written here, or that holds
+    files but not ``marker``, the file an earlier output of the project holds (what is
+    written there replaces what is there). ``marker`` None: a folder the project only adds
+    its own named entries to (converters' artifacts), whatever else it holds.
+
+    ``what`` and ``error`` name the folder and the error as the command knows them.
+    """
     out = Path(out)
-    blocker = next((p for p in (out, *out.parents) if p.exists()), None)
-    if blocker is not None and blocker != out and not blocker.is_dir():
-        raise ProjectError(f"output folder {out} cannot be made: {blocker} is a file")
-    if out.exists():
-        if not out.is_dir():
-            raise ProjectError(f"output folder {out} is a file")
-        if any(out.iterdir()) and not (out / OUTPUT_MARKER).is_file():
-            raise ProjectError(
-                f"output folder {out} is not empty and is not an earlier output of this "
-                "project; choose another (nothing was changed)"
-            )
-    if blocker is not None and not os.access(blocker, os.W_OK):
-        raise ProjectError(f"output folder {out} cannot be written ({blocker} is read-only)")
+    blocker = next((p for p in (out, *out.parents) if p.exists()), Path("."))
+    if not blocker.is_dir():
+        raise error(f"{what} {out} cannot be made: {blocker} is a file")
+    ours = marker is None or blocker != out or (out / marker).is_file()
+    if not ours and any(out.iterdir()):
+        raise error(
+            f"{what} {out} is not empty and is not an earlier output of this project "
+            f"(it holds no {marker}); choose another (nothing was changed)"
+        )
+    if not os.access(blocker, os.W_OK | os.X_OK):
+        raise error(f"{what} {out} cannot be written ({blocker} is read-only)")
+
+
+@contextmanager
+def staging_folder(parent: Path, name: str) -> Iterator[Path]:
+    """A hidden temporary folder in ``parent``, removed after the block whatever happens.
+
+    ``parent`` and its missing parents are made; if the block fails, those made are removed
+    again (where still empty), so that a failure leaves nothing behind.
+    """
+    parent = Path(parent)
+    made = [p for p in (parent, *parent.parents) if not p.exists()]  # innermost first
+    parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=parent))
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        for folder in made:
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 @contextmanager
@@ -69,9 +102,7 @@ def staged_folder(out: Path) -> Iterator[Path]:
     """
     out = Path(out)
     check_output_folder(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with staging_folder(out.parent, out.name) as staging:
         yield staging
         (staging / OUTPUT_MARKER).write_text("written by bas-deploy; replaced by its next run\n")
         usual_permissions(staging, 0o777)
@@ -80,6 +111,3 @@ def staged_folder(out: Path) -> Iterator[Path]:
         if out.exists():
             shutil.rmtree(out) if (out / OUTPUT_MARKER).is_file() else out.rmdir()
         os.replace(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise

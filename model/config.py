@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from .errors import ConfigError
+from .preprocessing import DEFAULT_PREPROCESSING, Preprocessing
 
 GeluApproximation = Literal["none", "tanh"]
 
@@ -30,8 +31,9 @@ class BaSConfig:
     gelu_approximate: GeluApproximation = "tanh"
     # Reproduce the public code's two quirks (scrambled position embedding, normalised head).
     legacy: bool = False
-    # Input contract: RGB in [0, 1], NCHW; recorded so runtimes can preprocess identically.
-    input_range: tuple[float, float] = field(default=(0.0, 1.0))
+    # What a frame becomes before the network sees it: training, evaluation and every
+    # runtime apply it (model.preprocessing), and each artifact's manifest records it.
+    preprocessing: Preprocessing = DEFAULT_PREPROCESSING
 
     def __post_init__(self) -> None:
         if self.image_size <= 0 or self.image_size % 16:

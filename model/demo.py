@@ -14,15 +14,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-import runtimes
-from runtimes import stream_masks
-from runtimes.report import overlay
-
 from .atomic import staged_folder
 from .cli import command, frames_option, out_option, seed_option, variant_option, weights_option
 from .data import discover, native_frames
 from .data.synth import write_dataset
-from .metrics import SegmentationMeter, markdown_table
+from .drawing import draw_mask_overlay
+from .masks import BaSMasks
+from .metrics import SegmentationMeter, meter_table
 
 
 def _strip(frames: list[np.ndarray], count: int = 6, height: int = 200) -> Image.Image:
@@ -42,19 +40,19 @@ def _strip(frames: list[np.ndarray], count: int = 6, height: int = 200) -> Image
 def run_demo(out: Path, variant: str, weights: str, frames: int, seed: int) -> dict:
     """Build the whole demo folder in a temporary place, then swap it in."""
     with staged_folder(out) as staging:
-        session = runtimes.load_pytorch(variant, weights, form="stream")
+        network = BaSMasks.build(variant, weights, form="stream")
         index = discover(write_dataset(staging / "clip", videos=1, frames=frames, seed=seed))
         video = index.videos[0]
         images = [(image, mask) for _, image, mask in native_frames(video)]
         started = time.perf_counter()
-        preds = list(stream_masks(session, (image for image, _ in images)))
+        preds = list(network.masks(image for image, _ in images))
         per_frame_ms = (time.perf_counter() - started) * 1000 / len(images)
 
         (staging / "masks").mkdir()
         overlays, meter = [], SegmentationMeter()
         for t, ((image, target), pred) in enumerate(zip(images, preds, strict=True)):
             Image.fromarray(pred.astype(np.uint8) * 255).save(staging / "masks" / f"{t}.png")
-            overlays.append(overlay(image, pred, target))
+            overlays.append(draw_mask_overlay(image, pred, target))
             meter.update(pred, target, video.name)
         gif = [Image.fromarray(o) for o in overlays]
         gif[0].save(
@@ -73,7 +71,7 @@ def run_demo(out: Path, variant: str, weights: str, frames: int, seed: int) -> d
             **summary,
         }
         (staging / "metrics.json").write_text(json.dumps(record, indent=1, allow_nan=False))
-        (staging / "metrics.md").write_text(markdown_table(summary) + "\n")
+        (staging / "metrics.md").write_text(meter_table(summary) + "\n")
     return record
 
 

@@ -11,21 +11,22 @@ ablation. Each ``--screen`` also streams every video placed in that scanner scre
 against the unplaced run (the screen's prediction cropped back to the image).
 ``--lost-contact N`` also streams every video with every N-th frame darkened over most
 of its width (``model.data.contact``) and scores the darkened frames on their own: what
-the history is worth where a frame's own evidence is gone.
+the history is worth where a frame's own evidence is gone. A converted artifact is scored,
+through its runtime, by ``python -m runtimes.evaluate --artifact PATH`` (the same command
+one layer up).
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import click
 import numpy as np
-
-import runtimes
-from runtimes import Session, stream_masks
 
 from .cli import (
     Choice,
@@ -40,7 +41,11 @@ from .data import DatasetIndex, discover, native_frames, read_split
 from .data.contact import LostContact
 from .data.framing import SCREENS, Screen
 from .errors import ProjectError
-from .metrics import SegmentationMeter, frame_scores, markdown_table
+from .masks import BaSMasks, MaskStream
+from .metrics import SegmentationMeter, frame_scores, meter_table
+from .tables import markdown_table
+
+F = TypeVar("F", bound=Callable[..., object])
 
 
 @dataclass
@@ -63,15 +68,16 @@ LOST_CONTACT_ROWS = {
 
 
 def evaluate(
-    session: Session,
+    network: MaskStream,
     index: DatasetIndex,
     videos: list[str] | None = None,
     screens: tuple[Screen, ...] = (),
     lost_contact: LostContact | None = None,
 ) -> tuple[SegmentationMeter, dict[str, ScreenResult], dict[str, SegmentationMeter]]:
-    """Run every frame of ``videos`` (all by default) through ``session`` and score the masks.
+    """Stream every frame of ``videos`` (all by default) through ``network``; score the masks.
 
-    Any runtime's session: a stream-form one carries history, a frame-form one does not.
+    PyTorch BaS (``model.masks.BaSMasks``) or any runtime's session (``runtimes.evaluate``):
+    a stream form carries history, a frame form does not.
     Each video is decoded once and streamed again in each screen and with ``lost_contact``
     (its meters, one per ``LOST_CONTACT_ROWS``, are empty without it).
     """
@@ -80,26 +86,26 @@ def evaluate(
     lost = {row: SegmentationMeter() for row in LOST_CONTACT_ROWS} if lost_contact else {}
     for name in videos if videos is not None else index.names:
         frames = list(native_frames(index.video(name)))
-        plain = list(stream_masks(session, (image for _, image, _ in frames)))
+        plain = list(network.masks(image for _, image, _ in frames))
         for (_, _, target), pred in zip(frames, plain, strict=True):
             if target is not None:
                 meter.update(pred, target, name)
         for screen in screens:
             shown = [screen.apply(image, target) for _, image, target in frames]
-            preds = stream_masks(session, (image for image, _, _ in shown))
+            preds = network.masks(image for image, _, _ in shown)
             result = placed[screen.name]
             for (_, target, box), pred, ref in zip(shown, preds, plain, strict=True):
                 if target is not None:
                     result.meter.update(pred, target, name)
                 result.agreement.append(frame_scores(box.uncrop(pred, ref.shape), ref).dice)
         if lost_contact is not None:
-            _score_lost_contact(lost, session, frames, lost_contact, name)
+            _score_lost_contact(lost, network, frames, lost_contact, name)
     return meter, placed, lost
 
 
 def _score_lost_contact(
     meters: dict[str, SegmentationMeter],
-    session: Session,
+    network: MaskStream,
     frames: list[tuple[int, np.ndarray, np.ndarray | None]],
     condition: LostContact,
     video: str,
@@ -112,9 +118,7 @@ def _score_lost_contact(
         for i, (_, image, _) in enumerate(frames)
     )
     previous = None
-    for i, ((_, _, target), pred) in enumerate(
-        zip(frames, stream_masks(session, shown), strict=True)
-    ):
+    for i, ((_, _, target), pred) in enumerate(zip(frames, network.masks(shown), strict=True)):
         if target is not None:
             meters["all"].update(pred, target, video)
             if condition.hits(i):
@@ -124,38 +128,35 @@ def _score_lost_contact(
         previous = pred
 
 
-def _score_cells(summary: dict) -> str:
+def _score_cells(summary: dict) -> list[str]:
     """Per-frame and pooled Dice, missed frames and false alarms: the cells both tables share."""
     counts = summary["counts"]
-    return (
-        f"{100 * summary['per_frame']['dice']:.2f} | {100 * summary['pooled']['dice']:.2f} "
-        f"| {counts['missed_frames']} | {counts['false_alarm_frames']}"
-    )
+    return [
+        f"{100 * summary['per_frame']['dice']:.2f}",
+        f"{100 * summary['pooled']['dice']:.2f}",
+        str(counts["missed_frames"]),
+        str(counts["false_alarm_frames"]),
+    ]
 
 
 def lost_contact_table(results: dict[str, dict]) -> str:
     """Markdown: the scores of each frame set of the lost-contact run."""
-    lines = [
-        "| scored | frames | per-frame Dice (%) | pooled Dice (%) | missed frames | false alarms |",
-        "|---|---|---|---|---|---|",
+    header = ("scored", "frames", "per-frame Dice (%)", "pooled Dice (%)")
+    rows = [
+        [LOST_CONTACT_ROWS[name], summary["counts"]["frames"], *_score_cells(summary)]
+        for name, summary in results.items()
     ]
-    for name, summary in results.items():
-        frames = summary["counts"]["frames"]
-        lines.append(f"| {LOST_CONTACT_ROWS[name]} | {frames} | {_score_cells(summary)} |")
-    return "\n".join(lines)
+    return markdown_table((*header, "missed frames", "false alarms"), rows)
 
 
 def screens_table(results: dict[str, dict]) -> str:
     """Markdown: per screen, the scores vs the placed ground truth and the agreement."""
-    lines = [
-        "| screen | per-frame Dice (%) | pooled Dice (%) | missed frames | false alarms "
-        "| Dice vs unplaced run (%) |",
-        "|---|---|---|---|---|---|",
+    header = ("screen", "per-frame Dice (%)", "pooled Dice (%)", "missed frames", "false alarms")
+    rows = [
+        [name, *_score_cells(summary), f"{100 * summary['agreement_dice']:.2f}"]
+        for name, summary in results.items()
     ]
-    for name, summary in results.items():
-        agreement = 100 * summary["agreement_dice"]
-        lines.append(f"| {name} | {_score_cells(summary)} | {agreement:.2f} |")
-    return "\n".join(lines)
+    return markdown_table((*header, "Dice vs unplaced run (%)"), rows)
 
 
 def split_videos_of(split: Path, subset: str) -> list[str]:
@@ -168,47 +169,136 @@ def split_videos_of(split: Path, subset: str) -> list[str]:
     return subsets[subset]
 
 
+@dataclass(frozen=True)
+class Scored:
+    """What is scored, as the heading and the JSON record name it."""
+
+    variant: str
+    weights: str  # "shipped", a weights path, or the artifact's path
+    runtime: str
+    temporal_window: int
+    history: bool  # the stream form
+
+
+def pytorch_network(
+    variant: str, weights: str, image_size: int, temporal_window: int, no_history: bool
+) -> tuple[MaskStream, Scored]:
+    """PyTorch BaS as the options ask, in the stream form unless ``no_history``."""
+    form = "frame" if no_history else "stream"
+    masks = BaSMasks.build(variant, weights, form, image_size, temporal_window)
+    return masks, Scored(variant, weights, masks.runtime, temporal_window, not no_history)
+
+
+def evaluation_options(function: F) -> F:
+    """The options of ``python -m model.evaluate``, shared by ``python -m runtimes.evaluate``."""
+    options = (
+        variant_option(),
+        weights_option,
+        click.option(
+            "--data",
+            type=click.Path(path_type=Path, exists=True, file_okay=False),
+            required=True,
+            help="Dataset folder: BUV, FLA-Net or plain.",
+        ),
+        image_size_option,
+        temporal_window_option,
+        click.option(
+            "--no-history",
+            is_flag=True,
+            help="Frame form: every frame without past frames (TempLP ablation).",
+        ),
+        click.option(
+            "--screen",
+            "screen_names",
+            type=Choice(sorted(SCREENS)),
+            multiple=True,
+            help="Also score the videos placed in this scanner screen (repeatable).",
+        ),
+        click.option(
+            "--lost-contact",
+            "lost_contact_every",
+            type=click.IntRange(min=1),
+            metavar="N",
+            help="Also score with 1 frame in N darkened to 10 % over the left 60 % of its width.",
+        ),
+        click.option(
+            "--split",
+            type=click.Path(path_type=Path, exists=True, dir_okay=False),
+            help="Split file; evaluate only --subset of it.",
+        ),
+        click.option("--subset", help="Subset of --split (default: test)."),
+        click.option(
+            "--artifact",
+            type=existing_path,
+            help="Score this converted artifact, through its runtime, instead of PyTorch BaS "
+            "(python -m runtimes.evaluate).",
+        ),
+    )
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def run_evaluation(
+    open_network: Callable[[], tuple[MaskStream, Scored]],
+    data: Path,
+    screen_names: tuple[str, ...],
+    lost_contact_every: int | None,
+    split: Path | None,
+    subset: str | None,
+) -> None:
+    """Check the options and the data, score what ``open_network`` gives, print the report."""
+    if subset is not None and split is None:
+        raise ProjectError(f"--subset {subset} needs --split (the file that defines the subsets)")
+    network, scored = open_network()
+    index = discover(data)  # the data and the split are checked before any video is scored
+    videos = split_videos_of(split, subset or "test") if split else None
+    for name in videos or ():
+        index.video(name)  # a DatasetError naming the video the split lists and data lacks
+    started = time.perf_counter()
+    condition = LostContact(every=lost_contact_every) if lost_contact_every else None
+    screens_asked = tuple(SCREENS[name] for name in screen_names)
+    meter, placed, lost_meters = evaluate(network, index, videos, screens_asked, condition)
+    lost = {row: m.summary() for row, m in lost_meters.items()}
+    seconds = time.perf_counter() - started
+    screens = {name: result.summary() for name, result in placed.items()}
+    form = "stream form" if scored.history else "frame form (no history)"
+    print(
+        f"BaS-{scored.variant} ({scored.weights}, {scored.runtime}), temporal window "
+        f"{scored.temporal_window}, on {data} ({index.layout} layout), {form}, native resolution\n"
+    )
+    _print_tables(meter.summary(), screens, condition, lost)
+    record = {
+        "variant": scored.variant,
+        "weights": str(scored.weights),
+        "temporal_window": scored.temporal_window,
+        "history": scored.history,
+        "data": str(data),
+        "seconds": round(seconds, 1),
+        **meter.summary(),
+        "screens": screens,
+        "lost_contact": {"every": condition.every, **lost} if condition else None,
+    }
+    print(json.dumps(record, allow_nan=False))
+
+
+def _print_tables(
+    summary: dict, screens: dict[str, dict], condition: LostContact | None, lost: dict[str, dict]
+) -> None:
+    print(meter_table(summary))
+    if screens:
+        print("\nIn scanner screens (model.data.framing.SCREENS):\n")
+        print(screens_table(screens))
+    if condition is not None:
+        print(
+            f"\nWith lost contact (model.data.contact: 1 frame in {condition.every} at "
+            f"{condition.gain:.0%} over the left {condition.width:.0%} of its width):\n"
+        )
+        print(lost_contact_table(lost))
+
+
 @command("python -m model.evaluate")
-@variant_option()
-@weights_option
-@click.option(
-    "--data",
-    type=click.Path(path_type=Path, exists=True, file_okay=False),
-    required=True,
-    help="Dataset folder: BUV, FLA-Net or plain.",
-)
-@image_size_option
-@temporal_window_option
-@click.option(
-    "--no-history",
-    is_flag=True,
-    help="Frame form: every frame without past frames (TempLP ablation).",
-)
-@click.option(
-    "--screen",
-    "screen_names",
-    type=Choice(sorted(SCREENS)),
-    multiple=True,
-    help="Also score the videos placed in this scanner screen (repeatable).",
-)
-@click.option(
-    "--lost-contact",
-    "lost_contact_every",
-    type=click.IntRange(min=1),
-    metavar="N",
-    help="Also score with 1 frame in N darkened to 10 % over the left 60 % of its width.",
-)
-@click.option(
-    "--split",
-    type=click.Path(path_type=Path, exists=True, dir_okay=False),
-    help="Split file; evaluate only --subset of it.",
-)
-@click.option("--subset", help="Subset of --split (default: test).")
-@click.option(
-    "--artifact",
-    type=existing_path,
-    help="Score this converted artifact, through its runtime, instead of PyTorch BaS.",
-)
+@evaluation_options
 def main(
     variant: str,
     weights: str,
@@ -223,60 +313,19 @@ def main(
     artifact: Path | None,
 ) -> None:
     """Score BaS on a dataset at native resolution, streaming each video frame by frame."""
-    if subset is not None and split is None:
-        raise ProjectError(f"--subset {subset} needs --split (the file that defines the subsets)")
     if artifact is not None:
-        session = runtimes.load(artifact)
-        manifest = session.manifest
-        variant, weights, temporal_window = (
-            manifest.variant,
-            str(artifact),
-            manifest.temporal_window,
+        raise ProjectError(
+            f"scoring an artifact needs its runtime: python -m runtimes.evaluate --artifact "
+            f"{artifact} --data {data} ... (the same options)"
         )
-        history = manifest.form == "stream"
-    else:
-        history = not no_history
-        form = "stream" if history else "frame"
-        session = runtimes.load_pytorch(variant, weights, form, image_size, temporal_window)
-    index = discover(data)  # the data and the split are checked before any video is scored
-    videos = split_videos_of(split, subset or "test") if split else None
-    for name in videos or ():
-        index.video(name)  # a DatasetError naming the video the split lists and data lacks
-    started = time.perf_counter()
-    condition = LostContact(every=lost_contact_every) if lost_contact_every else None
-    screens_asked = tuple(SCREENS[name] for name in screen_names)
-    meter, placed, lost_meters = evaluate(session, index, videos, screens_asked, condition)
-    lost = {row: m.summary() for row, m in lost_meters.items()}
-    seconds = time.perf_counter() - started
-    summary = meter.summary()
-    form = "stream form" if history else "frame form (no history)"
-    print(
-        f"BaS-{variant} ({weights}, {session.runtime}), temporal window {temporal_window}, "
-        f"on {data} ({index.layout} layout), {form}, native resolution\n"
+    run_evaluation(
+        lambda: pytorch_network(variant, weights, image_size, temporal_window, no_history),
+        data,
+        screen_names,
+        lost_contact_every,
+        split,
+        subset,
     )
-    print(markdown_table(summary))
-    screens = {name: result.summary() for name, result in placed.items()}
-    if screens:
-        print("\nIn scanner screens (model.data.framing.SCREENS):\n")
-        print(screens_table(screens))
-    if condition is not None:
-        print(
-            f"\nWith lost contact (model.data.contact: 1 frame in {condition.every} at "
-            f"{condition.gain:.0%} over the left {condition.width:.0%} of its width):\n"
-        )
-        print(lost_contact_table(lost))
-    record = {
-        "variant": variant,
-        "weights": str(weights),
-        "temporal_window": temporal_window,
-        "history": history,
-        "data": str(data),
-        "seconds": round(seconds, 1),
-        **summary,
-        "screens": screens,
-        "lost_contact": {"every": condition.every, **lost} if condition else None,
-    }
-    print(json.dumps(record, allow_nan=False))
 
 
 if __name__ == "__main__":

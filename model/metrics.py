@@ -36,6 +36,8 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from .tables import markdown_table
+
 OVERLAP_METRICS: tuple[str, ...] = ("dice", "iou", "precision", "recall")
 METRICS: tuple[str, ...] = (*OVERLAP_METRICS, "hd95")
 
@@ -282,21 +284,20 @@ def _cell(value: float | None, percent: bool) -> str:
     return f"{100 * value:.2f}" if percent else f"{value:.2f}"
 
 
-def markdown_table(summary: Mapping[str, Any]) -> str:
-    """A Markdown table of a ``SegmentationMeter.summary()`` for people, plus its counts."""
-    lines = [
-        "| aggregation | " + " | ".join(_HEADERS) + " |",
-        "|---" * (len(_HEADERS) + 1) + "|",
+def meter_table(summary: Mapping[str, Any]) -> str:
+    """A ``SegmentationMeter.summary()`` for people: its Markdown table, then its counts."""
+    rows = [
+        [label, *(_cell(summary[key].get(name), name != "hd95") for name in METRICS)]
+        for key, label in _AGGREGATIONS
     ]
-    for key, label in _AGGREGATIONS:
-        scores = summary[key]
-        cells = [_cell(scores.get(name), name != "hd95") for name in METRICS]
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     stability = summary["temporal_stability"]["mean"]
     counts = summary["counts"]
-    lines += [
-        "",
-        f"Temporal stability (%, mean IoU of consecutive predictions): {_cell(stability, True)}",
-        ", ".join(f"{name.replace('_', ' ')}: {value}" for name, value in counts.items()),
-    ]
-    return "\n".join(lines)
+    return "\n".join(
+        [
+            markdown_table(("aggregation", *_HEADERS), rows),
+            "",
+            f"Temporal stability (%, mean IoU of consecutive predictions): "
+            f"{_cell(stability, True)}",
+            ", ".join(f"{name.replace('_', ' ')}: {value}" for name, value in counts.items()),
+        ]
+    )

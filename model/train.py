@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
-from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
+import typing
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import click
@@ -26,15 +26,24 @@ from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from .atomic import atomic_path
+from .atomic import atomic_path, check_output_folder
 from .bas import BaS
 from .checkpoint import save_weights
 from .cli import command
-from .config import closest, get_config
-from .data import Augment, ClipDataset, discover, read_split, split_videos, write_split
+from .config import get_config
+from .data import (
+    Augment,
+    ClipDataset,
+    DatasetIndex,
+    discover,
+    read_split,
+    split_videos,
+    write_split,
+)
 from .errors import ConfigError
 from .hub import build_bas
 from .losses import LossWeights, SegmentationLoss
+from .typed import FieldError, from_data
 
 
 @dataclass(frozen=True)
@@ -72,84 +81,13 @@ class TrainConfig:
     out: str = "runs/bas_s"
 
 
-def _kind(default: object) -> str:
-    if isinstance(default, bool):
-        return "true or false"
-    if isinstance(default, int):
-        return "an integer"
-    if isinstance(default, float):
-        return "a number"
-    if isinstance(default, tuple):
-        return f"a list of {len(default)} numbers"
-    if isinstance(default, dict) or is_dataclass(default):
-        return "a mapping"
-    return "text"
-
-
-def _convert(name: str, value: object, default: object) -> object:
-    """``value`` (parsed YAML) as the type of the field's ``default``; else a ConfigError."""
-    if is_dataclass(default):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{name} must be a mapping of its fields, got {value!r}")
-        return _coerce(type(default), value, f"{name}.")
-    wrong = ConfigError(f"{name} must be {_kind(default)}, got {value!r}")
-    if isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise wrong
-        return value
-    if isinstance(default, int):
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise wrong
-        if isinstance(value, float) and not value.is_integer():
-            raise wrong
-        return int(value)
-    if isinstance(default, float):
-        if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as text
-            try:
-                return float(value)
-            except ValueError:
-                raise wrong from None
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise wrong
-        return float(value)
-    if isinstance(default, tuple):
-        if not isinstance(value, list | tuple) or len(value) != len(default):
-            raise wrong
-        pairs = zip(value, default, strict=True)
-        return tuple(_convert(f"{name}[{i}]", v, d) for i, (v, d) in enumerate(pairs))
-    if isinstance(default, dict):
-        if not isinstance(value, dict):
-            raise wrong
-        sample = next(iter(default.values()), 0.0)
-        return {str(k): _convert(f"{name}.{k}", v, sample) for k, v in value.items()}
-    if isinstance(value, bool):
-        raise ConfigError(
-            f"{name} must be text, got {value!r} (YAML reads yes/no/on/off as true/false: "
-            "quote the value)"
-        )
-    if not isinstance(value, str | int | float):
-        raise wrong
-    return str(value)
-
-
-def _coerce(cls: type, values: dict, prefix: str = "") -> object:
-    """A ``cls`` dataclass from a mapping; every value checked against the field's type."""
-    known = {f.name: f for f in fields(cls)}
-    unknown = sorted(str(k) for k in set(values) - set(known))
-    if unknown:
-        hint = closest(unknown[0], list(known)) if len(unknown) == 1 else ""
-        raise ConfigError(f"unknown {cls.__name__} keys: {', '.join(unknown)}{hint}")
-    defaults = cls()
-    converted = {
-        name: _convert(f"{prefix}{name}", value, getattr(defaults, name))
-        for name, value in values.items()
-    }
+def _typed(kind: object, value: object, where: str = "") -> object:
+    """``value`` (parsed YAML) as the annotated type ``kind`` (``model.typed``); a ConfigError
+    naming the field otherwise. YAML 1.1 reads 1e-4 (no dot) as text: numbers may be text."""
     try:
-        return cls(**converted)
-    except ConfigError:
-        raise
-    except (TypeError, ValueError) as err:  # a field's own check (ScreenAugment's, say)
-        raise ConfigError(f"{prefix.rstrip('.') or cls.__name__}: {err}") from err
+        return from_data(kind, value, where, text_numbers=True)
+    except FieldError as err:
+        raise ConfigError(str(err)) from err
 
 
 def _read_yaml(path: Path) -> dict:
@@ -174,20 +112,21 @@ def _read_yaml(path: Path) -> dict:
 
 
 def load_config(path: Path | None, overrides: list[str]) -> TrainConfig:
+    """The run's config: the YAML file's fields over the defaults, then each ``--set``."""
     values = _read_yaml(path) if path else {}
     try:
-        config = _coerce(TrainConfig, values)
+        config = _typed(TrainConfig, values)
     except ConfigError as err:
         raise ConfigError(f"config file {path}: {err}" if path else str(err)) from err
+    kinds = typing.get_type_hints(TrainConfig)
     for item in overrides:
         key, equals, raw = item.partition("=")
         key = key.strip()
         if not equals:
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set epochs=10")
-        if key not in {f.name for f in fields(TrainConfig)}:
+        if key not in kinds:
             raise ConfigError(f"unknown config key in --set: {key}")
-        default = getattr(config, key)
-        if isinstance(default, str):
+        if kinds[key] is str:
             value: object = raw  # text as given: no YAML reading of "no", "1e-3" and the like
         else:
             try:
@@ -195,7 +134,7 @@ def load_config(path: Path | None, overrides: list[str]) -> TrainConfig:
             except yaml.YAMLError as err:
                 raise ConfigError(f"--set {key}: {raw!r} is not a valid YAML value") from err
         try:
-            config = replace(config, **{key: _convert(key, value, default)})
+            config = replace(config, **{key: _typed(kinds[key], value, key)})
         except ConfigError as err:
             raise ConfigError(f"--set {item}: {err}") from err
     return config
@@ -209,7 +148,9 @@ def lr_factor(step: int, warmup: int, cycle: int, floor: float) -> float:
     return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * position))
 
 
-def _prepare_split(config: TrainConfig, out: Path) -> tuple[object, dict[str, list[str]], bool]:
+def _prepare_split(
+    config: TrainConfig, out: Path
+) -> tuple[DatasetIndex, dict[str, list[str]], bool]:
     """The dataset and the run's split (its own, when resuming); writes nothing.
 
     The third value says whether the split is new (to be written once the run starts).
@@ -274,20 +215,6 @@ def _check(config: TrainConfig) -> None:
         )
 
 
-def _check_out(out: Path) -> None:
-    """The run folder: absent, empty, or an earlier run of this project (it holds split.json)."""
-    blocker = next((p for p in (out, *out.parents) if p.exists()), Path("."))
-    if not blocker.is_dir():
-        raise ConfigError(f"run folder {out} cannot be made: {blocker} is a file")
-    if out.is_dir() and any(out.iterdir()) and not (out / "split.json").is_file():
-        raise ConfigError(
-            f"run folder {out} is not empty and holds no run of this project (no split.json); "
-            "choose another out (nothing was changed)"
-        )
-    if not os.access(blocker, os.W_OK | os.X_OK):
-        raise ConfigError(f"run folder {out} cannot be written ({blocker} is read-only)")
-
-
 def _hardware() -> str:
     """What trained the weights, for their metadata."""
     if torch.cuda.is_available():
@@ -300,18 +227,28 @@ def _one_thread(_: int) -> None:
     torch.set_num_threads(1)
 
 
-def train(config: TrainConfig, resume: bool = False) -> Path:
-    """Train; every value, the data and the run folder are checked before anything is written."""
-    _check(config)
-    out = Path(config.out)
-    _check_out(out)
-    index, split, fresh_split = _prepare_split(config, out)
-    accelerator = Accelerator(mixed_precision=config.mixed_precision)
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick its kernels
-    set_seed(config.seed)
+@dataclass
+class _Run:
+    """What every epoch works with, after ``accelerator.prepare``."""
 
+    config: TrainConfig
+    out: Path
+    accelerator: Accelerator
+    model: BaS
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    criterion: SegmentationLoss
+    metadata: dict[str, str]  # of the weights file
+    best: float = -1.0  # validation Dice of the best weights so far
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def _loaders(
+    config: TrainConfig, index: DatasetIndex, split: dict[str, list[str]]
+) -> tuple[ClipDataset, DataLoader, DataLoader]:
+    """The training clips (augmented), and the loaders of them and of the validation clips,
+    preprocessed as the network's config says (``BaSConfig.preprocessing``)."""
+    preprocessing = get_config(config.variant).preprocessing
     train_set = ClipDataset(
         index,
         split["train"],
@@ -321,9 +258,15 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
         stride=config.clip_stride,
         seed=config.seed,
         preload=config.preload,
+        preprocessing=preprocessing,
     )
     val_set = ClipDataset(
-        index, split["val"], config.clip_length, config.image_size, stride=config.clip_length
+        index,
+        split["val"],
+        config.clip_length,
+        config.image_size,
+        stride=config.clip_length,
+        preprocessing=preprocessing,
     )
     train_loader = DataLoader(
         train_set,
@@ -340,17 +283,16 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
         num_workers=config.workers,
         worker_init_fn=_one_thread,
     )
+    return train_set, train_loader, val_loader
 
-    model = build_bas(
-        config.variant,
-        config.image_size,
-        config.temporal_window,
-        weights=config.init_weights or None,
-    ).train()
+
+def _optimizer(
+    model: BaS, config: TrainConfig, steps_per_epoch: int
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """AdamW, with a linear warm-up then cosine decay (``lr_factor``) stepped every batch."""
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.lr, betas=config.betas, weight_decay=config.weight_decay
     )
-    steps_per_epoch = len(train_loader)
     warmup = config.warmup_epochs * steps_per_epoch
     cycle_epochs = config.restart_epochs or (config.epochs - config.warmup_epochs)
     cycle = max(1, cycle_epochs * steps_per_epoch)
@@ -358,82 +300,133 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, warmup, cycle, floor)
     )
-    model, optimizer, train_loader, val_loader, scheduler = accelerator.prepare(
-        model, optimizer, train_loader, val_loader, scheduler
-    )
-    criterion = SegmentationLoss(config.loss)
+    return optimizer, scheduler
 
-    start_epoch, best, history = 0, -1.0, []
-    last = out / "last.pt"
-    if resume and last.exists():
-        saved = torch.load(last, map_location="cpu", weights_only=False)
-        accelerator.unwrap_model(model).load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        start_epoch, best, history = saved["epoch"], saved["best"], saved["history"]
-        accelerator.print(f"resumed from {last} at epoch {start_epoch}")
 
-    metadata = {
+def _resume(run: _Run, last: Path) -> int:
+    """Load the resume point into ``run``; the epoch to start from."""
+    saved = torch.load(last, map_location="cpu", weights_only=False)
+    run.accelerator.unwrap_model(run.model).load_state_dict(saved["model"])
+    run.optimizer.load_state_dict(saved["optimizer"])
+    run.scheduler.load_state_dict(saved["scheduler"])
+    run.best, run.history = saved["best"], saved["history"]
+    run.accelerator.print(f"resumed from {last} at epoch {saved['epoch']}")
+    return saved["epoch"]
+
+
+def _weights_metadata(config: TrainConfig) -> dict[str, str]:
+    """What the weights file says of how it was made."""
+    return {
         "variant": config.variant,
         "image_size": str(config.image_size),
         "temporal_window": str(config.temporal_window),
         "recipe": json.dumps(asdict(config), default=list),
         "trained_on": _hardware(),
     }
+
+
+def _train_epoch(run: _Run, loader: DataLoader, epoch: int, cold: np.random.Generator) -> float:
+    """One pass over the training clips; the mean loss."""
+    config, accelerator = run.config, run.accelerator
+    total, count = 0.0, 0
+    bar = tqdm(
+        loader,
+        desc=f"epoch {epoch + 1}/{config.epochs}",
+        disable=not accelerator.is_local_main_process,
+        mininterval=5,
+    )
+    for batch in bar:
+        images, masks, warm = batch["images"], batch["masks"], config.warm_frames
+        if warm and cold.random() < config.cold_start:
+            images, masks, warm = images[:, warm:], masks[:, warm:], 0
+        loss = run.criterion(run.model(images)[:, warm:], masks[:, warm:])
+        run.optimizer.zero_grad(set_to_none=True)
+        accelerator.backward(loss)
+        run.optimizer.step()
+        run.scheduler.step()
+        total, count = total + loss.item(), count + 1
+        bar.set_postfix(loss=f"{total / count:.4f}", lr=f"{run.scheduler.get_last_lr()[0]:.2e}")
+    return total / max(count, 1)
+
+
+def _save_epoch(run: _Run, epoch: int, dice: float) -> None:
+    """The best weights (if this epoch's are), the resume point and the history (main process)."""
+    net = run.accelerator.unwrap_model(run.model)
+    if dice > run.best:
+        run.best = dice
+        save_weights(
+            net,
+            run.out / "best.safetensors",
+            {**run.metadata, "epoch": str(epoch + 1), "val_dice": f"{dice:.4f}"},
+        )
+    resume_point = {
+        "model": net.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(),
+        "epoch": epoch + 1,
+        "best": run.best,
+        "history": run.history,
+    }
+    with atomic_path(run.out / "last.pt") as tmp:
+        torch.save(resume_point, tmp)
+    (run.out / "history.json").write_text(json.dumps(run.history, indent=1))
+
+
+def _prepared_run(
+    config: TrainConfig, out: Path, index: DatasetIndex, split: dict[str, list[str]]
+) -> tuple[_Run, ClipDataset, DataLoader, DataLoader]:
+    """The accelerator, the loaders and the run (network, optimizer, schedule), prepared."""
+    accelerator = Accelerator(mixed_precision=config.mixed_precision)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick its kernels
+    set_seed(config.seed)
+    train_set, train_loader, val_loader = _loaders(config, index, split)
+    model = build_bas(
+        config.variant,
+        config.image_size,
+        config.temporal_window,
+        weights=config.init_weights or None,
+    ).train()
+    optimizer, scheduler = _optimizer(model, config, len(train_loader))
+    model, optimizer, train_loader, val_loader, scheduler = accelerator.prepare(
+        model, optimizer, train_loader, val_loader, scheduler
+    )
+    criterion = SegmentationLoss(config.loss)
+    metadata = _weights_metadata(config)
+    run = _Run(config, out, accelerator, model, optimizer, scheduler, criterion, metadata)
+    return run, train_set, train_loader, val_loader
+
+
+def train(config: TrainConfig, resume: bool = False) -> Path:
+    """Train; every value, the data and the run folder are checked before anything is written."""
+    _check(config)
+    out = Path(config.out)
+    check_output_folder(out, marker="split.json", what="run folder", error=ConfigError)
+    index, split, fresh_split = _prepare_split(config, out)
+    run, train_set, train_loader, val_loader = _prepared_run(config, out, index, split)
+    last = out / "last.pt"
+    start_epoch = _resume(run, last) if resume and last.exists() else 0
     out.mkdir(parents=True, exist_ok=True)  # only now: a refused run leaves no folder behind
     if fresh_split:
         write_split(out / "split.json", split, seed=config.seed, fractions=config.split_fractions)
     cold = np.random.default_rng([config.seed, 1])
     for epoch in range(start_epoch, config.epochs):
         train_set.set_epoch(epoch)
-        started, total, count = time.time(), 0.0, 0
-        bar = tqdm(
-            train_loader,
-            desc=f"epoch {epoch + 1}/{config.epochs}",
-            disable=not accelerator.is_local_main_process,
-            mininterval=5,
-        )
-        for batch in bar:
-            images, masks, warm = batch["images"], batch["masks"], config.warm_frames
-            if warm and cold.random() < config.cold_start:
-                images, masks, warm = images[:, warm:], masks[:, warm:], 0
-            loss = criterion(model(images)[:, warm:], masks[:, warm:])
-            optimizer.zero_grad(set_to_none=True)
-            accelerator.backward(loss)
-            optimizer.step()
-            scheduler.step()
-            total, count = total + loss.item(), count + 1
-            bar.set_postfix(loss=f"{total / count:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
-        dice = validation_dice(model, val_loader, accelerator)
+        started = time.time()
+        loss = _train_epoch(run, train_loader, epoch, cold)
+        dice = validation_dice(run.model, val_loader, run.accelerator)
         record = {
             "epoch": epoch + 1,
-            "loss": total / max(count, 1),
+            "loss": loss,
             "val_dice": dice,
             "seconds": round(time.time() - started, 1),
         }
-        history.append(record)
-        accelerator.print(json.dumps(record))
-        if accelerator.is_main_process:
-            net = accelerator.unwrap_model(model)
-            if dice > best:
-                best = dice
-                save_weights(
-                    net,
-                    out / "best.safetensors",
-                    {**metadata, "epoch": str(epoch + 1), "val_dice": f"{dice:.4f}"},
-                )
-            resume_point = {
-                "model": net.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "epoch": epoch + 1,
-                "best": best,
-                "history": history,
-            }
-            with atomic_path(last) as tmp:
-                torch.save(resume_point, tmp)
-            (out / "history.json").write_text(json.dumps(history, indent=1))
-    accelerator.wait_for_everyone()
+        run.history.append(record)
+        run.accelerator.print(json.dumps(record))
+        if run.accelerator.is_main_process:
+            _save_epoch(run, epoch, dice)
+    run.accelerator.wait_for_everyone()
     return out / "best.safetensors"
 
 

@@ -83,14 +83,12 @@ def _dataclass(kind: type, value: Any, where: str, text_numbers: bool) -> Any:
 
 def _tuple(kind: Any, value: Any, where: str, text_numbers: bool) -> tuple:
     args = typing.get_args(kind)
-    if not isinstance(value, list | tuple):
-        raise _wrong(where, "a list", value)
-    if args and args[-1] is not Ellipsis:
-        if len(value) != len(args):
-            raise _wrong(where, f"a list of {len(args)}", value)
-        items = args
-    else:
-        items = (args[0] if args else Any,) * len(value)
+    fixed = bool(args) and args[-1] is not Ellipsis
+    numbers = " numbers" if fixed and all(a in (int, float) for a in args) else ""
+    expected = f"a list of {len(args)}{numbers}" if fixed else "a list"
+    if not isinstance(value, list | tuple) or (fixed and len(value) != len(args)):
+        raise _wrong(where, expected, value)
+    items = args if fixed else (args[0] if args else Any,) * len(value)
     return tuple(
         from_data(item, v, f"{where}[{i}]", text_numbers)
         for i, (item, v) in enumerate(zip(items, value, strict=True))

@@ -12,6 +12,7 @@ from typing import ClassVar
 import numpy as np
 
 from .manifest import Manifest, Quantization
+from .targets import target_of_runtime
 
 # An opened artifact: the file's own tensors in, in manifest order; its outputs, in manifest
 # order. Layout, dtype and quantisation are the caller's business (runtimes.adapter).
@@ -30,10 +31,18 @@ class RawTensor:
 
 
 class Backend(ABC):
+    """A runtime plug-in; its ``name`` is in one row of ``runtimes.targets.TARGETS``, which
+    gives the target whose files it opens."""
+
     name: ClassVar[str]
-    target: ClassVar[str]  # the artifact kind it runs (manifest.target)
+    target: ClassVar[str]  # from the table: the artifact kind it runs (manifest.target)
     modules: ClassVar[tuple[str, ...]]  # what must be importable to run
     needs: ClassVar[str] = ""  # why it may be unavailable, for the error
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" in cls.__dict__:  # a plug-in, not a shared base (Arm64Backend)
+            cls.target = target_of_runtime(cls.name)
 
     @classmethod
     def is_available(cls) -> bool:

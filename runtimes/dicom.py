@@ -57,6 +57,7 @@ from pydicom.uid import UID
 
 from model.data.layouts import natural_key
 from model.data.pixels import PixelRangeError, scale_to_uint8
+from model.data.video_writer import size_text
 
 from .regions import ImageRegion
 from .video import FrameSource, InputError, SourceFrame
@@ -246,7 +247,7 @@ def _series_source(
         if other_size != size:
             raise InputError(
                 f"{folder}: series {name} has images of mixed sizes (width x height): "
-                f"{first.name} is {_wh(size)}, {file.name} is {_wh(other_size)}"
+                f"{first.name} is {size_text(size)}, {file.name} is {size_text(other_size)}"
             )
     fps, timestamps, timing = _timing(first, ds, len(members), fallback_fps, vector=False)
     region, calibration = _calibration(ds, size)
@@ -538,7 +539,7 @@ def _to_uint8(
 ) -> tuple[np.ndarray | None, str | None]:
     """A decoded frame as uint8 gray or RGB, by the rules in the module docstring."""
     if array.shape[:2] != size:
-        return None, f"{where}: size {_wh(array.shape)} differs from {_wh(size)}"
+        return None, f"{where}: size {size_text(array.shape)} differs from {size_text(size)}"
     photometric = str(header.PhotometricInterpretation).strip()
     try:
         if photometric == "PALETTE COLOR":
@@ -573,10 +574,6 @@ def _unique(name: str, taken: set[str]) -> str:
         candidate = f"{name}_{n}"
     taken.add(candidate)
     return candidate
-
-
-def _wh(shape: tuple[int, ...]) -> str:
-    return f"{shape[1]}x{shape[0]}"
 
 
 def _reason(err: object) -> str:

@@ -10,7 +10,6 @@ benchmark: device_bench is the place for latency figures.
 
 from __future__ import annotations
 
-import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,14 +17,17 @@ import click
 import numpy as np
 
 from model.cli import Choice, command, frames_option, threads_option, variant_option
-from model.data.synth import render_video
+from model.data.synth import HELD_OUT_SEED, render_video
 from model.errors import ProjectError
+from model.forms import EXPORT_FORMS
+from model.tables import markdown_table
 
 from . import load
 from .manifest import ArtifactError, read_manifest
 from .registry import get_backend
+from .session import to_input
+from .timing import summarise, time_calls
 
-TIMING_SEED = 1  # held-out synthetic video
 WARM_UP = 3
 
 
@@ -46,7 +48,7 @@ def candidates(folder: Path, variant: str, form: str) -> list[Path]:
             manifest = read_manifest(artifact)
         except ArtifactError:
             continue  # not a manifest (parity.json and the like)
-        passed = manifest.parity is not None and manifest.parity.get("passed")
+        passed = manifest.parity is not None and manifest.parity.passed
         runnable = get_backend(manifest.runtime).is_available()
         if manifest.variant == variant and manifest.form == form and passed and runnable:
             found.append(artifact)
@@ -54,19 +56,22 @@ def candidates(folder: Path, variant: str, form: str) -> list[Path]:
 
 
 def time_artifact(artifact: Path, frames: list[np.ndarray], threads: int | None) -> Timing:
+    """The median of the runtime's call over ``frames`` (pre-processed first, as
+    ``Session.run`` times it), after up to WARM_UP untimed frames and a fresh state."""
     session = load(artifact, threads=threads)
-    for frame in frames[:WARM_UP]:
-        session.run(frame)
-    session.reset()
-    times = [session.run(frame).inference_ms for frame in frames]
     manifest = session.manifest
-    return Timing(artifact, session.runtime, manifest.precision, statistics.median(times))
+    inputs = [to_input(frame, manifest.image_size, manifest.preprocessing) for frame in frames]
+    time_calls(lambda i: session.infer(inputs[i]), 0, min(WARM_UP, len(inputs)))
+    session.reset()
+    times = time_calls(lambda i: session.infer(inputs[i]), len(inputs))
+    median = summarise(times).median_ms
+    return Timing(artifact, session.runtime, session.manifest.precision, median)
 
 
 @command("python -m runtimes.fastest")
 @click.argument("folder", type=click.Path(path_type=Path, exists=True, file_okay=False))
 @variant_option()
-@click.option("--form", type=Choice(("frame", "stream")), default="stream", show_default=True)
+@click.option("--form", type=Choice(EXPORT_FORMS), default="stream", show_default=True)
 @frames_option(12, "Frames timed per artifact (after 3 warm-up frames).")
 @threads_option
 def main(folder: Path, variant: str, form: str, frames: int, threads: int | None) -> None:
@@ -76,14 +81,11 @@ def main(folder: Path, variant: str, form: str, frames: int, threads: int | None
         raise ProjectError(
             f"{folder}: no BaS-{variant} {form} artifact that passed parity and can run here"
         )
-    images = [image for image, _ in render_video(TIMING_SEED, 0, frames)]
+    images = [image for image, _ in render_video(HELD_OUT_SEED, 0, frames)]
     timings = sorted((time_artifact(a, images, threads) for a in found), key=lambda t: t.median_ms)
-    click.echo("| artifact | runtime | precision | median inference (ms) |", err=True)
-    click.echo("|---|---|---|---|", err=True)
-    for t in timings:
-        click.echo(
-            f"| {t.artifact.name} | {t.runtime} | {t.precision} | {t.median_ms:.1f} |", err=True
-        )
+    header = ("artifact", "runtime", "precision", "median inference (ms)")
+    rows = [(t.artifact.name, t.runtime, t.precision, f"{t.median_ms:.1f}") for t in timings]
+    click.echo(markdown_table(header, rows), err=True)
     click.echo(timings[0].artifact)
 
 

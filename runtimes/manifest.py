@@ -13,16 +13,17 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import types
-import typing
-from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from model.atomic import atomic_path
+from model.checkpoint import sha256
 from model.errors import ProjectError
+from model.preprocessing import Preprocessing
+from model.typed import FieldError, from_data
 
 SCHEMA = "bas-deploy-manifest/2"
 
@@ -81,15 +82,6 @@ class StateSpec:
 
 
 @dataclass(frozen=True)
-class Preprocessing:
-    color: str = "RGB"
-    range: tuple[float, float] = (0.0, 1.0)
-    mean: tuple[float, float, float] | None = None
-    std: tuple[float, float, float] | None = None
-    resize: str = "bilinear to image_size x image_size"
-
-
-@dataclass(frozen=True)
 class GraphSummary:
     """What a phone's delegate would be handed: every float compute op splits an integer graph.
 
@@ -103,6 +95,100 @@ class GraphSummary:
     float_op_types: dict[str, int] = field(default_factory=dict)  # op type -> float count
     partitions: int | None = None  # delegate partitions, where a tool reports them
     partitions_source: str = ""  # the tool that reported them
+
+
+@dataclass(frozen=True)
+class Gate:
+    """What an artifact must show against PyTorch on the parity set (converters.parity.GATES).
+
+    Masks are gated as lesions are read: every finding in the same place (no lesion of
+    ``MIN_FINDING`` of the frame or more on one side that the other side's mask does not
+    touch), outlined alike (pooled Dice, every lesion pixel of the set counted once). The
+    mean of per-frame Dice, the gate before 2026-12, is recorded beside them: on frames
+    where PyTorch's mask is a few pixels at its threshold it scores threshold noise as a
+    whole frame lost (README, "Parity").
+    """
+
+    max_abs_err: float | None = None  # on logits
+    dice_vs_pytorch: float = 0.0  # pooled Dice of target masks against PyTorch masks
+    max_unmatched_findings: int = 0  # lesions found by one side only, over the set
+    max_gt_dice_drop: float | None = None  # Dice vs ground truth, at most this far below PyTorch
+    max_drift_ratio: float = 2.0  # stream: late-frame error / early-frame error (plus a floor)
+
+
+@dataclass(frozen=True)
+class LogitErrors:
+    """The artifact's logits against PyTorch's, over the parity set (None: not scored)."""
+
+    max_abs_err: float | None = None
+    mean_abs_err: float | None = None
+    psnr_db: float | None = None  # None also where the logits are identical
+
+
+# A frame whose masks differ: (video, frame, PyTorch's lesion pixels, the target's, Dice).
+WorstFrame = tuple[int, int, int, int, float]
+
+
+@dataclass(frozen=True)
+class MaskAgreement:
+    """The artifact's masks against PyTorch's (None: not scored)."""
+
+    pooled_dice: float | None = None  # every lesion pixel of the set counted once
+    missed_findings: int | None = None  # PyTorch's lesions the target's masks do not touch
+    false_findings: int | None = None  # the target's lesions PyTorch's masks do not touch
+    dice: float | None = None  # mean of per-frame Dice
+    iou: float | None = None
+    hd95_px: float | None = None
+    dice_per_video: tuple[float | None, ...] = ()
+    worst_frames: tuple[WorstFrame, ...] = ()  # the frames whose masks differ most
+
+
+@dataclass(frozen=True)
+class GroundTruthDice:
+    """Mean Dice against the synthetic ground truth, of the artifact's masks and PyTorch's."""
+
+    target: float | None = None
+    pytorch: float | None = None
+
+
+@dataclass(frozen=True)
+class StreamDrift:
+    """The stream form's logit error early and late in each clip: carried state must not drift."""
+
+    mean_abs_err_first_third: float
+    mean_abs_err_last_third: float
+
+
+@dataclass(frozen=True)
+class ParityRecord:
+    """What ``converters.parity`` measured of an artifact against PyTorch, and its verdict.
+
+    Every field has a default, so that a record of an artifact that returned NaN (nothing
+    scored) and the short records of test fixtures read as well as a full one.
+    """
+
+    artifact: str = ""
+    target: str = ""
+    variant: str = ""
+    form: str = ""
+    precision: str = ""
+    accumulation: str = "fp32"
+    runtime: str = ""  # the runtime plug-in that ran it (parity_runtime)
+    platform: dict[str, Any] = field(default_factory=dict)  # the runtime's own facts
+    frames: int = 0
+    frames_source: str = ""
+    logits: LogitErrors = field(default_factory=LogitErrors)
+    masks_vs_pytorch: MaskAgreement = field(default_factory=MaskAgreement)
+    dice_vs_ground_truth: GroundTruthDice = field(default_factory=GroundTruthDice)
+    stream_drift: StreamDrift | None = None  # frame form: None
+    gate: Gate | None = None
+    passed: bool = False
+    failures: tuple[str, ...] = ()  # each missed figure as 'name value vs limit'
+    arm64: ParityRecord | None = None  # the same file on ARM64 kernels (emulated), if run
+
+    @property
+    def label(self) -> str:
+        return f"{self.target} BaS-{self.variant} {self.precision} {self.form}"
 
 
 @dataclass(frozen=True)
@@ -126,7 +212,7 @@ class Manifest:
     options: dict[str, Any] = field(default_factory=dict)
     conversion_seconds: float = 0.0
     created: str = ""
-    parity: dict[str, Any] | None = None
+    parity: ParityRecord | None = None
     graph: GraphSummary | None = None
     # The arithmetic the file asks its runtime for: "fp32", or "fp16" where the file allows
     # FP16 inference (TFLite's reduced-precision metadata, Core ML's compute precision), so
@@ -140,7 +226,7 @@ class Manifest:
                 return spec
         raise ArtifactError(f"manifest of {self.artifact.file} has no {canonical!r} tensor")
 
-    def with_parity(self, record: dict[str, Any]) -> Manifest:
+    def with_parity(self, record: ParityRecord) -> Manifest:
         return replace(self, parity=record)
 
     def to_json(self) -> str:
@@ -152,15 +238,18 @@ def manifest_path(artifact: Path) -> Path:
 
 
 def artifact_sha256(path: Path) -> str:
-    """sha256 of a file, or of a directory artifact (Core ML packages): paths and bytes, sorted."""
+    """sha256 of a file, or of a directory artifact (Core ML packages): paths and bytes, sorted.
+
+    A folder's files stream through ``hashlib.file_digest`` into one running digest, so
+    that the digests in existing manifests still verify.
+    """
+    if not path.is_dir():
+        return sha256(path)
     digest = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for file in files:
-        if path.is_dir():
-            digest.update(file.relative_to(path).as_posix().encode())
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(file.relative_to(path).as_posix().encode())
         with open(file, "rb") as handle:
-            for chunk in iter(lambda h=handle: h.read(1 << 20), b""):
-                digest.update(chunk)
+            hashlib.file_digest(handle, lambda: digest)  # updates ``digest`` itself
     return digest.hexdigest()
 
 
@@ -200,11 +289,11 @@ def read_manifest(artifact: Path) -> Manifest:
         )
     try:
         _refuse_nonfinite(record, "")
-        manifest = _build(Manifest, record)
+        manifest = from_data(Manifest, record)
         check_ranges(manifest)
     except _OutOfRange as err:
         raise ArtifactError(f"{path}: {err}") from err
-    except (TypeError, ValueError, KeyError) as err:
+    except FieldError as err:
         raise ArtifactError(f"{path} does not match schema {SCHEMA}: {err}") from err
     return manifest
 
@@ -228,36 +317,6 @@ def verify(artifact: Path, manifest: Manifest) -> None:
         raise ArtifactError(
             f"{artifact} does not match the sha256 in its manifest: modified since conversion"
         )
-
-
-def _build(kind: Any, value: Any) -> Any:
-    """``value`` (parsed JSON) as the annotated type ``kind``: dataclasses strictly, by field."""
-    origin = typing.get_origin(kind)
-    if origin in (typing.Union, types.UnionType):
-        options = [a for a in typing.get_args(kind) if a is not type(None)]
-        return None if value is None else _build(options[0], value)
-    if is_dataclass(kind):
-        if not isinstance(value, dict):
-            raise TypeError(f"{kind.__name__} must be an object, got {type(value).__name__}")
-        hints = typing.get_type_hints(kind)
-        names = {f.name for f in fields(kind)}
-        unknown = sorted(set(value) - names)
-        if unknown:
-            raise KeyError(f"unknown {kind.__name__} keys: {', '.join(unknown)}")
-        return kind(**{k: _build(hints[k], v) for k, v in value.items()})
-    if origin is tuple:
-        if not isinstance(value, list):
-            raise TypeError(f"expected a list, got {type(value).__name__}")
-        args = typing.get_args(kind)
-        item = args[0] if args else Any
-        return tuple(_build(item, v) for v in value)
-    if origin is dict or kind is Any:
-        return value
-    if kind is float and isinstance(value, int):
-        return float(value)
-    if isinstance(kind, type) and not isinstance(value, kind):
-        raise TypeError(f"expected {kind.__name__}, got {value!r}")
-    return value
 
 
 class _OutOfRange(ValueError):
@@ -327,28 +386,27 @@ def _check_tensor(spec: TensorSpec, where: str) -> None:
     )
 
 
-def _check_parity(record: dict[str, Any]) -> None:
-    """The figures consumers read: the verdict (a bool) and the Dice fractions in [0, 1]."""
-    _require(
-        isinstance(record.get("passed", False), bool),
-        "parity.passed",
-        record.get("passed"),
-        "must be true or false",
-    )
-    fractions = {
-        "masks_vs_pytorch": ("pooled_dice", "dice", "iou"),
-        "dice_vs_ground_truth": ("target", "pytorch"),
-    }
-    for group, names in fractions.items():
-        figures = record.get(group) or {}
-        for name in names if isinstance(figures, dict) else ():
-            value = figures.get(name)
+# The figures of a parity record that are fractions, by group: what consumers read.
+PARITY_FRACTIONS = {
+    "masks_vs_pytorch": ("pooled_dice", "dice", "iou"),
+    "dice_vs_ground_truth": ("target", "pytorch"),
+}
+
+
+def _check_parity(record: ParityRecord, where: str = "parity") -> None:
+    """The Dice fractions consumers read are in [0, 1] (the verdict is typed: a bool)."""
+    for group, names in PARITY_FRACTIONS.items():
+        figures = getattr(record, group)
+        for name in names:
+            value = getattr(figures, name)
             _require(
-                value is None or (isinstance(value, int | float) and 0 <= value <= 1),
-                f"parity.{group}.{name}",
+                value is None or 0 <= value <= 1,
+                f"{where}.{group}.{name}",
                 value,
                 "must be a fraction in [0, 1]",
             )
+    if record.arm64 is not None:
+        _check_parity(record.arm64, f"{where}.arm64")
 
 
 def check_ranges(manifest: Manifest) -> None:

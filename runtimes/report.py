@@ -1,4 +1,6 @@
-"""What a person looks at after a run: overlays, a per-frame CSV and a lesion-area plot.
+"""What a person looks at after a run: a per-frame CSV, a lesion-area plot and the still.
+
+The overlays themselves are ``model.drawing.draw_mask_overlay`` (the demo draws them too).
 
 The still that sums a run up is the overlay of the frame with the largest lesion area
 (:class:`StillPicker`), the frame where a reader can best judge the segmentation.
@@ -13,18 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
 
 from model.atomic import atomic_path
+from model.drawing import checked_mask
 from model.metrics import overlap_scores
 
 from .regions import ImageRegion, PhysicalSize, measure
-from .session import as_rgb
 
-FILL = (0, 255, 0)  # prediction: translucent green fill, solid green contour
-FILL_ALPHA = 0.35
-TRUTH = (255, 40, 40)  # ground truth: red outline
-CONTOUR_PX = 2
 CSV_COLUMNS = (
     "frame",
     "timestamp_s",
@@ -35,35 +32,6 @@ CSV_COLUMNS = (
 )
 # Where the source is calibrated (a DICOM ultrasound region in cm): the lesion in mm.
 PHYSICAL_COLUMNS = ("lesion_area_mm2", "bbox_width_mm", "bbox_height_mm")
-
-
-def _outline(mask: np.ndarray) -> np.ndarray:
-    """The inner band of ``mask``, CONTOUR_PX wide (pixels at the image edge count as border)."""
-    return mask & ~ndimage.binary_erosion(mask, iterations=CONTOUR_PX, border_value=0)
-
-
-def _check_mask(mask: np.ndarray, shape: tuple[int, ...], name: str) -> np.ndarray:
-    mask = np.asarray(mask)
-    if mask.shape != shape[:2]:
-        raise ValueError(f"{name} shape {mask.shape} differs from image size {shape[:2]}")
-    return mask.astype(bool, copy=False)
-
-
-def overlay(image: np.ndarray, mask: np.ndarray, truth: np.ndarray | None = None) -> np.ndarray:
-    """The frame in RGB with the lesion filled translucently and outlined, truth outlined in red.
-
-    Translucent so the echo texture under the lesion stays visible; the solid contour shows
-    the border where the fill is faint.
-    """
-    out = as_rgb(np.asarray(image)).copy()
-    mask = _check_mask(mask, out.shape, "mask")
-    if mask.any():
-        tinted = (1 - FILL_ALPHA) * out[mask].astype(np.float32) + FILL_ALPHA * np.array(FILL)
-        out[mask] = np.rint(tinted).clip(0, 255).astype(np.uint8)
-        out[_outline(mask)] = FILL
-    if truth is not None:
-        out[_outline(_check_mask(truth, out.shape, "truth"))] = TRUTH
-    return out
 
 
 @dataclass(frozen=True)
@@ -116,7 +84,7 @@ class FrameRecord:
             mean = float(np.asarray(probability, dtype=np.float64)[mask].mean())
         dice = None
         if truth is not None:
-            truth = _check_mask(truth, mask.shape, "truth")
+            truth = checked_mask(truth, mask.shape, "truth")
             tp = int(np.count_nonzero(mask & truth))
             dice = overlap_scores(tp, area - tp, int(np.count_nonzero(truth)) - tp)["dice"]
         physical = None if calibrated is None else measure(mask, calibrated)

@@ -40,21 +40,23 @@ from model.cli import (
     threads_option,
     variant_option,
 )
+from model.data.video_writer import VideoWriter
+from model.drawing import draw_mask_overlay
 from model.errors import ProjectError
-from model.metrics import SegmentationMeter, markdown_table
+from model.metrics import SegmentationMeter, meter_table
+from model.preprocessing import as_rgb
 
 from . import load, load_pytorch
 from .dicom import DicomSource, is_dicom, scan_dicom
 from .dicom_seg import check_segmentation, write_segmentation
 from .regions import DETECTION_FRAMES, ImageRegion, detect_region
 from .registry import RUNTIME_NAMES
-from .report import FrameRecord, StillPicker, overlay, plot_area, write_csv
-from .session import Prediction, Session, as_rgb
+from .report import FrameRecord, StillPicker, plot_area, write_csv
+from .session import Prediction, Session
 from .video import (
     FrameSource,
     InputError,
     SourceFrame,
-    VideoWriter,
     image_files,
     open_sources,
 )
@@ -169,7 +171,7 @@ class SourceRun:
         prediction = self.placement.run(self.session, frame.image)
         mask = prediction.mask(self.options.threshold)
         Image.fromarray(mask.astype(np.uint8) * 255).save(self._mask_path(frame.index))
-        shown = overlay(frame.image, mask, frame.truth)
+        shown = draw_mask_overlay(frame.image, mask, frame.truth)
         writer.write(shown, frame.timestamp)
         record = FrameRecord.measure(
             frame.index,
@@ -324,7 +326,7 @@ def run_segment(
         if meter.videos:
             metrics = meter.summary()
             (staging / "metrics.json").write_text(json.dumps(metrics, indent=1, allow_nan=False))
-            (staging / "metrics.md").write_text(markdown_table(metrics) + "\n")
+            (staging / "metrics.md").write_text(meter_table(metrics) + "\n")
     return totals
 
 

@@ -1,66 +1,47 @@
 """Frames in, masks out, through any runtime: the session every consumer of BaS uses.
 
-Pre-processing (any uint8 frame -> the network's RGB input), the mapping between BaS's
-canonical tensors and the file's own (layout, dtype, quantisation; from the manifest), the
-stream state, and post-processing (logits -> probabilities at the frame's own size) live
+Pre-processing (any uint8 frame -> the network's RGB input, as the manifest's
+``preprocessing`` says: ``model.preprocessing``), the mapping between BaS's canonical
+tensors and the file's own (layout, dtype, quantisation; from the manifest), the stream
+state, and post-processing (logits -> probabilities at the frame's own size) are applied
 here, so that no caller knows which runtime it talks to.
 """
 
 from __future__ import annotations
 
 import functools
-import math
-import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from PIL import Image
 from scipy.special import expit
 
-from model.errors import ProjectError
+from model.preprocessing import (
+    DEFAULT_PREPROCESSING,
+    Preprocessing,
+    lesion_mask,
+    logits_at_size,
+)
 
 from .backend import RawRunner
 from .manifest import ArtifactError, Manifest, TensorSpec
 from .threads import aten_single_threaded
+from .timing import timed_call
 
 
-def as_rgb(image: np.ndarray) -> np.ndarray:
-    """uint8 grayscale (H, W) or (H, W, 1), RGB or RGBA -> RGB (H, W, 3); anything else refused."""
-    if not isinstance(image, np.ndarray) or image.dtype != np.uint8:
-        kind = image.dtype if isinstance(image, np.ndarray) else type(image).__name__
-        raise ProjectError(f"frames must be uint8 arrays, got {kind}")
-    if image.ndim == 3 and image.shape[2] in (1, 3, 4):
-        channels = image.shape[2]
-        image = image[:, :, 0] if channels == 1 else image[:, :, :3]
-    if image.ndim == 2:
-        image = np.repeat(image[:, :, None], 3, axis=2)
-    if image.ndim != 3 or image.shape[2] != 3 or min(image.shape[:2]) < 1:
-        raise ProjectError(
-            f"frames must be (H, W) grayscale, (H, W, 3) RGB or (H, W, 4) RGBA, got {image.shape}"
-        )
-    return image
-
-
-def to_input(image: np.ndarray, size: int) -> np.ndarray:
-    """Any uint8 frame -> (1, 3, size, size) float32 RGB in [0, 1], bilinear as in training."""
-    rgb = as_rgb(image)
-    resized = np.asarray(Image.fromarray(rgb).resize((size, size), Image.Resampling.BILINEAR))
-    return np.ascontiguousarray(resized.transpose(2, 0, 1)[None], dtype=np.float32) / 255.0
+def to_input(
+    image: np.ndarray, size: int, preprocessing: Preprocessing = DEFAULT_PREPROCESSING
+) -> np.ndarray:
+    """Any uint8 frame -> (1, 3, size, size) float32: ``model.preprocessing``'s one definition
+    (pass the manifest's ``preprocessing`` where there is one)."""
+    return preprocessing.to_input(image, size)
 
 
 def to_native(logits: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Logits (1, 1, s, s) -> logits at the frame's (H, W), bilinear (masks: logit > 0)."""
-    with aten_single_threaded():  # between two inference calls: see runtimes.threads
-        native = F.interpolate(
-            torch.from_numpy(np.ascontiguousarray(logits, dtype=np.float32)),
-            size=tuple(shape),
-            mode="bilinear",
-            align_corners=False,
-        )
-    return native[0, 0].numpy()
+    """Logits (1, 1, s, s) -> logits at the frame's (H, W): ``model.preprocessing``'s
+    resize, on one ATen thread (between two inference calls: see runtimes.threads)."""
+    with aten_single_threaded():
+        return logits_at_size(logits, shape)
 
 
 def canonical_to_file(array: np.ndarray, spec: TensorSpec) -> np.ndarray:
@@ -175,10 +156,8 @@ class Prediction:
         return expit(self.logits).astype(np.float32)
 
     def mask(self, threshold: float = 0.5) -> np.ndarray:
-        """Lesion where the probability exceeds ``threshold`` (compared as a logit: exact)."""
-        if not 0.0 < threshold < 1.0:
-            raise ProjectError(f"threshold must be in (0, 1), got {threshold}")
-        return self.logits > math.log(threshold / (1.0 - threshold))
+        """Lesion where the probability exceeds ``threshold`` (``model.preprocessing``'s rule)."""
+        return lesion_mask(self.logits, threshold)
 
 
 class Session:
@@ -214,17 +193,20 @@ class Session:
             raise NonFiniteOutput(f"{err}, at frame {self._frame} of the video") from err
         return logits
 
+    def masks(self, frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        """Masks of one video's frames in order, from a fresh state (logit > 0): a session
+        is a ``model.masks.MaskStream``, scored by ``model.evaluate.evaluate``."""
+        self.reset()
+        for frame in frames:
+            yield self.run(frame).mask()
+
     def run(self, frame: np.ndarray) -> Prediction:
         """Any uint8 frame (gray, RGB or RGBA, any size) -> its prediction at that size."""
-        x = to_input(frame, self.manifest.image_size)
-        started = time.perf_counter()
-        logits = self.infer(x)
-        elapsed = (time.perf_counter() - started) * 1000
+        x = self.manifest.preprocessing.to_input(frame, self.manifest.image_size)
+        logits, elapsed = timed_call(lambda: self.infer(x))
         return Prediction(to_native(logits, frame.shape[:2]), elapsed)
 
 
 def stream_masks(session: Session, frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
     """Masks of one video's frames in order, from a fresh state (logit > 0)."""
-    session.reset()
-    for frame in frames:
-        yield session.run(frame).mask()
+    return session.masks(frames)

@@ -1,4 +1,4 @@
-"""Frames in from a recording, a folder of frame images or a dataset; H.264 video out.
+"""Frames in from a recording, a folder of frame images or a dataset (videos out: the writer).
 
 Reading: :func:`open_sources` refuses an unusable input up front (:class:`InputError`, one
 line naming the path) after reading headers and at most the first frame, so a bad input
@@ -24,23 +24,19 @@ Frame indices count frames in presentation order, 0-based, error frames included
 rejected packet is counted as one frame). Timestamps come from each frame's pts, so a
 variable-frame-rate recording keeps its timing, relative to the stream's start.
 
-Writing: :class:`VideoWriter` encodes H.264 (libx264, yuv420p, crf 20) in MP4 by default.
-yuv420p needs even sizes, so an odd height or width is padded by one edge pixel: a reader
-sees the padded size. Odd-sized input videos (MJPEG, FFV1, 4:4:4 H.264) read as they are.
+Writing: :class:`VideoWriter` lives in ``model.data.video_writer`` (the synthetic data
+writes MP4s too) and is re-exported here. Odd-sized input videos (MJPEG, FFV1, 4:4:4
+H.264) read as they are.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import re
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from types import TracebackType
 from typing import Literal
 
 import av
@@ -48,7 +44,6 @@ import numpy as np
 from av.sidedata.sidedata import Type as SideDataType
 from av.video.reformatter import Interpolation
 
-from model.atomic import usual_permissions
 from model.data.layouts import (
     IMAGE_SUFFIXES,
     DatasetError,
@@ -65,6 +60,9 @@ from model.data.pixels import (
     scale_to_uint8,
     with_alpha,
 )
+from model.data.video_writer import VideoWriter as VideoWriter
+from model.data.video_writer import av_reason, one_line_text, size_text
+from model.data.video_writer import write_video as write_video
 from model.errors import ProjectError
 
 from .regions import ImageRegion
@@ -144,24 +142,35 @@ class FrameSource:
                 image = load_image(image_path)
                 truth = None if truth_path is None else read_mask(truth_path)
             except (InputError, DatasetError) as err:
-                yield SourceFrame(i, timestamp, None, None, _one_line(err))
+                yield SourceFrame(i, timestamp, None, None, one_line_text(err))
                 continue
             if image.shape[:2] != self.size:
-                problem = (
-                    f"{image_path.name}: size {_wh(image.shape)} differs from {_wh(self.size)}"
-                )
+                shown, expected = size_text(image.shape), size_text(self.size)
+                problem = f"{image_path.name}: size {shown} differs from {expected}"
                 yield SourceFrame(i, timestamp, None, None, problem)
             elif truth is not None and truth.shape != image.shape[:2]:
-                problem = f"{truth_path}: mask size {_wh(truth.shape)} differs from the frame's"
+                shown = size_text(truth.shape)
+                problem = f"{truth_path}: mask size {shown} differs from the frame's"
                 yield SourceFrame(i, timestamp, None, None, problem)
             else:
                 yield SourceFrame(i, timestamp, image, truth)
+
+    def _converted(self, frame: av.VideoFrame, index: int, timestamp: float) -> SourceFrame:
+        """A decoded frame as RGB, or an error frame saying why it cannot be one."""
+        try:
+            image = frame_rgb(frame)
+        except (av.FFmpegError, ValueError) as err:
+            return SourceFrame(index, timestamp, None, None, av_reason(err))
+        if image.shape[:2] != self.size:  # as displayed, like self.size
+            problem = f"frame size changed to {size_text(image.shape)}"
+            return SourceFrame(index, timestamp, None, None, problem)
+        return SourceFrame(index, timestamp, image)
 
     def _decode(self) -> Iterator[SourceFrame]:
         try:
             container = av.open(str(self.path))
         except (av.FFmpegError, OSError) as err:
-            raise InputError(f"{self.path}: cannot open video ({_reason(err)})") from None
+            raise InputError(f"{self.path}: cannot open video ({av_reason(err)})") from None
         with container:
             stream = container.streams.video[0]
             time_base = stream.time_base or Fraction(1, 1)
@@ -173,16 +182,6 @@ class FrameSource:
 
             def seconds(pts: int | None) -> float:
                 return last + 1.0 / self.fps if pts is None else float((pts - start) * time_base)
-
-            def convert(frame: av.VideoFrame, timestamp: float) -> SourceFrame:
-                try:
-                    image = frame_rgb(frame)
-                except (av.FFmpegError, ValueError) as err:
-                    return SourceFrame(index, timestamp, None, None, _reason(err))
-                if image.shape[:2] != self.size:  # as displayed, like self.size
-                    problem = f"frame size changed to {_wh(image.shape)}"
-                    return SourceFrame(index, timestamp, None, None, problem)
-                return SourceFrame(index, timestamp, image)
 
             def failed(before: float | None) -> Iterator[SourceFrame]:
                 """The pending error frames due before ``before`` (all of them for None)."""
@@ -204,20 +203,20 @@ class FrameSource:
                     break
                 except (av.FFmpegError, OSError) as err:
                     _log.warning(
-                        "%s: reading stopped after %d frames (%s)", self.path, index, _reason(err)
+                        "%s: reading stopped after %d frames (%s)", self.path, index, av_reason(err)
                     )
                     packet = None  # flush the frames the decoder still holds, then stop
                 try:
                     decoded = stream.codec_context.decode(packet)
                 except (av.FFmpegError, ValueError) as err:
                     when = None if packet is None or packet.pts is None else seconds(packet.pts)
-                    pending.append((when, f"undecodable packet ({_reason(err)})"))
+                    pending.append((when, f"undecodable packet ({av_reason(err)})"))
                     pending.sort(key=lambda p: float("inf") if p[0] is None else p[0])
                     decoded = []
                 for frame in decoded:
                     timestamp = seconds(frame.pts)
                     yield from failed(timestamp)
-                    yield convert(frame, timestamp)
+                    yield self._converted(frame, index, timestamp)
                     last, index = timestamp, index + 1
                 if packet is None:
                     break
@@ -236,7 +235,7 @@ def load_image(path: Path) -> np.ndarray:
     try:
         return read_pixels(path)
     except ImageReadError as err:
-        raise InputError(_one_line(err)) from None
+        raise InputError(one_line_text(err)) from None
 
 
 # Exact YUV -> RGB: without these flags swscale's fast paths are off by up to 2 levels
@@ -331,7 +330,7 @@ def _open_video(path: Path, fallback_fps: float) -> FrameSource:
         container = av.open(str(path))
     except (av.FFmpegError, OSError) as err:
         raise InputError(
-            f"{path}: not a video FFmpeg can read, or a damaged one ({_reason(err)})"
+            f"{path}: not a video FFmpeg can read, or a damaged one ({av_reason(err)})"
         ) from None
     with container:
         demuxer = container.format.name
@@ -349,14 +348,15 @@ def _open_video(path: Path, fallback_fps: float) -> FrameSource:
                 break
         except (av.FFmpegError, OSError, ValueError) as err:
             raise InputError(
-                f"{path}: first frame cannot be decoded, corrupt or truncated ({_reason(err)})"
+                f"{path}: first frame cannot be decoded, corrupt or truncated ({av_reason(err)})"
             ) from None
         if first is None:
             raise InputError(f"{path}: no frame could be decoded (empty, corrupt or truncated)")
         try:
             size = frame_rgb(first).shape[:2]  # as displayed: a portrait phone video is tall
         except (av.FFmpegError, ValueError) as err:
-            raise InputError(f"{path}: first frame cannot be converted ({_reason(err)})") from None
+            reason = av_reason(err)
+            raise InputError(f"{path}: first frame cannot be converted ({reason})") from None
         rate = stream.average_rate or stream.guessed_rate
         fps = float(rate) if rate else fallback_fps
         count = stream.frames or None
@@ -394,7 +394,7 @@ def _common_size(files: list[Path], what: str) -> tuple[int, int]:
         elif size != first[1]:
             raise InputError(
                 f"{p.parent}: {what} of mixed sizes (width x height): {first[0].name} is "
-                f"{_wh(first[1])}, {p.name} is {_wh(size)}"
+                f"{size_text(first[1])}, {p.name} is {size_text(size)}"
             )
     if first is None:
         raise InputError(f"{files[0].parent}: none of the {len(files)} {what} is a readable image")
@@ -416,7 +416,7 @@ def _open_folder(folder: Path, fps: float) -> list[FrameSource]:
     try:
         index = discover(folder)
     except DatasetError as err:
-        raise InputError(_one_line(err)) from None
+        raise InputError(one_line_text(err)) from None
     sources = []
     for video in index.videos:
         images = [f.image for f in video.frames]
@@ -425,8 +425,8 @@ def _open_folder(folder: Path, fps: float) -> list[FrameSource]:
             mask_size = None if frame.mask is None else _header_size(frame.mask)
             if mask_size is not None and mask_size != size:
                 raise InputError(
-                    f"{frame.mask}: mask size {_wh(mask_size)} differs from frame size "
-                    f"{_wh(size)} ({frame.image.name})"
+                    f"{frame.mask}: mask size {size_text(mask_size)} differs from frame size "
+                    f"{size_text(size)} ({frame.image.name})"
                 )
         truths = tuple(f.mask for f in video.frames)
         sources.append(
@@ -442,193 +442,3 @@ def _open_folder(folder: Path, fps: float) -> list[FrameSource]:
             )
         )
     return sources
-
-
-class VideoWriter:
-    """An H.264 MP4 (or another codec/container) written frame by frame, all or nothing.
-
-    Frames go to a temporary file beside ``path`` that replaces ``path`` only when the
-    writer closes without error, so an interrupted run leaves no broken video. Timestamps
-    (seconds) become the frames' pts, relative to the first, so a variable-frame-rate
-    source keeps its timing; without them frames are ``1 / fps`` apart. An odd height or
-    width is padded by one edge pixel for yuv420p codecs.
-    """
-
-    # codec: (pixel format, encoder options, needs even height and width)
-    CODECS: dict[str, tuple[str, dict[str, str], bool]] = {
-        "libx264": ("yuv420p", {"crf": "20", "preset": "fast"}, True),
-        "mpeg4": ("yuv420p", {"flags": "+qscale", "global_quality": str(3 * 118)}, True),
-        "mjpeg": ("yuvj420p", {"flags": "+qscale", "global_quality": str(3 * 118)}, False),
-        "ffv1": ("bgr0", {}, False),
-    }
-    CONTAINERS: dict[str, str] = {
-        ".mp4": "mp4",
-        ".m4v": "mp4",
-        ".mov": "mov",
-        ".avi": "avi",
-        ".mkv": "matroska",
-    }
-
-    def __init__(
-        self, path: Path, fps: float, size: tuple[int, int], codec: str = "libx264"
-    ) -> None:
-        self.path = Path(path)
-        suffix = self.path.suffix.lower()
-        if suffix not in self.CONTAINERS:
-            raise ValueError(f"{path}: cannot write {suffix!r}; use one of {list(self.CONTAINERS)}")
-        if codec not in self.CODECS:
-            raise ValueError(f"unknown codec {codec!r}; use one of {list(self.CODECS)}")
-        if not fps > 0:
-            raise ValueError(f"fps must be > 0, got {fps}")
-        height, width = size
-        if height < 1 or width < 1:
-            raise ValueError(f"size must be positive (H, W), got {size}")
-        pix_fmt, options, even = self.CODECS[codec]
-        self.size = (int(height), int(width))
-        self.fps = fps
-        self._pad = (height % 2, width % 2) if even else (0, 0)
-        rate = Fraction(fps).limit_denominator(1001)
-        # AVI is constant-rate (one slot per 1/fps); MPEG-4 part 2 caps the time base at
-        # 65535 ticks/s; elsewhere 1/90000 s resolves any real timestamp.
-        if suffix == ".avi":
-            self._time_base = 1 / rate
-        elif codec == "mpeg4":
-            self._time_base = Fraction(1, 1000)
-        else:
-            self._time_base = Fraction(1, 90000)
-        self._step = max(1, round(1 / (rate * self._time_base)))
-        self._first: float | None = None
-        self._last_pts: int | None = None
-        self.frames_written = 0
-
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(
-            prefix=f".{self.path.stem}.", suffix=suffix, dir=self.path.parent
-        )
-        os.close(fd)
-        self._tmp = Path(tmp)
-        container_options = {"movflags": "+faststart"} if suffix in (".mp4", ".m4v", ".mov") else {}
-        try:
-            self._container = av.open(
-                str(self._tmp), "w", format=self.CONTAINERS[suffix], options=container_options
-            )
-            stream = self._container.add_stream(codec, rate=rate)
-            stream.height = height + self._pad[0]
-            stream.width = width + self._pad[1]
-            stream.pix_fmt = pix_fmt
-            stream.time_base = self._time_base
-            stream.codec_context.time_base = self._time_base
-            stream.options = dict(options)
-            self._stream = stream
-        except (av.FFmpegError, OSError, ValueError) as err:
-            self._tmp.unlink(missing_ok=True)
-            raise OSError(f"{self.path}: cannot start {codec} video ({_reason(err)})") from None
-
-    def write(self, image_rgb: np.ndarray, timestamp: float | None = None) -> None:
-        """Append a uint8 RGB frame (gray and RGBA accepted) of the writer's size."""
-        image = np.asarray(image_rgb)
-        if image.dtype != np.uint8 or image.ndim not in (2, 3):
-            raise ValueError(f"expected a uint8 image, got {image.dtype} of shape {image.shape}")
-        if image.shape[:2] != self.size:
-            raise ValueError(f"frame size {_wh(image.shape)} differs from video {_wh(self.size)}")
-        if image.ndim == 2:
-            image = np.repeat(image[:, :, None], 3, axis=2)
-        elif image.shape[2] == 4:
-            image = image[:, :, :3]
-        elif image.shape[2] != 3:
-            raise ValueError(f"expected gray, RGB or RGBA, got {image.shape[2]} channels")
-        if any(self._pad):
-            image = np.pad(image, ((0, self._pad[0]), (0, self._pad[1]), (0, 0)), mode="edge")
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
-        frame.pts = self._next_pts(timestamp)
-        frame.time_base = self._time_base
-        self._mux(self._stream.encode(frame))
-        self.frames_written += 1
-
-    def _next_pts(self, timestamp: float | None) -> int:
-        if timestamp is None:
-            pts = 0 if self._last_pts is None else self._last_pts + self._step
-        else:
-            if self._first is None:
-                self._first = timestamp
-            pts = round((timestamp - self._first) / self._time_base)
-        if self._last_pts is not None and pts <= self._last_pts:
-            pts = self._last_pts + 1  # repeated or backwards timestamps: keep the order
-        self._last_pts = pts
-        return pts
-
-    def _mux(self, packets: list[av.Packet]) -> None:
-        for packet in packets:
-            self._container.mux(packet)
-
-    def close(self) -> None:
-        """Finish the file and move it into place; a video with no frame is an error."""
-        if self._tmp is None:
-            return
-        if not self.frames_written:
-            self.abort()
-            raise ValueError(f"{self.path}: no frame written")
-        try:
-            self._mux(self._stream.encode(None))
-            self._container.close()
-        except (av.FFmpegError, OSError) as err:
-            self.abort()
-            raise OSError(f"{self.path}: cannot finish video ({_reason(err)})") from None
-        usual_permissions(self._tmp)
-        os.replace(self._tmp, self.path)
-        self._tmp = None
-
-    def abort(self) -> None:
-        """Drop the partial file; ``path`` is left as it was."""
-        if self._tmp is None:
-            return
-        with contextlib.suppress(av.FFmpegError, OSError, ValueError):
-            self._container.close()
-        self._tmp.unlink(missing_ok=True)
-        self._tmp = None
-
-    def __enter__(self) -> VideoWriter:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
-
-
-def write_video(
-    path: Path,
-    frames: list[np.ndarray],
-    fps: float,
-    codec: str = "libx264",
-    timestamps: list[float] | None = None,
-) -> Path:
-    """Write ``frames`` in one go (tests make their input videos with this)."""
-    if not frames:
-        raise ValueError(f"{path}: no frames to write")
-    if timestamps is not None and len(timestamps) != len(frames):
-        raise ValueError(f"{len(timestamps)} timestamps for {len(frames)} frames")
-    with VideoWriter(path, fps, frames[0].shape[:2], codec) as writer:
-        for i, image in enumerate(frames):
-            writer.write(image, None if timestamps is None else timestamps[i])
-    return Path(path)
-
-
-def _wh(shape: tuple[int, ...]) -> str:
-    return f"{shape[1]}x{shape[0]}"
-
-
-def _reason(err: BaseException) -> str:
-    """An exception as a short line: FFmpeg errors without their errno and file name."""
-    text = getattr(err, "strerror", None) if isinstance(err, av.FFmpegError) else None
-    return _one_line(text or err)
-
-
-def _one_line(text: object) -> str:
-    return " ".join(str(text).split())

@@ -23,19 +23,22 @@ import torch
 import runtimes
 from converters import coreml
 from converters.build import convert
-from converters.parity import GATES, PARITY_SEED, describe, record_parity
-from converters.spec import FORMS, PRECISIONS, ConvertRequest
-from model.data.synth import render_video
+from converters.parity import GATES, record_parity
+from converters.spec import ConvertRequest
+from model.data.synth import HELD_OUT_SEED, render_video
+from model.forms import EXPORT_FORMS
 from model.hub import build_bas
 from model.metrics import frame_scores
 from runtimes import ArtifactError, Manifest, mil_reference, open_model, read_manifest
 from runtimes.backends import coreml as coreml_runtime
-from runtimes.manifest import write_json_atomic
+from runtimes.manifest import ParityRecord, write_json_atomic
 from runtimes.session import to_input, to_native
 
 Runner = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
 
-MATRIX = [(v, p, f) for v in ("S", "L") for p in PRECISIONS for f in FORMS]
+MATRIX = [
+    (v, p, f) for v in ("S", "L") for p in coreml.CoreMLTarget.precisions for f in EXPORT_FORMS
+]
 FRAMES = 60  # as in tests/test_parity.py (the reference evaluator: ~0.06 s a BaS-S frame)
 APPLE = coreml_runtime.apple_runtime_available()
 
@@ -68,7 +71,7 @@ def compare_runners(
     runners = (first, second)
     states = [np.zeros(manifest.state.shape, np.float32)] * 2 if form == "stream" else []
     maxima, means, dice = [], [], []
-    for image, _ in render_video(PARITY_SEED, 0, frames):
+    for image, _ in render_video(HELD_OUT_SEED, 0, frames):
         x = to_input(image, size)
         logits = []
         for i, run in enumerate(runners):
@@ -83,18 +86,18 @@ def compare_runners(
         dice.append(frame_scores(*masks).dice)
     return {
         "frames": len(dice),
-        "frames_source": f"synthetic ultrasound, seed {PARITY_SEED} (held out)",
+        "frames_source": f"synthetic ultrasound, seed {HELD_OUT_SEED} (held out)",
         "logits_max_abs_gap": max(maxima),
         "logits_mean_abs_gap": float(np.mean(means)),
         "mask_dice": float(np.mean(dice)),
     }
 
 
-def judge(record: dict[str, Any]) -> None:
+def judge(record: ParityRecord) -> None:
     """Every gate holds, as in tests/test_parity.py."""
-    if not record["passed"]:
-        where = f"{describe(record)} on Apple's runtime"
-        pytest.fail(f"parity failed for {where}: {'; '.join(record['failures'])}")
+    if not record.passed:
+        where = f"{record.label} on Apple's runtime"
+        pytest.fail(f"parity failed for {where}: {'; '.join(record.failures)}")
 
 
 @pytest.mark.slow
@@ -128,7 +131,7 @@ def test_apple_runtime_agrees_with_the_reference_evaluator(
     record_property("apple_vs_reference", record)
     gate = GATES[precision].dice_vs_pytorch
     assert record["mask_dice"] >= gate, (
-        f"{describe(manifest)}: Apple's runtime vs mil_reference mask Dice "
+        f"{artifact.name}: Apple's runtime vs mil_reference mask Dice "
         f"{record['mask_dice']:.4f} < {gate} (logits max abs gap "
         f"{record['logits_max_abs_gap']:.3g}, mean {record['logits_mean_abs_gap']:.3g})"
     )
@@ -215,7 +218,7 @@ def test_fp32_program_computes_bas_to_rounding(coreml_artifact, variant: str) ->
     model = model.double().eval()
     name = manifest.options["model_input_names"]["frame"]
     worst = 0.0
-    for image, _ in render_video(PARITY_SEED, 1, 4):  # held-out video 1: the highest logits
+    for image, _ in render_video(HELD_OUT_SEED, 1, 4):  # held-out video 1: the highest logits
         x = to_input(image, manifest.image_size).astype(np.float64)
         with torch.no_grad():
             expected = model.forward_frame(torch.from_numpy(x)).numpy()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -11,9 +12,12 @@ from click.testing import CliRunner
 from converters import all as convert_all
 from converters import parity
 from converters.cli import target_command
-from converters.registry import TARGET_NAMES, get_target
+from converters.registry import get_target
 from model import demo, evaluate, info, train
 from model.data import synth
+from runtimes import evaluate as runtimes_evaluate
+from runtimes.manifest import ParityRecord
+from runtimes.targets import CONVERTED
 
 
 def _commands() -> dict[str, click.Command]:
@@ -23,12 +27,11 @@ def _commands() -> dict[str, click.Command]:
         "model.train": train.main,
         "model.evaluate": evaluate.main,
         "model.demo": demo.main,
+        "runtimes.evaluate": runtimes_evaluate.main,
         "converters.parity": parity.main,
         "converters.all": convert_all.main,
     }
-    return commands | {
-        f"converters.{name}": target_command(get_target(name)) for name in TARGET_NAMES
-    }
+    return commands | {f"converters.{name}": target_command(get_target(name)) for name in CONVERTED}
 
 
 COMMANDS = _commands()
@@ -123,8 +126,8 @@ def test_paths_that_must_exist_and_positive_integers(tmp_path: Path) -> None:
 def test_a_failed_gate_exits_1(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     artifact = tmp_path / "bas_s_frame_240_fp32.onnx"
     artifact.write_bytes(b"")
-    record = {"target": "onnx", "variant": "S", "precision": "fp32", "form": "frame"}
-    record |= {"passed": False, "failures": ["logits max abs err 1 > 1e-3"]}
+    record = ParityRecord(target="onnx", variant="S", precision="fp32", form="frame")
+    record = replace(record, passed=False, failures=("logits max abs err 1 > 1e-3",))
     monkeypatch.setattr(parity, "record_parity", lambda path, frames, runtime, arm64: record)
     result = CliRunner().invoke(parity.main, ["--artifact", str(artifact), "--frames", "5"])
     assert result.exit_code == 1
@@ -137,3 +140,13 @@ def test_a_failed_gate_exits_1(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     assert result.exit_code == 1
     assert result.stderr == "FAILED onnx BaS-S fp32 frame: conversion failed: x\n"
     assert (matrix_out / "parity.md").read_text().startswith("| target |")
+
+
+def test_model_evaluate_sends_an_artifact_to_runtimes_evaluate(tmp_path: Path) -> None:
+    artifact = tmp_path / "a.onnx"
+    artifact.write_bytes(b"")
+    argv = ["--data", str(tmp_path), "--artifact", str(artifact)]
+    result = CliRunner().invoke(evaluate.main, argv)
+    assert result.exit_code == 2
+    assert f"python -m runtimes.evaluate --artifact {artifact}" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

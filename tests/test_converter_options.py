@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import itertools
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 from click.testing import CliRunner
 
+from converters.build import converter_digest
 from converters.calibration import calibration_clips
 from converters.cli import target_command
-from converters.registry import TARGET_NAMES, get_target
+from converters.registry import TARGET_CLASSES, get_target
 from converters.spec import ConversionError, ConvertRequest, validate
 from model.checkpoint import save_weights
 from model.hub import build_bas
 from runtimes.manifest import artifact_sha256
+from runtimes.registry import BACKENDS, RUNTIME_NAMES
+from runtimes.targets import CONVERTED, TARGETS
 
 
 def _refused(argv: list[str], target: str = "onnx") -> str:
@@ -49,17 +53,29 @@ def test_refused_by_name(tmp_path: Path, argv, target, expected) -> None:
 def test_unwritable_output_folder(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    assert "cannot be written" in _refused(["--out", str(blocker / "sub")])
+    assert f"cannot be made: {blocker} is a file" in _refused(["--out", str(blocker / "sub")])
 
 
 def test_misspelled_target_gets_a_suggestion() -> None:
     with pytest.raises(ConversionError, match="did you mean 'tflite'"):
         get_target("tflit")
-    assert {get_target(n).name for n in TARGET_NAMES} == set(TARGET_NAMES)
+    assert {get_target(n).name for n in CONVERTED} == set(CONVERTED)
+
+
+def test_every_row_of_the_table_has_its_plug_ins() -> None:
+    """A converter for each converted target, a runtime for each runtime name, none else."""
+    assert set(TARGET_CLASSES) == set(CONVERTED)
+    assert set(BACKENDS) == set(RUNTIME_NAMES)
+    for name, spec in TARGETS.items():
+        assert all(BACKENDS[runtime].target == name for runtime in spec.runtimes)
+        if spec.converts:
+            target = get_target(name)
+            assert (target.suffix, target.precisions) == (spec.suffix, spec.precisions)
+            assert target.runtime == spec.runtimes[0]
 
 
 def test_every_target_states_its_interface() -> None:
-    for name in TARGET_NAMES:
+    for name in CONVERTED:
         target = get_target(name)
         assert target.precisions and target.suffix.startswith(".")
         assert set(target.versions()) >= {"torch"}
@@ -125,3 +141,22 @@ def test_low_contrast_calibration_clips_carry_their_own_state() -> None:
         _, expected = model.stream(dull[0][0], dull[0][1])
     torch.testing.assert_close(dull[1][1], expected)
     assert not torch.allclose(dull[1][1], plain[1][1])
+
+
+def test_the_converter_digest_covers_what_writes_an_artifact_only(tmp_path: Path) -> None:
+    """Editing an evaluation table keeps cached artifacts; editing the network does not."""
+    root = Path(__file__).resolve().parents[1]
+    for package in ("model", "runtimes", "converters"):
+        shutil.copytree(
+            root / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__")
+        )
+    first = converter_digest(tmp_path)
+    assert first == converter_digest()
+    with (tmp_path / "model" / "metrics.py").open("a") as source:
+        source.write("# an evaluation table changed\n")
+    with (tmp_path / "converters" / "parity.py").open("a") as source:
+        source.write("# a parity report changed\n")
+    assert converter_digest(tmp_path) == first
+    with (tmp_path / "model" / "bas.py").open("a") as source:
+        source.write("# the network changed\n")
+    assert converter_digest(tmp_path) != first

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -12,15 +13,19 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
+from device_bench import bench
+from device_bench.bench import latency_figures, peak_rss_mb
 from device_bench.cli import main
-from device_bench.gpu import gpu_figures, run_cuda, timed
+from device_bench.gpu import run_cuda
 from device_bench.peak import Peak, cores_used
 from device_bench.records import BenchRecord, append_records, read_records
 from device_bench.report import chart, markdown
-from device_bench.stats import summarise
 from model.data.synth import render_video
 from model.errors import ProjectError
+from runtimes import host
 from runtimes.manifest import manifest_path
+from runtimes.targets import Status
+from runtimes.timing import summarise, time_calls
 from runtimes.video import write_video
 
 
@@ -72,12 +77,24 @@ def test_records_append_as_json_lines_and_read_back(tmp_path: Path) -> None:
     with pytest.raises(ProjectError, match=r"results\.jsonl:2 is not a benchmark record"):
         read_records(path)
     path.write_text(json.dumps({**first, "colour": 1}) + "\n")
-    with pytest.raises(ProjectError, match="unknown fields"):
+    with pytest.raises(ProjectError, match="unknown BenchRecord keys: colour"):
+        read_records(path)
+    path.write_text(json.dumps({**first, "status": "fine"}) + "\n")
+    with pytest.raises(ProjectError, match="status must be one of passed, reference, failed"):
         read_records(path)
 
 
+def test_records_written_with_the_old_torch_target_read_as_pytorch(tmp_path: Path) -> None:
+    path = tmp_path / "results.jsonl"
+    old = {**asdict(_record()), "target": "torch", "status": "reference"}
+    path.write_text(json.dumps(old) + "\n")
+    (record,) = read_records(path)
+    assert record.target == "pytorch" and record.status is Status.REFERENCE
+    assert record.status == "reference"  # the JSON field stays the word
+
+
 def test_report_takes_the_latest_figures_and_the_speed_up_at_the_same_threads() -> None:
-    torch = dict(name="bas_s.safetensors", target="torch", runtime="pytorch")
+    torch = dict(name="bas_s.safetensors", target="pytorch", runtime="pytorch")
     records = [
         _record(**torch, value=30.0),
         _record(value=12.0),
@@ -151,7 +168,7 @@ def test_run_times_pytorch_and_appends_records(tmp_path: Path) -> None:
     args = ["run", "--target", "torch", "--warmup", "1", "--iters", "3", "--results", str(results)]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
-    assert "torch BaS-S fp32 frame via pytorch: median" in result.stdout
+    assert "pytorch BaS-S fp32 frame via pytorch: median" in result.stdout  # torch: an alias
     metrics = {r.metric: r for r in read_records(results)}
     assert metrics["median_latency"].value > 0 and metrics["fps"].unit == "fps"
     assert metrics["peak_rss"].value > 100  # MB: PyTorch alone takes more
@@ -160,7 +177,7 @@ def test_run_times_pytorch_and_appends_records(tmp_path: Path) -> None:
     assert 0 < metrics["fp32_peak_fraction"].value < 1
     assert metrics["median_latency"].status == "reference"
     report = CliRunner().invoke(main, ["report", str(results)])
-    assert report.exit_code == 0 and "| torch | pytorch | fp32 | S | frame |" in report.stdout
+    assert report.exit_code == 0 and "| pytorch | pytorch | fp32 | S | frame |" in report.stdout
     assert (tmp_path / "fps.png").is_file() and "of fp32 peak" in report.stdout
 
 
@@ -206,7 +223,7 @@ def test_sweep_interleaves_cells_and_records_each(tmp_path: Path) -> None:
     medians = [r for r in records if r.metric == "median_latency"]
     assert sorted(r.form for r in medians) == ["frame", "stream"]
     assert not any(r.metric == "peak_rss" for r in records)  # one process for all: not per cell
-    assert result.stdout.count("| torch | pytorch | fp32 | S |") == 2
+    assert result.stdout.count("| pytorch | pytorch | fp32 | S |") == 2
     bad = CliRunner().invoke(main, ["sweep", "--targets", "tpu", "--results", str(results)])
     assert bad.exit_code == 2 and "'tpu' is not one of" in bad.output
 
@@ -251,20 +268,23 @@ def test_video_refuses_bad_input_before_any_work(tmp_path: Path) -> None:
 
 def test_cuda_timing_counts_every_frame_of_a_batch_and_syncs_each_call() -> None:
     calls, syncs = [], []
-    latencies = timed(lambda: calls.append(1), lambda: syncs.append(1), warmup=2, iters=5)
+    latencies = time_calls(
+        lambda i: calls.append(i), iters=5, warmup=2, sync=lambda: syncs.append(1)
+    )
     assert len(latencies) == 5 and len(calls) == 7 and len(syncs) == 6  # one after warm-up
+    assert calls == list(range(7))  # warm-up and timed calls count on: the frame to feed
     stats = summarise([4.0, 4.0, 4.0])
-    figures = dict((metric, value) for metric, value, _ in gpu_figures(stats, 32))
+    figures = dict((metric, value) for metric, value, _ in latency_figures(stats, 32))
     assert figures["median_latency"] == 4.0 and figures["fps"] == 32 * 250
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal where no GPU is")
 def test_cuda_without_a_gpu_is_one_clear_line() -> None:
     with pytest.raises(ProjectError, match="sees no CUDA GPU"):
-        run_cuda("torch", "S", "fp32", "frame", 1, 1)
-    with pytest.raises(ProjectError, match="times --target torch or onnx, not tflite"):
+        run_cuda("pytorch", "S", "fp32", "frame", 1, 1)
+    with pytest.raises(ProjectError, match="times --target pytorch or onnx, not tflite"):
         run_cuda("tflite", "S", "fp32", "frame", 1, 1)
-    with pytest.raises(ProjectError, match="for fp16 use --target torch"):
+    with pytest.raises(ProjectError, match="for fp16 use --target pytorch"):
         run_cuda("onnx", "S", "fp16", "frame", 1, 1)
 
 
@@ -286,3 +306,32 @@ def test_report_shows_what_a_delegate_sees_and_a_short_form() -> None:
         "| speed-up vs PyTorch | mask Dice vs PyTorch |"
     )
     assert short[2] == "| tflite | onnxruntime | int8 | S | frame | 10.00 | - | - | - |"
+
+
+class _Usage:
+    def __init__(self, maxrss: int) -> None:
+        self.ru_maxrss = maxrss
+
+
+def test_peak_memory_is_read_in_the_unit_each_os_reports(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ru_maxrss is KiB on Linux and bytes on macOS: 300 MiB either way."""
+    monkeypatch.setattr(bench.sys, "platform", "darwin")
+    monkeypatch.setattr(bench.resource, "getrusage", lambda who: _Usage(300 * 2**20))
+    assert peak_rss_mb() == pytest.approx(300)
+    monkeypatch.setattr(bench.sys, "platform", "linux")
+    monkeypatch.setattr(bench.resource, "getrusage", lambda who: _Usage(300 * 1024))
+    assert peak_rss_mb() == pytest.approx(300)
+
+
+def test_cores_are_counted_where_the_os_has_no_affinity(monkeypatch: pytest.MonkeyPatch) -> None:
+    """macOS has no sched_getaffinity: the machine's cores, not 0 (a one-core peak)."""
+    monkeypatch.delattr(host.os, "sched_getaffinity", raising=False)
+    monkeypatch.setattr(host.os, "process_cpu_count", lambda: 8, raising=False)
+    monkeypatch.setattr(bench, "measure_peak", lambda: Peak("avx2", 16, 2.0, 2.5))
+    bench.machine.cache_clear()
+    try:
+        cores = bench.machine()["cores"]
+    finally:
+        bench.machine.cache_clear()
+    assert cores == 8
+    assert cores_used(None, int(cores)) == 8 and cores_used(2, int(cores)) == 2

@@ -23,13 +23,16 @@ from device_bench.android import (
     parse_executor_runner,
 )
 from device_bench.cli import main
-from device_bench.devices import Device, DeviceType
+from device_bench.devices import DeviceType
 from device_bench.golden import frame_inputs, golden_dice, read_bundle
+from device_bench.phone import Device, PhoneOptions, RunRequest
 from device_bench.records import read_records
 from model.errors import ProjectError
 from runtimes.manifest import (
     ArtifactFile,
     Manifest,
+    MaskAgreement,
+    ParityRecord,
     StateSpec,
     TensorSpec,
     WeightsRef,
@@ -49,7 +52,10 @@ def fixture(name: str) -> str:
 
 
 def fake_artifact(
-    folder: Path, target: str = "tflite", form: str = "frame", parity: dict | None = None
+    folder: Path,
+    target: str = "tflite",
+    form: str = "frame",
+    parity: ParityRecord | None = None,
 ) -> Path:
     """A file with a real manifest beside it (the phone never runs it here)."""
     suffix = {"tflite": ".tflite", "executorch": ".pte", "coreml": ".mlpackage"}[target]
@@ -101,7 +107,9 @@ def fake_artifact(
         inputs=inputs,
         outputs=outputs,
         state=state,
-        parity={"passed": True, "masks_vs_pytorch": {"dice": 1.0}} if parity is None else parity,
+        parity=ParityRecord(passed=True, masks_vs_pytorch=MaskAgreement(dice=1.0))
+        if parity is None
+        else parity,
     )
     write_manifest(path, manifest)
     return path
@@ -405,7 +413,7 @@ def test_android_failures_are_one_line_and_record_nothing(
 def test_android_refusals_before_any_adb_call(tmp_path: Path, adb_env: dict) -> None:
     results = tmp_path / "r.jsonl"
     base = ["--device", f"android:{SERIAL}", "--results", str(results)]
-    failed = fake_artifact(tmp_path, parity={"passed": False, "failures": ["dice 0.5 < 0.98"]})
+    failed = fake_artifact(tmp_path, parity=ParityRecord(failures=("dice 0.5 < 0.98",)))
     line = one_error(
         invoke(["run", "--target", "tflite", "--artifact", str(failed), *base], adb_env)
     )
@@ -528,7 +536,8 @@ def test_ios_run_compiles_stages_the_harness_and_records_each_setting(
         assert kwargs["env"]["TEST_RUNNER_BASBENCH_ITERS"] == "5"
         return subprocess.CompletedProcess(command, 0, fixture("xcodebuild_test_output.txt"), "")
 
-    done = ios.run_ios(Device("ios", "UDID1"), artifact, manifest, 2, 5, runner=runner)
+    request = RunRequest("coreml", warmup=2, iters=5)
+    done = ios.run_ios(Device("ios", "UDID1"), artifact, manifest, request, PhoneOptions(), runner)
     assert [c[0][1] for c in seen] == ["coremlcompiler", "xcodebuild"]
     medians = {r.runtime: r.value for r in done.records if r.metric == "median_latency"}
     assert medians == {
@@ -545,7 +554,7 @@ def test_ios_run_compiles_stages_the_harness_and_records_each_setting(
         )
 
     with pytest.raises(ProjectError, match="coremlcompiler exited 65: xcodebuild: error: Unable"):
-        ios.run_ios(Device("ios", "UDID1"), artifact, manifest, 2, 5, runner=failing)
+        ios.run_ios(Device("ios", "UDID1"), artifact, manifest, request, PhoneOptions(), failing)
 
 
 # --- the golden bundle --------------------------------------------------------------------------
@@ -592,7 +601,7 @@ def test_golden_bundle_round_trips_through_the_host_runtime_and_an_android_run(
         manifest,
         target="tflite",
         artifact=replace(manifest.artifact, file=tflite.name),
-        parity={"passed": True},
+        parity=ParityRecord(passed=True),
     )
     write_manifest(tflite, manifest)
     assert manifest_path(tflite).is_file()

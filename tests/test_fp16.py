@@ -102,6 +102,6 @@ def test_litert_fp16_matches_pytorch(built_artifact) -> None:
 
     artifact = built_artifact("tflite", "S", "fp16", "frame")
     record = measure(artifact, 6, runtime="litert-fp16")
-    assert record["runtime"] == "litert-fp16"
-    assert record["masks_vs_pytorch"]["dice"] >= 0.99
-    assert record["logits"]["max_abs_err"] < 0.1
+    assert record.runtime == "litert-fp16"
+    assert record.masks_vs_pytorch.dice >= 0.99
+    assert record.logits.max_abs_err < 0.1

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from model.data.framing import SCREENS, Box, Screen, ScreenAugment, draw_overlay, place
+from model.data.framing import SCREENS, Box, Screen, ScreenAugment, draw_scanner_annotations, place
 from model.metrics import frame_scores
 
 
@@ -36,7 +36,7 @@ def test_place_puts_the_image_in_its_box_and_leaves_the_rest_dark() -> None:
 def test_overlay_is_drawn_over_the_image_but_not_into_the_mask() -> None:
     images, masks = _clip()
     box = Box(0, 0, 48, 48)
-    rgb, alpha = draw_overlay(48, 48, box, np.random.default_rng(3))
+    rgb, alpha = draw_scanner_annotations(48, 48, box, np.random.default_rng(3))
     assert rgb.shape == (3, 48, 48) and alpha.shape == (1, 48, 48) and alpha.max() > 0
     screen, screen_masks = place(images, masks, (48, 48), box, overlay=(rgb, alpha))
     drawn = alpha[0] > 0.99

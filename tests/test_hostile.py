@@ -35,17 +35,18 @@ from converters.cli import target_command
 from converters.registry import get_target
 from converters.spec import ConversionError
 from device_bench import cli as device_bench_cli
-from model import demo, evaluate, info, train
+from model import demo, info, train
 from model.atomic import OUTPUT_MARKER
 from model.data import synth
-from runtimes import fastest, segment
+from runtimes import evaluate, fastest, segment
 from runtimes.manifest import SCHEMA, artifact_bytes, artifact_sha256
+from runtimes.targets import Status
 
 COMMANDS: dict[str, click.Command] = {
     "info": info.main,
     "synth": synth.main,
     "train": train.main,
-    "evaluate": evaluate.main,
+    "evaluate": evaluate.main,  # runtimes.evaluate: model.evaluate's options and --artifact
     "demo": demo.main,
     "onnx": target_command(get_target("onnx")),
     "tflite": target_command(get_target("tflite")),
@@ -1077,7 +1078,7 @@ OUTPUT = [
         "out under a file",
         "onnx",
         lambda s: ["--out", s.text("f") + "/sub"],
-        r"output folder .*f/sub cannot be written: .*f is a file",
+        r"output folder .*f/sub cannot be made: .*f is a file",
     ),
     case(
         "same-named file without a manifest",
@@ -1095,7 +1096,7 @@ OUTPUT = [
         "out under a file",
         "all",
         lambda s: ["--targets", "onnx", "--out", s.text("f") + "/sub"],
-        r"output folder .*f/sub cannot be written: .*f is a file",
+        r"output folder .*f/sub cannot be made: .*f is a file",
     ),
     case(
         "same-named file without a manifest",
@@ -1110,7 +1111,8 @@ OUTPUT = [
         "out not ours",
         "train",
         lambda s: ["--set", f"out={s.precious()}"],
-        r"run folder .*u is not empty and holds no run of this project",
+        r"run folder .*u is not empty and is not an earlier output of this project "
+        r"\(it holds no split\.json\)",
     ),
     case(
         "out is a file",
@@ -1260,7 +1262,7 @@ TRAIN_CONFIG = [
         "nested field not a mapping",
         "train",
         lambda s: ["--config", s.text("c.yml", "loss: 3\n")],
-        r"c\.yml: loss must be a mapping of its fields, got 3",
+        r"c\.yml: loss must be a mapping of LossWeights fields, got 3",
     ),
     case(
         "nested value out of range",
@@ -1388,7 +1390,7 @@ WRONG_KIND += [
         "a record of another status",
         "bench",
         lambda s: ["report", s.text("r.jsonl", json.dumps({**RECORD, "status": "fine"}))],
-        r"status 'fine' is not one of",
+        r"r\.jsonl:1 is not a benchmark record: status must be one of passed, .*got 'fine'",
     ),
     case(
         "artifact without a manifest",
@@ -1455,13 +1457,13 @@ COMBINATIONS += [
         "torch in int8",
         "bench",
         lambda s: ["run", "--target", "torch", "--precision", "int8"],
-        r"--target torch runs fp32 only",
+        r"--target pytorch runs fp32 only on host",
     ),
     case(
         "torch with an artifact",
         "bench",
         lambda s: ["run", "--target", "torch", "--artifact", str(s.onnx())],
-        r"--target torch runs the weights \(--weights\), not an --artifact",
+        r"--target pytorch runs the weights \(--weights\), not an --artifact",
         marks=(SLOW,),
     ),
     case(
@@ -1569,7 +1571,9 @@ def test_an_artifact_is_replaced_only_if_ours(tmp_path: Path) -> None:
 
 
 def test_the_matrix_reports_say_failed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    failed = convert_all.MatrixResult("onnx", "S", "fp32", "frame", "conversion failed", error="x")
+    failed = convert_all.MatrixResult(
+        "onnx", "S", "fp32", "frame", Status.FAILED_TO_CONVERT, error="x"
+    )
     monkeypatch.setattr(convert_all, "build_matrix", lambda *args: [failed])
     argv = ["--targets", "onnx", "--variants", "S", "--forms", "frame", "--out", str(tmp_path)]
     result = CliRunner().invoke(convert_all.main, argv)
@@ -1577,5 +1581,5 @@ def test_the_matrix_reports_say_failed(tmp_path: Path, monkeypatch: pytest.Monke
     assert (tmp_path / "parity.md").read_text().rstrip().endswith("FAILED: 1 of 1 cells failed")
     report = json.loads((tmp_path / "parity.json").read_text())
     assert report["passed"] is False and report["failed"] == ["onnx BaS-S fp32 frame"]
-    assert report["results"][0]["status"] == "conversion failed"
+    assert report["results"][0]["status"] == "failed to convert"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["parity.json", "parity.md"]

@@ -14,7 +14,7 @@ from model.metrics import (
     SegmentationMeter,
     frame_scores,
     hd95,
-    markdown_table,
+    meter_table,
     overlap_scores,
 )
 
@@ -186,7 +186,7 @@ def test_summary_is_strict_json_and_table_renders() -> None:
     assert summary["temporal_stability"]["per_video"]["a"] is None
     assert summary["counts"]["hd95_undefined_frames"] == 1
 
-    table = markdown_table(summary).splitlines()
+    table = meter_table(summary).splitlines()
     assert table[0] == (
         "| aggregation | Dice (%) | IoU (%) | Precision (%) | Recall (%) | HD95 (px) |"
     )

@@ -6,31 +6,37 @@ precision, form and the figure that missed (see ``converters.parity.check_gates`
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from converters.all import matrix
+from converters.all import matrix_cells
 from converters.parity import (
     ARM64_RUNTIMES,
     GATES,
     Gate,
     check_gates,
-    describe,
     parity_videos,
     record_parity,
     unmatched_findings,
 )
-from converters.registry import TARGET_NAMES, get_target
-from converters.spec import FORMS, PRECISIONS
+from converters.registry import get_target
 from converters.tflite import write_onnx2tf_sample
-from runtimes.manifest import read_manifest
+from model.forms import EXPORT_FORMS
+from model.typed import FieldError, from_data
+from runtimes.manifest import ParityRecord, read_manifest
+from runtimes.targets import CONVERTED, PRECISIONS
 
 # The whole matrix Linux can run: every target, both variants, every precision a target
 # supports, frame and stream forms (44 artifacts; ~12 min on two cores with `-n 2`).
-CI_MATRIX = matrix(["S", "L"], list(TARGET_NAMES), list(PRECISIONS), list(FORMS))
+CI_MATRIX = [
+    (c.target, c.variant, c.precision, c.form)
+    for c in matrix_cells(["S", "L"], list(CONVERTED), list(PRECISIONS), list(EXPORT_FORMS))
+]
 FRAMES = 60
 PORTABLE_DATA_MOVEMENT = {"select_copy", "squeeze_copy", "unsqueeze_copy"}
 FP16_EDGE_CASTS = {"_to_dim_order_copy"}  # fp32 input to fp16 and back
@@ -60,11 +66,11 @@ def test_onnx2tf_finds_the_project_s_sample_file(tmp_path: Path, monkeypatch) ->
 
 def test_ci_matrix_is_the_whole_matrix() -> None:
     assert len(CI_MATRIX) == 44  # 36, LiteRT int16x8 (integer-only) and ExecuTorch fp16: 4 each
-    assert {key[0] for key in CI_MATRIX} == set(TARGET_NAMES)
-    for name in TARGET_NAMES:
+    assert {key[0] for key in CI_MATRIX} == set(CONVERTED)
+    for name in CONVERTED:
         for precision in get_target(name).precisions:
             for variant in "SL":
-                for form in FORMS:
+                for form in EXPORT_FORMS:
                     assert (name, variant, precision, form) in CI_MATRIX
 
 
@@ -79,18 +85,18 @@ def test_artifact_matches_pytorch(built_artifact, target, variant, precision, fo
     artifact = built_artifact(target, variant, precision, form)
     on_arm64 = target in ARM64_RUNTIMES and precision != "int16x8"
     record = record_parity(artifact, FRAMES, arm64=on_arm64)
-    assert ("arm64" in record) == on_arm64
+    assert (record.arm64 is not None) == on_arm64
     manifest = read_manifest(artifact)
     assert manifest.parity == record
     assert manifest.artifact.bytes > 100_000
     if target == "executorch":  # all compute inside XNNPACK; only TempLP's slicing outside
         outside = PORTABLE_DATA_MOVEMENT | (FP16_EDGE_CASTS if precision == "fp16" else set())
         assert set(manifest.options["portable_ops"]) <= outside, manifest
-    if not record["passed"]:
-        pytest.fail(f"parity failed for {describe(record)}: {'; '.join(record['failures'])}")
+    if not record.passed:
+        pytest.fail(f"parity failed for {record.label}: {'; '.join(record.failures)}")
 
 
-def _record(**changes) -> dict:
+def _record(**changes) -> ParityRecord:
     record = {
         "logits": {"max_abs_err": 1e-4},
         "masks_vs_pytorch": {"pooled_dice": 1.0, "missed_findings": 0, "false_findings": 0},
@@ -99,7 +105,7 @@ def _record(**changes) -> dict:
     }
     for key, value in changes.items():
         record[key] = {**record[key], **value}
-    return record
+    return from_data(ParityRecord, record)
 
 
 @pytest.mark.parametrize(
@@ -158,3 +164,52 @@ def test_a_lesion_counts_where_the_other_side_does_not_touch_it() -> None:
     touching = frame.copy()
     touching[19, 19] = True  # one pixel of overlap: the same lesion, outlined differently
     assert unmatched_findings(lesion, touching) == 0
+
+
+# A record as converters.parity wrote it before it was typed (with ARM64's beside it).
+OLD_RECORD = {
+    "artifact": "bas_s_frame_240_int8.tflite",
+    "target": "tflite",
+    "variant": "S",
+    "form": "frame",
+    "precision": "int8",
+    "accumulation": "fp32",
+    "runtime": "litert",
+    "platform": {"platform": "linux-x86_64", "cpu": "x", "libraries": {"ai-edge-litert": "1"}},
+    "frames": 60,
+    "frames_source": "synthetic ultrasound, seed 1 (held out): videos 0, 1, 2",
+    "logits": {"max_abs_err": 0.5, "mean_abs_err": 0.01, "psnr_db": None},
+    "masks_vs_pytorch": {
+        "pooled_dice": 0.98,
+        "missed_findings": 0,
+        "false_findings": 0,
+        "dice": 0.97,
+        "iou": 0.95,
+        "hd95_px": 1.5,
+        "dice_per_video": [0.99, None, 0.97],
+        "worst_frames": [[1, 3, 40, 38, 0.5]],
+    },
+    "dice_vs_ground_truth": {"target": 0.9, "pytorch": 0.9},
+    "stream_drift": None,
+    "gate": {
+        "max_abs_err": None,
+        "dice_vs_pytorch": 0.97,
+        "max_unmatched_findings": 0,
+        "max_gt_dice_drop": 0.01,
+        "max_drift_ratio": 2.0,
+    },
+    "passed": False,
+    "failures": ["ARM64: x"],
+}
+
+
+def test_a_parity_record_reads_typed_and_writes_the_same_keys() -> None:
+    old = {**OLD_RECORD, "arm64": {**OLD_RECORD, "runtime": "litert-arm64", "failures": ["x"]}}
+    record = from_data(ParityRecord, old)
+    assert record.masks_vs_pytorch.worst_frames == ((1, 3, 40, 38, 0.5),)
+    assert record.gate == GATES["int8"] and record.arm64.runtime == "litert-arm64"
+    assert (record.passed, record.failures) == (False, ("ARM64: x",))
+    written = json.loads(json.dumps(asdict(record)))
+    assert written == {**old, "arm64": {**old["arm64"], "arm64": None}}
+    with pytest.raises(FieldError, match=r"unknown ParityRecord keys: dice"):
+        from_data(ParityRecord, {"dice": 1.0})

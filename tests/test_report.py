@@ -9,16 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from runtimes.report import (
-    FILL,
-    FILL_ALPHA,
-    TRUTH,
-    FrameRecord,
-    StillPicker,
-    overlay,
-    plot_area,
-    write_csv,
-)
+from model.drawing import FILL, FILL_ALPHA, TRUTH, draw_mask_overlay
+from runtimes.report import FrameRecord, StillPicker, plot_area, write_csv
 
 
 def _disk(shape: tuple[int, int], centre: tuple[int, int], radius: float) -> np.ndarray:
@@ -29,7 +21,7 @@ def _disk(shape: tuple[int, int], centre: tuple[int, int], radius: float) -> np.
 def test_overlay_tints_inside_outlines_the_border_and_leaves_the_rest() -> None:
     image = np.full((41, 53), 100, np.uint8)
     mask = _disk((41, 53), (20, 25), 10)
-    out = overlay(image, mask)
+    out = draw_mask_overlay(image, mask)
     assert out.shape == (41, 53, 3) and out.dtype == np.uint8
     assert (out[~mask] == 100).all()
     tint = np.rint((1 - FILL_ALPHA) * 100 + FILL_ALPHA * np.array(FILL)).astype(np.uint8)
@@ -46,27 +38,29 @@ def test_overlay_outlines_truth_and_accepts_rgb_and_rgba() -> None:
     truth = np.zeros((30, 30), bool)
     truth[5:15, 5:15] = True
     empty = np.zeros((30, 30), bool)
-    out = overlay(rgb, empty, truth)
+    out = draw_mask_overlay(rgb, empty, truth)
     assert out[5, 10].tolist() == list(TRUTH) and out[6, 10].tolist() == list(TRUTH)
     assert out[10, 10].tolist() == [50, 0, 0]  # inside the truth, away from its outline
     assert out[20, 20].tolist() == [50, 0, 0]
     rgba = np.dstack([rgb, np.full((30, 30), 7, np.uint8)])
-    assert np.array_equal(overlay(rgba, empty), rgb)
-    assert np.array_equal(overlay(rgb[..., :1], empty), np.repeat(rgb[..., :1], 3, axis=2))
+    assert np.array_equal(draw_mask_overlay(rgba, empty), rgb)
+    assert np.array_equal(
+        draw_mask_overlay(rgb[..., :1], empty), np.repeat(rgb[..., :1], 3, axis=2)
+    )
 
 
 def test_overlay_refuses_a_mask_of_another_size() -> None:
     with pytest.raises(ValueError, match="mask shape"):
-        overlay(np.zeros((10, 12), np.uint8), np.zeros((12, 10), bool))
+        draw_mask_overlay(np.zeros((10, 12), np.uint8), np.zeros((12, 10), bool))
     with pytest.raises(ValueError, match="uint8"):
-        overlay(np.zeros((10, 12), np.float32), np.zeros((10, 12), bool))
+        draw_mask_overlay(np.zeros((10, 12), np.float32), np.zeros((10, 12), bool))
 
 
-def test_demo_uses_this_overlay() -> None:
+def test_demo_and_segment_draw_with_one_overlay() -> None:
     from model import demo
-    from runtimes import report
+    from runtimes import segment
 
-    assert demo.overlay is report.overlay
+    assert demo.draw_mask_overlay is segment.draw_mask_overlay
 
 
 def test_measure_area_probability_and_dice() -> None:

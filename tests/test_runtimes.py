@@ -20,17 +20,19 @@ import torch
 from PIL import Image
 
 import runtimes
-from converters.all import matrix
-from converters.registry import TARGET_NAMES
-from converters.spec import FORMS, PRECISIONS
 from model.data.synth import render_video
 from model.hub import build_bas
 from runtimes import ArtifactError
 from runtimes.backends.pytorch import pytorch_manifest
 from runtimes.manifest import SCHEMA, manifest_path, read_manifest, write_manifest
 from runtimes.session import to_input
+from runtimes.targets import matrix
 
-CI_MATRIX = matrix(["S", "L"], list(TARGET_NAMES), list(PRECISIONS), list(FORMS))
+# target-major, as the ids read
+CI_MATRIX = sorted(
+    ((c.target, c.variant, c.precision, c.form) for c in matrix(("S", "L"))),
+    key=lambda key: key[0],
+)
 
 
 def _as_runtime_reads(target: str, artifact: Path) -> tuple[list[tuple], list[tuple]]:

@@ -24,9 +24,10 @@ import runtimes
 from converters.parity import GATES
 from model.data import discover
 from model.data.synth import render_video, write_dataset
+from model.drawing import draw_mask_overlay
 from model.evaluate import evaluate
 from model.hub import build_bas
-from runtimes.report import CSV_COLUMNS, overlay
+from runtimes.report import CSV_COLUMNS
 from runtimes.segment import main
 from runtimes.session import to_input, to_native
 from runtimes.video import open_sources, write_video
@@ -119,7 +120,8 @@ def _check_run(
     # The still is the overlay of the largest lesion (first on ties), pixel for pixel.
     largest = int(np.argmax(areas))
     assert np.array_equal(
-        np.asarray(Image.open(out / "still.png")), overlay(images[largest], masks[largest])
+        np.asarray(Image.open(out / "still.png")),
+        draw_mask_overlay(images[largest], masks[largest]),
     )
     assert Image.open(out / "area.png").size == (1000, 360)
     # Readable alike: the video must not be the one owner-only file (a temp file's mode).

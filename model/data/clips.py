@@ -17,6 +17,7 @@ from scipy import ndimage
 from torch.utils.data import Dataset
 
 from ..errors import ConfigError
+from ..preprocessing import DEFAULT_PREPROCESSING, Preprocessing
 from .framing import ScreenAugment
 from .layouts import DatasetError, DatasetIndex, Frame, Video, read_frame
 
@@ -146,7 +147,8 @@ def _gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
 
 
 class Clip(TypedDict):
-    """One item: ``images`` (T, 3, S, S) float32 in [0, 1], ``masks`` (T, 1, S, S) in {0, 1}."""
+    """One item: ``images`` (T, 3, S, S) float32 as the network takes them (``preprocessing``),
+    ``masks`` (T, 1, S, S) in {0, 1}."""
 
     images: torch.Tensor
     masks: torch.Tensor
@@ -166,14 +168,15 @@ def _runs(video: Video) -> list[list[Frame]]:
 
 
 def load_resized(frame: Frame, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """A labelled frame at ``size`` x ``size``: bilinear image, nearest-neighbour mask.
+    """A labelled frame at ``size`` x ``size``: the image resized as every runtime resizes
+    it (``Preprocessing.resized``), the mask nearest-neighbour.
 
     Nearest keeps the mask binary without the dilation that bilinear plus a threshold gives.
     """
     image, mask = read_frame(frame)
     if mask is None:
         raise DatasetError(f"{frame.image}: frame has no mask")
-    image = np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.BILINEAR))
+    image = Preprocessing.resized(image, size)
     mask = np.asarray(Image.fromarray(mask).resize((size, size), Image.Resampling.NEAREST))
     return image, mask
 
@@ -184,7 +187,9 @@ class ClipDataset(Dataset[Clip]):
     Clips never cross videos or unlabelled frames; videos without a long enough labelled run
     are skipped with a counted warning. Augmentation draws from a generator seeded by
     (``seed``, epoch, item index), so an item is reproducible whichever worker loads it; call
-    :meth:`set_epoch` before each epoch (with ``persistent_workers=False``). ``preload``
+    :meth:`set_epoch` before each epoch (with ``persistent_workers=False``). Images are
+    augmented in [0, 1], then ``preprocessing`` (the network's, ``BaSConfig.preprocessing``)
+    gives them the values the network takes. ``preload``
     decodes every frame once, up front, so that a fast accelerator is not left waiting on
     JPEG decoding (forked workers share the decoded frames).
     """
@@ -199,6 +204,7 @@ class ClipDataset(Dataset[Clip]):
         stride: int = 1,
         seed: int = 0,
         preload: bool = False,
+        preprocessing: Preprocessing = DEFAULT_PREPROCESSING,
     ) -> None:
         if clip_length < 1 or image_size < 1 or stride < 1 or seed < 0:
             raise ValueError(
@@ -210,6 +216,7 @@ class ClipDataset(Dataset[Clip]):
             raise DatasetError(f"{index.root}: no such video(s) {unknown[:5]}")
         self.clip_length, self.image_size = clip_length, image_size
         self.augment, self.seed, self.epoch = augment, seed, 0
+        self.preprocessing = preprocessing
         self.clips: list[tuple[str, tuple[Frame, ...]]] = []
         short = []
         for name in videos:
@@ -247,14 +254,14 @@ class ClipDataset(Dataset[Clip]):
     def __getitem__(self, i: int) -> Clip:
         name, frames = self.clips[i]
         loaded = [self._decoded.get(f) or load_resized(f, self.image_size) for f in frames]
-        images = torch.from_numpy(np.stack([im for im, _ in loaded])).permute(0, 3, 1, 2)
-        images = images.float().div_(255.0)
+        unit = self.preprocessing.unit_channels_first(np.stack([im for im, _ in loaded]))
+        images = torch.from_numpy(unit)
         masks = torch.from_numpy(np.stack([m for _, m in loaded])).unsqueeze(1).float()
         if self.augment is not None:
             rng = np.random.default_rng([self.seed, self.epoch, i])
             images, masks = self.augment(images, masks, rng)
         return Clip(
-            images=images.contiguous(),
+            images=self.preprocessing.normalize(images).contiguous(),
             masks=masks.contiguous(),
             video=name,
             frames=torch.tensor([f.index for f in frames], dtype=torch.int64),

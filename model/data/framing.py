@@ -51,7 +51,89 @@ def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
         return ImageFont.load_default()
 
 
-def draw_overlay(
+class _Pen:
+    """Draws on the annotations' RGB image and on their coverage at once."""
+
+    def __init__(self, height: int, width: int, rng: np.random.Generator) -> None:
+        self.canvas = Image.new("RGB", (width, height))
+        self.cover = Image.new("L", (width, height))
+        self.draws = (ImageDraw.Draw(self.canvas), ImageDraw.Draw(self.cover))
+        self.rng = rng
+
+    def ink(self) -> tuple[int, int, int]:
+        """One of the colours scanners draw in, at random."""
+        return tuple(int(255 * c) for c in _INK[int(self.rng.integers(len(_INK)))])
+
+    def line(self, points: list[tuple[float, float]], colour, thickness: int) -> None:
+        self.draws[0].line(points, fill=colour, width=thickness)
+        self.draws[1].line(points, fill=255, width=thickness)
+
+    def text(self, xy: tuple[float, float], text: str, colour, font) -> None:
+        self.draws[0].text(xy, text, fill=colour, font=font)
+        self.draws[1].text(xy, text, fill=255, font=font)
+
+    def polygon(self, points: list[tuple[float, float]], colour) -> None:
+        self.draws[0].polygon(points, fill=colour)
+        self.draws[1].polygon(points, fill=255)
+
+    def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """RGB (3, H, W) and coverage (1, H, W), both in [0, 1]."""
+        rgb = torch.from_numpy(np.array(self.canvas)).permute(2, 0, 1).float().div_(255.0)
+        alpha = torch.from_numpy(np.array(self.cover)).unsqueeze(0).float().div_(255.0)
+        return rgb, alpha
+
+
+def _text_lines(pen: _Pen, height: int, width: int, unit: int) -> None:
+    """Probe, preset, depth, gain: random text anywhere on the screen."""
+    rng = pen.rng
+    font = _font(int(unit * rng.uniform(1.3, 2.2)))
+    for _ in range(int(rng.integers(2, 7))):
+        text = "".join(rng.choice(list(_TEXT), size=int(rng.integers(3, 14))))
+        xy = (float(rng.uniform(0, width * 0.85)), float(rng.uniform(0, height * 0.95)))
+        pen.text(xy, text, pen.ink(), font)
+
+
+def _depth_scale(pen: _Pen, box: Box, unit: int) -> None:
+    """A ruler with ticks on one side of the image."""
+    rng = pen.rng
+    side = box.left + box.width + unit if rng.random() < 0.5 else box.left - unit
+    colour, step = pen.ink(), max(4, box.height // int(rng.integers(5, 12)))
+    pen.line([(side, box.top), (side, box.top + box.height)], colour, 1)
+    for y in range(box.top, box.top + box.height, step):
+        pen.line([(side - unit // 2, y), (side + unit // 2, y)], colour, 1)
+
+
+def _focus_marker(pen: _Pen, box: Box, unit: int) -> None:
+    """A small triangle at the image's edge."""
+    rng = pen.rng
+    y = box.top + rng.uniform(0.2, 0.8) * box.height
+    x = box.left + box.width + 2 if rng.random() < 0.5 else box.left - 2 - unit
+    pen.polygon([(x, y - unit / 2), (x + unit, y), (x, y + unit / 2)], pen.ink())
+
+
+def _point_in(box: Box, rng: np.random.Generator) -> tuple[float, float]:
+    """A random point well inside the image (x, y)."""
+    x = box.left + rng.uniform(0.1, 0.9) * box.width
+    return x, box.top + rng.uniform(0.1, 0.9) * box.height
+
+
+def _calipers_and_measurement(pen: _Pen, box: Box, unit: int) -> None:
+    """Up to two caliper crosses and, at times, a dotted measurement line over the image."""
+    rng = pen.rng
+    for _ in range(int(rng.integers(0, 3))):
+        cx, cy = _point_in(box, rng)
+        colour, arm = pen.ink(), unit * rng.uniform(0.6, 1.2)
+        pen.line([(cx - arm, cy), (cx + arm, cy)], colour, 1)
+        pen.line([(cx, cy - arm), (cx, cy + arm)], colour, 1)
+    if rng.random() < 0.4:
+        colour = pen.ink()
+        (x0, y0), (x1, y1) = _point_in(box, rng), _point_in(box, rng)
+        for t in np.linspace(0, 1, 24):
+            px, py = x0 + t * (x1 - x0), y0 + t * (y1 - y0)
+            pen.line([(px, py), (px + 1, py)], colour, 2)
+
+
+def draw_scanner_annotations(
     height: int, width: int, box: Box, rng: np.random.Generator, over_image: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Random scanner annotations: RGB (3, H, W) in [0, 1] and their coverage (1, H, W).
@@ -59,60 +141,14 @@ def draw_overlay(
     Text lines (probe, preset, depth, gain), a depth scale beside the image, a focus
     marker, and, when ``over_image``, calipers and a dotted measurement over the image.
     """
-    canvas = Image.new("RGB", (width, height))
-    cover = Image.new("L", (width, height))
-    draws = (ImageDraw.Draw(canvas), ImageDraw.Draw(cover))
+    pen = _Pen(height, width, rng)
     unit = max(6, min(height, width) // 40)
-
-    def ink() -> tuple[int, int, int]:
-        return tuple(int(255 * c) for c in _INK[int(rng.integers(len(_INK)))])
-
-    def line(points: list[tuple[float, float]], colour, thickness: int) -> None:
-        draws[0].line(points, fill=colour, width=thickness)
-        draws[1].line(points, fill=255, width=thickness)
-
-    font = _font(int(unit * rng.uniform(1.3, 2.2)))
-    for _ in range(int(rng.integers(2, 7))):
-        text = "".join(rng.choice(list(_TEXT), size=int(rng.integers(3, 14))))
-        xy = (float(rng.uniform(0, width * 0.85)), float(rng.uniform(0, height * 0.95)))
-        colour = ink()
-        draws[0].text(xy, text, fill=colour, font=font)
-        draws[1].text(xy, text, fill=255, font=font)
-    # Depth scale: a ruler with ticks on one side of the image.
-    side = box.left + box.width + unit if rng.random() < 0.5 else box.left - unit
-    colour, step = ink(), max(4, box.height // int(rng.integers(5, 12)))
-    line([(side, box.top), (side, box.top + box.height)], colour, 1)
-    for y in range(box.top, box.top + box.height, step):
-        line([(side - unit // 2, y), (side + unit // 2, y)], colour, 1)
-    # Focus marker: a small triangle at the image's edge.
-    y = box.top + rng.uniform(0.2, 0.8) * box.height
-    x = box.left + box.width + 2 if rng.random() < 0.5 else box.left - 2 - unit
-    triangle = [(x, y - unit / 2), (x + unit, y), (x, y + unit / 2)]
-    draws[0].polygon(triangle, fill=ink())
-    draws[1].polygon(triangle, fill=255)
+    _text_lines(pen, height, width, unit)
+    _depth_scale(pen, box, unit)
+    _focus_marker(pen, box, unit)
     if over_image:
-        for _ in range(int(rng.integers(0, 3))):
-            cx = box.left + rng.uniform(0.1, 0.9) * box.width
-            cy = box.top + rng.uniform(0.1, 0.9) * box.height
-            colour, arm = ink(), unit * rng.uniform(0.6, 1.2)
-            line([(cx - arm, cy), (cx + arm, cy)], colour, 1)
-            line([(cx, cy - arm), (cx, cy + arm)], colour, 1)
-        if rng.random() < 0.4:
-            colour = ink()
-            x0, y0 = (
-                box.left + rng.uniform(0.1, 0.9) * box.width,
-                box.top + rng.uniform(0.1, 0.9) * box.height,
-            )
-            x1, y1 = (
-                box.left + rng.uniform(0.1, 0.9) * box.width,
-                box.top + rng.uniform(0.1, 0.9) * box.height,
-            )
-            for t in np.linspace(0, 1, 24):
-                px, py = x0 + t * (x1 - x0), y0 + t * (y1 - y0)
-                line([(px, py), (px + 1, py)], colour, 2)
-    rgb = torch.from_numpy(np.array(canvas)).permute(2, 0, 1).float().div_(255.0)
-    alpha = torch.from_numpy(np.array(cover)).unsqueeze(0).float().div_(255.0)
-    return rgb, alpha
+        _calipers_and_measurement(pen, box, unit)
+    return pen.tensors()
 
 
 def place(
@@ -189,7 +225,7 @@ class ScreenAugment:
             background = float(rng.uniform(*self.background))
         overlay = None
         if rng.random() < self.overlay:
-            overlay = draw_overlay(*size, box, rng)
+            overlay = draw_scanner_annotations(*size, box, rng)
         if overlay is None and box == Box(0, 0, *size):
             return images, masks
         return place(images, masks, size, box, background, overlay)
@@ -240,7 +276,8 @@ class Screen:
 @lru_cache(maxsize=16)
 def _fixed_overlay(screen: Screen, box: Box) -> tuple[torch.Tensor, torch.Tensor]:
     """A screen's annotations, drawn once per image size (they are the same every frame)."""
-    return draw_overlay(screen.height, screen.width, box, np.random.default_rng(screen.seed))
+    seeded = np.random.default_rng(screen.seed)
+    return draw_scanner_annotations(screen.height, screen.width, box, seeded)
 
 
 SCREENS: dict[str, Screen] = {

@@ -30,6 +30,7 @@ from scipy import ndimage
 from ..atomic import staged_folder
 from ..cli import command, frames_option, out_option, seed_option
 from ..errors import ProjectError
+from .video_writer import write_video
 
 BEAM_DEPTH = 256  # samples along the beam
 BEAM_LINES = 256  # lateral lines in view
@@ -249,8 +250,6 @@ def _write_video(staging: Path, seed: int, index: int, frames: int, mp4: bool) -
         Image.fromarray(mask.astype(np.uint8) * 255).save(labels / f"{t}.png")
         shown.append(image)
     if mp4:  # the same frames as a recording would come: H.264, a fixed frame rate
-        from runtimes.video import write_video
-
         (staging / "videos").mkdir(exist_ok=True)
         write_video(staging / "videos" / f"{name}.mp4", shown, MP4_FPS)
 

@@ -217,7 +217,6 @@ def _emulated_facts() -> dict[str, Any]:
 
 class LiteRTArm64Backend(Arm64Backend):
     name = "litert-arm64"
-    target = "tflite"
     worker_runtime = "litert"
 
     def flags(self, manifest: Manifest) -> int | None:
@@ -227,5 +226,4 @@ class LiteRTArm64Backend(Arm64Backend):
 
 class OnnxRuntimeArm64Backend(Arm64Backend):
     name = "onnxruntime-arm64"
-    target = "onnx"
     worker_runtime = "onnxruntime"

@@ -17,6 +17,7 @@ from model.errors import one_line
 
 from ..backend import Backend, RawRunner, RawTensor
 from ..manifest import ArtifactError, Manifest
+from ..mil_reference import load_program
 
 DEPLOYMENT_TARGET = "iOS17"
 
@@ -73,7 +74,6 @@ def _named(predict, manifest: Manifest) -> RawRunner:
 
 class CoreMLBackend(Backend):
     name = "coreml"
-    target = "coreml"
     modules = ("coremltools",)
     needs = (
         "needs macOS 14 or later with coremltools' libcoremlpython (Apple's Core ML runtime); "
@@ -100,15 +100,12 @@ class CoreMLBackend(Backend):
 
 class MilReferenceBackend(Backend):
     name = "mil_reference"
-    target = "coreml"
     modules = ("coremltools",)
 
     def inspect(self, artifact: Path) -> tuple[list[RawTensor], list[RawTensor]]:
         return _inspect(artifact)
 
     def open(self, artifact: Path, manifest: Manifest, threads: int | None) -> RawRunner:
-        from ..mil_reference import load_program
-
         try:
             program = load_program(artifact)
         except ArtifactError:

@@ -35,7 +35,6 @@ def _raw(info, index: int) -> RawTensor:
 
 class ExecuTorchBackend(Backend):
     name = "executorch"
-    target = "executorch"
     modules = ("executorch",)
 
     def inspect(self, artifact: Path) -> tuple[list[RawTensor], list[RawTensor]]:

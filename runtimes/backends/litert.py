@@ -26,7 +26,6 @@ def _raw(detail: dict) -> RawTensor:
 
 class LiteRTBackend(Backend):
     name = "litert"
-    target = "tflite"
     modules = ("ai_edge_litert",)
 
     def _interpreter(self, artifact: Path, threads: int | None):

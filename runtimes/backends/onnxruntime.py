@@ -16,7 +16,6 @@ _ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(
 
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
-    target = "onnx"
     modules = ("onnxruntime",)
 
     def _session(self, artifact: Path, threads: int | None):

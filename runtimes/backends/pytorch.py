@@ -16,15 +16,11 @@ from model.bas import BaS
 from model.checkpoint import read_metadata, sha256
 from model.config import unknown_choice
 from model.errors import ConfigError
-from model.hub import build_bas, shipped_weights
+from model.forms import IO_NAMES
+from model.hub import build_bas, resolve_weights
 
 from ..backend import Backend, RawRunner, RawTensor
 from ..manifest import CANONICAL_LAYOUTS, ArtifactFile, Manifest, StateSpec, TensorSpec, WeightsRef
-
-IO_NAMES = {
-    "frame": (("frame",), ("logits",)),
-    "stream": (("frame", "state"), ("logits", "new_state")),
-}
 
 
 def _model(manifest: Manifest) -> BaS:
@@ -82,7 +78,7 @@ def pytorch_manifest(
     if weights is None:
         weights, file = "in memory", ArtifactFile("", "", 0)
     else:
-        path = shipped_weights(model.config.variant) if weights == "shipped" else Path(weights)
+        path = resolve_weights(model.config.variant, weights)
         file = ArtifactFile(str(path), sha256(path), path.stat().st_size)
     config = model.config
     inputs, outputs = _example(model, form)
@@ -100,6 +96,7 @@ def pytorch_manifest(
         inputs=_specs(names_in, inputs),
         outputs=_specs(names_out, outputs),
         state=None if form == "frame" else StateSpec("state", "new_state", (1, *model.state_shape)),
+        preprocessing=config.preprocessing,
         tools={"torch": torch.__version__},
     )
 
