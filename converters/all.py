@@ -20,15 +20,15 @@ from pathlib import Path
 
 from model.atomic import atomic_path
 from model.checkpoint import CheckpointError
-from model.cli import command, frames_option, list_option, out_option, weights_option
 from model.config import VARIANTS
 from model.forms import EXPORT_FORMS
+from model.options import command, frames_option, list_option, out_option, weights_option
 from model.tables import markdown_table
 from runtimes.manifest import ParityRecord, read_manifest, write_json_atomic
 from runtimes.targets import CONVERTED, PRECISIONS, Cell, Status, matrix
 
 from .build import check_replaceable, convert
-from .cli import quiet_toolchains
+from .command import quiet_toolchains
 from .parity import DEFAULT_FRAMES, arm64_option, arm64_runtime, record_parity
 from .registry import get_target
 from .spec import ConversionError, ConvertRequest, validate

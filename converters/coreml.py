@@ -19,7 +19,7 @@ from runtimes.backend import RawTensor
 from runtimes.backends.coreml import DEPLOYMENT_TARGET
 
 from .base import ConversionJob, Target
-from .cli import target_command
+from .command import target_command
 
 # coremltools folds ``x * gamma + beta`` into a batch_norm of mean 0 and variance 1 but
 # keeps batch_norm's default epsilon (1e-5), so each fold scales by 1/sqrt(1 + 1e-5): five

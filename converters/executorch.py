@@ -26,7 +26,7 @@ from runtimes.manifest import GraphSummary
 from runtimes.threads import aten_single_threaded
 
 from .base import ConversionJob, Target
-from .cli import target_command
+from .command import target_command
 from .spec import ConversionError
 from .xnnpack_export import nhwc_float_module, nhwc_half_module
 

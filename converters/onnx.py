@@ -13,7 +13,7 @@ import torch
 from runtimes.manifest import GraphSummary
 
 from .base import ConversionJob, Target
-from .cli import target_command
+from .command import target_command
 
 OPSET = 18
 # Ops that only move or reshape data: not compute.

@@ -21,7 +21,9 @@ import torch
 
 from model.atomic import atomic_path
 from model.bas import BaS
-from model.cli import (
+from model.forms import EXPORT_FORMS, FrameForm, StreamForm
+from model.hub import build_bas
+from model.options import (
     Choice,
     command,
     form_option,
@@ -29,8 +31,6 @@ from model.cli import (
     variant_option,
     weights_option,
 )
-from model.forms import EXPORT_FORMS, FrameForm, StreamForm
-from model.hub import build_bas
 from model.tables import markdown_table
 
 from .calibration import calibration_clips

@@ -43,7 +43,7 @@ from runtimes.manifest import GraphSummary
 
 from .base import ConversionJob, Target
 from .calibration import CALIBRATION_SEED
-from .cli import target_command
+from .command import target_command
 from .onnx import export_onnx
 from .spec import ConversionError
 from .xnnpack_export import STATE_CHANNELS_LAST, ChannelsLastStream

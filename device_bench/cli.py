@@ -10,7 +10,9 @@ from pathlib import Path
 
 import click
 
-from model.cli import (
+from model.config import VARIANTS
+from model.forms import EXPORT_FORMS
+from model.options import (
     Choice,
     ProjectCommand,
     form_option,
@@ -19,8 +21,6 @@ from model.cli import (
     variant_option,
     weights_option,
 )
-from model.config import VARIANTS
-from model.forms import EXPORT_FORMS
 from runtimes.manifest import read_manifest
 from runtimes.targets import PRECISIONS, TARGETS, get_target_spec
 from runtimes.video import open_sources
@@ -33,8 +33,8 @@ from .phone import Device, PhoneOptions, RunRequest
 from .records import RESULTS, TARGET_ALIASES, append_records, read_records
 from .report import chart as draw_chart
 from .report import markdown
+from .sustained import DRIFT_WINDOW, MIN_FRAMES, plot_latency, sustained
 from .sweep import run_sweep, status_record, sweep_cells
-from .video import DRIFT_WINDOW, MIN_FRAMES, plot_latency, sustained
 
 
 def target_alias(token: str) -> str:

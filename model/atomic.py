@@ -98,7 +98,7 @@ def staged_folder(out: Path) -> Iterator[Path]:
     ``out`` may be absent, empty, or an earlier output of this project (it holds
     OUTPUT_MARKER), which is replaced; anything else is refused before the block runs, so
     no file the project did not write is ever deleted. An exception, Ctrl-C or SIGTERM
-    (see model.cli) inside the block removes the staging folder and leaves ``out`` as it was.
+    (see model.options) inside the block removes the staging folder and leaves ``out`` as it was.
     """
     out = Path(out)
     check_output_folder(out)

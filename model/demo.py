@@ -15,12 +15,12 @@ import numpy as np
 from PIL import Image
 
 from .atomic import staged_folder
-from .cli import command, frames_option, out_option, seed_option, variant_option, weights_option
 from .data import discover, native_frames
 from .data.synth import write_dataset
 from .drawing import draw_mask_overlay
 from .masks import BaSMasks
 from .metrics import SegmentationMeter, meter_table
+from .options import command, frames_option, out_option, seed_option, variant_option, weights_option
 
 
 def _strip(frames: list[np.ndarray], count: int = 6, height: int = 200) -> Image.Image:

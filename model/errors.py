@@ -1,6 +1,6 @@
 """The project's one error type: bad input, or a machine that cannot do the job.
 
-Every command shows a ``ProjectError`` as one line and exits 2 (``model.cli``); any other
+Every command shows a ``ProjectError`` as one line and exits 2 (``model.options``); any other
 exception is a bug in this project and is shown with its traceback. The specific errors
 (``DatasetError``, ``CheckpointError``, ``ConversionError``, ``ArtifactError``,
 ``InputError``, ``ConfigError``) derive from it.

@@ -23,12 +23,18 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import click
 import numpy as np
 
-from .cli import (
+from .data import DatasetIndex, discover, native_frames, read_split
+from .data.contact import LostContact
+from .data.framing import SCREENS, Screen
+from .errors import ProjectError
+from .masks import BaSMasks, MaskStream
+from .metrics import SegmentationMeter, frame_scores, meter_table
+from .options import (
     Choice,
     command,
     existing_path,
@@ -37,12 +43,6 @@ from .cli import (
     variant_option,
     weights_option,
 )
-from .data import DatasetIndex, discover, native_frames, read_split
-from .data.contact import LostContact
-from .data.framing import SCREENS, Screen
-from .errors import ProjectError
-from .masks import BaSMasks, MaskStream
-from .metrics import SegmentationMeter, frame_scores, meter_table
 from .tables import markdown_table
 
 F = TypeVar("F", bound=Callable[..., object])
@@ -170,6 +170,23 @@ def split_videos_of(split: Path, subset: str) -> list[str]:
 
 
 @dataclass(frozen=True)
+class EvaluationRequest:
+    """What ``python -m model.evaluate`` (and ``runtimes.evaluate``) was asked, by option."""
+
+    variant: str
+    weights: str
+    data: Path
+    image_size: int
+    temporal_window: int
+    no_history: bool
+    screen_names: tuple[str, ...]
+    lost_contact_every: int | None
+    split: Path | None
+    subset: str | None
+    artifact: Path | None
+
+
+@dataclass(frozen=True)
 class Scored:
     """What is scored, as the heading and the JSON record name it."""
 
@@ -180,13 +197,12 @@ class Scored:
     history: bool  # the stream form
 
 
-def pytorch_network(
-    variant: str, weights: str, image_size: int, temporal_window: int, no_history: bool
-) -> tuple[MaskStream, Scored]:
-    """PyTorch BaS as the options ask, in the stream form unless ``no_history``."""
-    form = "frame" if no_history else "stream"
-    masks = BaSMasks.build(variant, weights, form, image_size, temporal_window)
-    return masks, Scored(variant, weights, masks.runtime, temporal_window, not no_history)
+def pytorch_network(request: EvaluationRequest) -> tuple[MaskStream, Scored]:
+    """PyTorch BaS as the options ask, in the stream form unless ``--no-history``."""
+    form = "frame" if request.no_history else "stream"
+    variant, weights, window = request.variant, request.weights, request.temporal_window
+    masks = BaSMasks.build(variant, weights, form, request.image_size, window)
+    return masks, Scored(variant, weights, masks.runtime, window, not request.no_history)
 
 
 def evaluation_options(function: F) -> F:
@@ -240,24 +256,22 @@ def evaluation_options(function: F) -> F:
 
 
 def run_evaluation(
-    open_network: Callable[[], tuple[MaskStream, Scored]],
-    data: Path,
-    screen_names: tuple[str, ...],
-    lost_contact_every: int | None,
-    split: Path | None,
-    subset: str | None,
+    open_network: Callable[[EvaluationRequest], tuple[MaskStream, Scored]],
+    request: EvaluationRequest,
 ) -> None:
     """Check the options and the data, score what ``open_network`` gives, print the report."""
+    data, split, subset = request.data, request.split, request.subset
     if subset is not None and split is None:
         raise ProjectError(f"--subset {subset} needs --split (the file that defines the subsets)")
-    network, scored = open_network()
+    network, scored = open_network(request)
     index = discover(data)  # the data and the split are checked before any video is scored
     videos = split_videos_of(split, subset or "test") if split else None
     for name in videos or ():
         index.video(name)  # a DatasetError naming the video the split lists and data lacks
     started = time.perf_counter()
-    condition = LostContact(every=lost_contact_every) if lost_contact_every else None
-    screens_asked = tuple(SCREENS[name] for name in screen_names)
+    every = request.lost_contact_every
+    condition = LostContact(every=every) if every else None
+    screens_asked = tuple(SCREENS[name] for name in request.screen_names)
     meter, placed, lost_meters = evaluate(network, index, videos, screens_asked, condition)
     lost = {row: m.summary() for row, m in lost_meters.items()}
     seconds = time.perf_counter() - started
@@ -299,33 +313,15 @@ def _print_tables(
 
 @command("python -m model.evaluate")
 @evaluation_options
-def main(
-    variant: str,
-    weights: str,
-    data: Path,
-    image_size: int,
-    temporal_window: int,
-    no_history: bool,
-    screen_names: tuple[str, ...],
-    lost_contact_every: int | None,
-    split: Path | None,
-    subset: str | None,
-    artifact: Path | None,
-) -> None:
+def main(**options: Any) -> None:
     """Score BaS on a dataset at native resolution, streaming each video frame by frame."""
-    if artifact is not None:
+    request = EvaluationRequest(**options)
+    if request.artifact is not None:
         raise ProjectError(
             f"scoring an artifact needs its runtime: python -m runtimes.evaluate --artifact "
-            f"{artifact} --data {data} ... (the same options)"
+            f"{request.artifact} --data {request.data} ... (the same options)"
         )
-    run_evaluation(
-        lambda: pytorch_network(variant, weights, image_size, temporal_window, no_history),
-        data,
-        screen_names,
-        lost_contact_every,
-        split,
-        subset,
-    )
+    run_evaluation(pytorch_network, request)
 
 
 if __name__ == "__main__":

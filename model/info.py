@@ -17,10 +17,10 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from .bas import BaS
-from .cli import command, image_size_option, temporal_window_option, variant_option
 from .config import get_config
 from .errors import ProjectError
 from .layers import BaSBlock
+from .options import command, image_size_option, temporal_window_option, variant_option
 
 
 @dataclass(frozen=True)

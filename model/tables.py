@@ -5,9 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 
-def markdown_table(
-    header: Sequence[str], rows: Iterable[Sequence[object]], align: str = ""
-) -> str:
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[object]], align: str = "") -> str:
     """A GitHub Markdown table; ``align`` is one letter a column ("l" or "r"; default left)."""
     lines = ["| " + " | ".join(header) + " |"]
     rules = {"l": "---", "r": "---:", "c": ":---:"}

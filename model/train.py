@@ -29,7 +29,6 @@ from tqdm import tqdm
 from .atomic import atomic_path, check_output_folder
 from .bas import BaS
 from .checkpoint import save_weights
-from .cli import command
 from .config import get_config
 from .data import (
     Augment,
@@ -43,6 +42,7 @@ from .data import (
 from .errors import ConfigError
 from .hub import build_bas
 from .losses import LossWeights, SegmentationLoss
+from .options import command
 from .typed import FieldError, from_data
 
 

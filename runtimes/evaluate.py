@@ -9,22 +9,31 @@ artifact needs ``runtimes``.
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import Any
 
-from model.cli import command
-from model.evaluate import Scored, evaluation_options, pytorch_network, run_evaluation
+from model.evaluate import (
+    EvaluationRequest,
+    Scored,
+    evaluation_options,
+    pytorch_network,
+    run_evaluation,
+)
 from model.masks import MaskStream
+from model.options import command
 
 from .loader import load
 
 
-def artifact_network(artifact: Path) -> tuple[MaskStream, Scored]:
-    """The artifact's session (a ``model.masks.MaskStream``), named by its manifest."""
-    session = load(artifact)
+def artifact_network(request: EvaluationRequest) -> tuple[MaskStream, Scored]:
+    """The artifact's session (a ``model.masks.MaskStream``), named by its manifest;
+    PyTorch BaS where no ``--artifact`` is given."""
+    if request.artifact is None:
+        return pytorch_network(request)
+    session = load(request.artifact)
     manifest = session.manifest
     scored = Scored(
         manifest.variant,
-        str(artifact),
+        str(request.artifact),
         session.runtime,
         manifest.temporal_window,
         manifest.form == "stream",
@@ -34,28 +43,10 @@ def artifact_network(artifact: Path) -> tuple[MaskStream, Scored]:
 
 @command("python -m runtimes.evaluate")
 @evaluation_options
-def main(
-    variant: str,
-    weights: str,
-    data: Path,
-    image_size: int,
-    temporal_window: int,
-    no_history: bool,
-    screen_names: tuple[str, ...],
-    lost_contact_every: int | None,
-    split: Path | None,
-    subset: str | None,
-    artifact: Path | None,
-) -> None:
+def main(**options: Any) -> None:
     """Score BaS, or a converted artifact through its runtime, on a dataset at native
     resolution, streaming each video frame by frame."""
-
-    def open_network() -> tuple[MaskStream, Scored]:
-        if artifact is not None:
-            return artifact_network(artifact)
-        return pytorch_network(variant, weights, image_size, temporal_window, no_history)
-
-    run_evaluation(open_network, data, screen_names, lost_contact_every, split, subset)
+    run_evaluation(artifact_network, EvaluationRequest(**options))
 
 
 if __name__ == "__main__":

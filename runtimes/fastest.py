@@ -16,10 +16,10 @@ from pathlib import Path
 import click
 import numpy as np
 
-from model.cli import Choice, command, frames_option, threads_option, variant_option
 from model.data.synth import HELD_OUT_SEED, render_video
 from model.errors import ProjectError
 from model.forms import EXPORT_FORMS
+from model.options import Choice, command, frames_option, threads_option, variant_option
 from model.tables import markdown_table
 
 from . import load

@@ -32,7 +32,11 @@ from PIL import Image
 from tqdm import tqdm
 
 from model.atomic import check_output_folder, staged_folder
-from model.cli import (
+from model.data.video_writer import VideoWriter
+from model.drawing import draw_mask_overlay
+from model.errors import ProjectError
+from model.metrics import SegmentationMeter, meter_table
+from model.options import (
     command,
     existing_path,
     out_option,
@@ -40,10 +44,6 @@ from model.cli import (
     threads_option,
     variant_option,
 )
-from model.data.video_writer import VideoWriter
-from model.drawing import draw_mask_overlay
-from model.errors import ProjectError
-from model.metrics import SegmentationMeter, meter_table
 from model.preprocessing import as_rgb
 
 from . import load, load_pytorch
@@ -51,7 +51,7 @@ from .dicom import DicomSource, is_dicom, scan_dicom
 from .dicom_seg import check_segmentation, write_segmentation
 from .regions import DETECTION_FRAMES, ImageRegion, detect_region
 from .registry import RUNTIME_NAMES
-from .report import FrameRecord, StillPicker, plot_area, write_csv
+from .segment_report import FrameRecord, StillPicker, plot_area, write_csv
 from .session import Prediction, Session
 from .video import (
     FrameSource,

@@ -24,9 +24,8 @@ Frame indices count frames in presentation order, 0-based, error frames included
 rejected packet is counted as one frame). Timestamps come from each frame's pts, so a
 variable-frame-rate recording keeps its timing, relative to the stream's start.
 
-Writing: :class:`VideoWriter` lives in ``model.data.video_writer`` (the synthetic data
-writes MP4s too) and is re-exported here. Odd-sized input videos (MJPEG, FFV1, 4:4:4
-H.264) read as they are.
+Writing video is ``model.data.video_writer``'s (the synthetic data writes MP4s too).
+Odd-sized input videos (MJPEG, FFV1, 4:4:4 H.264) read as they are.
 """
 
 from __future__ import annotations
@@ -60,9 +59,7 @@ from model.data.pixels import (
     scale_to_uint8,
     with_alpha,
 )
-from model.data.video_writer import VideoWriter as VideoWriter
 from model.data.video_writer import av_reason, one_line_text, size_text
-from model.data.video_writer import write_video as write_video
 from model.errors import ProjectError
 
 from .regions import ImageRegion

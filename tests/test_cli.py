@@ -1,4 +1,4 @@
-"""What every command line shares (model.cli): choices, usage errors, project errors, help."""
+"""What every command line shares (model.options): choices, usage errors, project errors, help."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from converters import all as convert_all
 from converters import parity
-from converters.cli import target_command
+from converters.command import target_command
 from converters.registry import get_target
 from model import demo, evaluate, info, train
 from model.data import synth

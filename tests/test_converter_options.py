@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from converters.build import converter_digest
 from converters.calibration import calibration_clips
-from converters.cli import target_command
+from converters.command import target_command
 from converters.registry import TARGET_CLASSES, get_target
 from converters.spec import ConversionError, ConvertRequest, validate
 from model.checkpoint import save_weights

@@ -21,12 +21,12 @@ from device_bench.peak import Peak, cores_used
 from device_bench.records import BenchRecord, append_records, read_records
 from device_bench.report import chart, markdown
 from model.data.synth import render_video
+from model.data.video_writer import write_video
 from model.errors import ProjectError
 from runtimes import host
 from runtimes.manifest import manifest_path
 from runtimes.targets import Status
 from runtimes.timing import summarise, time_calls
-from runtimes.video import write_video
 
 
 def test_statistics_of_a_known_sample() -> None:

@@ -31,7 +31,7 @@ from pydicom.uid import MPEG4HP41
 from converters import all as convert_all
 from converters import parity
 from converters.build import check_replaceable
-from converters.cli import target_command
+from converters.command import target_command
 from converters.registry import get_target
 from converters.spec import ConversionError
 from device_bench import cli as device_bench_cli

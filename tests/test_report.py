@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from model.drawing import FILL, FILL_ALPHA, TRUTH, draw_mask_overlay
-from runtimes.report import FrameRecord, StillPicker, plot_area, write_csv
+from runtimes.segment_report import FrameRecord, StillPicker, plot_area, write_csv
 
 
 def _disk(shape: tuple[int, int], centre: tuple[int, int], radius: float) -> np.ndarray:

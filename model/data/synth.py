@@ -28,8 +28,8 @@ from PIL import Image
 from scipy import ndimage
 
 from ..atomic import staged_folder
-from ..cli import command, frames_option, out_option, seed_option
 from ..errors import ProjectError
+from ..options import command, frames_option, out_option, seed_option
 from .video_writer import write_video
 
 BEAM_DEPTH = 256  # samples along the beam

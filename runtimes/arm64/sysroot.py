@@ -22,8 +22,8 @@ from pathlib import Path
 import click
 
 from model.atomic import check_output_folder, staged_folder
-from model.cli import command
 from model.errors import ProjectError
+from model.options import command
 
 from . import (
     PYTHON,

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import click
 
-from model.cli import (
+from model.forms import EXPORT_FORMS
+from model.options import (
     command,
     existing_path,
     form_option,
@@ -20,7 +21,6 @@ from model.cli import (
     variant_option,
     weights_option,
 )
-from model.forms import EXPORT_FORMS
 
 from .base import Target
 from .build import convert
