@@ -11,14 +11,8 @@ import pytest
 from PIL import Image
 
 from model.data.synth import write_dataset
-from runtimes.video import (
-    FrameSource,
-    InputError,
-    SourceFrame,
-    VideoWriter,
-    open_sources,
-    write_video,
-)
+from model.data.video_writer import VideoWriter, write_video
+from runtimes.video import FrameSource, InputError, SourceFrame, open_sources
 
 
 def _frames(count: int, height: int = 48, width: int = 64) -> list[np.ndarray]:
