@@ -21,7 +21,6 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -30,8 +29,9 @@ from model.checkpoint import sha256
 from model.data.synth import HELD_OUT_SEED, render_video
 from model.errors import ProjectError
 from model.hub import resolve_weights
+from model.typed import FieldError, from_data
 from runtimes import load_pytorch
-from runtimes.manifest import Manifest, Quantization, TensorSpec, read_manifest, verify
+from runtimes.manifest import Manifest, TensorSpec, read_manifest, verify
 from runtimes.session import Session, canonical_to_file, file_to_canonical, to_input
 
 SCHEMA = "bas-deploy-golden/1"
@@ -165,20 +165,6 @@ def _bundle_record(manifest: Manifest, weights: str, listed: list[GoldenFrame]) 
     }
 
 
-def _spec(data: dict[str, Any]) -> TensorSpec:
-    q = data.get("quantization")
-    return TensorSpec(
-        canonical=data["canonical"],
-        name=data["name"],
-        index=int(data["index"]),
-        shape=tuple(data["shape"]),
-        dtype=data["dtype"],
-        layout=data["layout"],
-        from_canonical=tuple(data["from_canonical"]),
-        quantization=None if q is None else Quantization(float(q["scale"]), int(q["zero_point"])),
-    )
-
-
 def read_bundle(root: Path, manifest: Manifest | None = None) -> Bundle:
     """A bundle folder; with ``manifest``, refused unless it was made for that very artifact."""
     root = Path(root)
@@ -194,14 +180,11 @@ def read_bundle(root: Path, manifest: Manifest | None = None) -> Bundle:
             artifact=record["artifact"]["file"],
             artifact_sha256=record["artifact"]["sha256"],
             image_size=int(record["artifact"]["image_size"]),
-            inputs=tuple(_spec(s) for s in record["inputs"]),
-            outputs=tuple(_spec(s) for s in record["outputs"]),
-            frames=tuple(
-                GoldenFrame(int(f["index"]), tuple(f["inputs"]), f["mask"])
-                for f in record["frames"]
-            ),
+            inputs=from_data(tuple[TensorSpec, ...], record["inputs"], "inputs"),
+            outputs=from_data(tuple[TensorSpec, ...], record["outputs"], "outputs"),
+            frames=from_data(tuple[GoldenFrame, ...], record["frames"], "frames"),
         )
-    except (ValueError, KeyError, TypeError) as err:
+    except (ValueError, KeyError, TypeError, FieldError) as err:
         raise ProjectError(f"{path} is not a golden bundle: {err}") from err
     if manifest is not None and manifest.artifact.sha256 != bundle.artifact_sha256:
         raise ProjectError(
