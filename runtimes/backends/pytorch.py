@@ -116,7 +116,6 @@ def model_runner(model: BaS, form: str) -> RawRunner:
 
 class PyTorchBackend(Backend):
     name = "pytorch"
-    target = "pytorch"
     modules = ("torch",)
 
     def inspect(self, artifact: Path) -> tuple[list[RawTensor], list[RawTensor]]:
