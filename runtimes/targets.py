@@ -56,7 +56,7 @@ TARGETS: dict[str, TargetSpec] = {
             ("fp32", "fp16", "int8"),
             ("coreml", "mil_reference"),
             phone="ios",
-            phone_tool="xcrun devicectl",
+            phone_tool="xcodebuild",  # an XCTest harness (device_bench/harness/ios)
         ),
         TargetSpec(
             "executorch",
