@@ -226,18 +226,20 @@ def measure(session: Session, load_s: float, warmup: int, iters: int) -> Measure
     return measurement(session, load_s, latencies)
 
 
-def latency_figures(latency: LatencyStats, batch: int = 1) -> list[Figure]:
+# The latency figures of every record, in record order: ``<name>_latency`` from ``<name>_ms``
+# of a summary (host and GPU: ``LatencyStats``; phones: what their tool reported).
+LATENCY_FIGURES = ("median", "mean", "trimmed_mean", "p90", "p95", "p99", "min", "max", "std")
+
+
+def latency_figures(latency: object) -> list[Figure]:
+    """Each latency figure that ``latency`` (a summary) holds, in ms."""
+    found = ((name, getattr(latency, f"{name}_ms", None)) for name in LATENCY_FIGURES)
+    return [(f"{name}_latency", value, "ms") for name, value in found if value is not None]
+
+
+def host_latency_figures(latency: LatencyStats, batch: int = 1) -> list[Figure]:
     """Latency per call, and frames per second counting every frame of a batch."""
-    return [
-        ("median_latency", latency.median_ms, "ms"),
-        ("mean_latency", latency.mean_ms, "ms"),
-        ("trimmed_mean_latency", latency.trimmed_mean_ms, "ms"),
-        ("p90_latency", latency.p90_ms, "ms"),
-        ("p99_latency", latency.p99_ms, "ms"),
-        ("min_latency", latency.min_ms, "ms"),
-        ("max_latency", latency.max_ms, "ms"),
-        ("fps", batch * latency.fps, "fps"),
-    ]
+    return [*latency_figures(latency), ("fps", batch * latency.fps, "fps")]
 
 
 def to_records(result: Measurement, name: str, threads: int | None) -> list[BenchRecord]:
@@ -247,7 +249,7 @@ def to_records(result: Measurement, name: str, threads: int | None) -> list[Benc
     host = machine()
     peak = Peak.of(host).gflops(cores_used(threads, int(host["cores"])))
     achieved = result.gflop * result.latency.fps
-    figures = latency_figures(result.latency) + [
+    figures = host_latency_figures(result.latency) + [
         ("achieved_gflops", achieved, "GFLOP/s"),
         ("fp32_peak_fraction", achieved / peak, "ratio"),
         ("model_load_time", result.load_s, "s"),

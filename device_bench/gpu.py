@@ -22,7 +22,7 @@ from runtimes.manifest import Manifest
 from runtimes.session import to_input
 from runtimes.timing import LatencyStats, summarise, time_calls
 
-from .bench import artifact_records, checked_artifact, latency_figures
+from .bench import artifact_records, checked_artifact, host_latency_figures
 from .records import BenchRecord
 
 BATCHES = (1, 32)
@@ -118,7 +118,7 @@ def run_cuda(
             timing.runtime,
             Path(timing.manifest.artifact.file).name,
             None,
-            latency_figures(stats, batch),
+            host_latency_figures(stats, batch),
             device=f"cuda: {timing.gpu}",
             batch=batch,
         )

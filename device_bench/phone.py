@@ -19,7 +19,7 @@ from runtimes.manifest import Manifest
 from runtimes.targets import phone_targets
 from runtimes.timing import LatencyStats
 
-from .bench import Figure, artifact_records, checked_artifact, network_gflop
+from .bench import Figure, artifact_records, checked_artifact, latency_figures, network_gflop
 from .records import BenchRecord
 
 
@@ -190,17 +190,10 @@ def phone_records(
 ) -> list[BenchRecord]:
     """One record per figure the tool reported, named as the host's are (``bench.to_records``);
     FPS and GFLOP/s at the median only where the tool reports a median."""
+    with_warmup = "mean_latency_with_warmup" if timing.warmup_included else "mean_latency"
     figures: list[tuple[str, float | None, str]] = [
-        ("median_latency", timing.median_ms, "ms"),
-        ("mean_latency", None if timing.warmup_included else timing.mean_ms, "ms"),
-        ("mean_latency_with_warmup", timing.mean_ms if timing.warmup_included else None, "ms"),
-        ("trimmed_mean_latency", timing.trimmed_mean_ms, "ms"),
-        ("p90_latency", timing.p90_ms, "ms"),
-        ("p95_latency", timing.p95_ms, "ms"),
-        ("p99_latency", timing.p99_ms, "ms"),
-        ("min_latency", timing.min_ms, "ms"),
-        ("max_latency", timing.max_ms, "ms"),
-        ("std_latency", timing.std_ms, "ms"),
+        (with_warmup if metric == "mean_latency" else metric, value, unit)
+        for metric, value, unit in latency_figures(timing)
     ]
     if timing.median_ms:
         fps = 1000.0 / timing.median_ms

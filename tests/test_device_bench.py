@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from device_bench import bench
-from device_bench.bench import latency_figures, peak_rss_mb
+from device_bench.bench import host_latency_figures, peak_rss_mb
 from device_bench.cli import main
 from device_bench.gpu import run_cuda
 from device_bench.peak import Peak, cores_used
@@ -274,7 +274,7 @@ def test_cuda_timing_counts_every_frame_of_a_batch_and_syncs_each_call() -> None
     assert len(latencies) == 5 and len(calls) == 7 and len(syncs) == 6  # one after warm-up
     assert calls == list(range(7))  # warm-up and timed calls count on: the frame to feed
     stats = summarise([4.0, 4.0, 4.0])
-    figures = dict((metric, value) for metric, value, _ in latency_figures(stats, 32))
+    figures = dict((metric, value) for metric, value, _ in host_latency_figures(stats, 32))
     assert figures["median_latency"] == 4.0 and figures["fps"] == 32 * 250
 
 
