@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import copy
+import functools
 import hashlib
 import os
 import shutil
@@ -90,8 +91,10 @@ def _project_imports(module: str, source: Path) -> Iterator[str]:
                 yield from (".".join(parts[:i]) for i in range(1, len(parts) + 1))
 
 
-def artifact_sources(root: Path = PROJECT_ROOT) -> list[Path]:
-    """The source files of ``ARTIFACT_MODULES`` and of every project module they import."""
+@functools.cache
+def artifact_sources(root: Path = PROJECT_ROOT) -> tuple[Path, ...]:
+    """The source files of ``ARTIFACT_MODULES`` and of every project module they import
+    (read once a process: every conversion and every cache check digests them)."""
     found: dict[str, Path] = {}
     pending = list(ARTIFACT_MODULES)
     while pending:
@@ -101,7 +104,7 @@ def artifact_sources(root: Path = PROJECT_ROOT) -> list[Path]:
             continue
         found[module] = source
         pending += _project_imports(module, source)
-    return sorted(set(found.values()))
+    return tuple(sorted(set(found.values())))
 
 
 def converter_digest(root: Path = PROJECT_ROOT) -> str:
