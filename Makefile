@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 ARM64_ROOT := $(or $(BAS_ARM64_SYSROOT),.arm64)
 ARM64_STAMP := $(ARM64_ROOT)/.bas-arm64-ready
 
-.PHONY: demo test lint venv arm64 parity-arm64 data train clean
+.PHONY: demo test lint venv arm64 parity-arm64 data train train-bench train-cpu clean
 
 $(STAMP): pyproject.toml constraints.txt requirements-nodeps.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -74,6 +74,18 @@ train: data
 	$(PY) -m model.train --config configs/bas_s_stage2.yml
 	$(PY) -m model.train --config configs/bas_l.yml
 	$(PY) -m model.train --config configs/bas_l_stage2.yml
+
+# Training's speed on this machine: each fast path as a ratio to the shipped recipe's loop,
+# and the compute the CPU recipe projects (figures, not a test).
+train-bench: data
+	$(PY) -m model.train_bench --config configs/bas_s.yml --recipe configs/cpu/bas_s_1.yml --recipe configs/cpu/bas_s_2.yml
+
+# The same recipe on a CPU (configs/cpu/), for one variant: make train-cpu VARIANT=L. Each
+# stage resumes from its last finished epoch, so a run may span several sessions.
+VARIANT ?= S
+train-cpu: data
+	$(PY) -m model.train --config configs/cpu/bas_$(shell echo $(VARIANT) | tr SL sl)_1.yml --resume
+	$(PY) -m model.train --config configs/cpu/bas_$(shell echo $(VARIANT) | tr SL sl)_2.yml --resume
 
 lint: $(STAMP)
 	$(PY) -m ruff check . && $(PY) -m ruff format --check .

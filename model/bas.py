@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from .config import BaSConfig
-from .layers import BaSBlock, DownSample, TempLP, UpSample, activation
+from .layers import BaSBlock, DownSample, TempLP, UpSample, activation, resize_position
 
 
 def _stage(channels: int, count: int, act: str, config: BaSConfig) -> nn.Sequential:
@@ -64,7 +64,13 @@ class BaS(nn.Module):
 
     def _add_position(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
-        tokens = x.flatten(2).transpose(1, 2) + self.position
+        position = self.position
+        if h * w != position.shape[1]:  # smaller frames: model.train's low-resolution epochs
+            if self.config.legacy or h != w:
+                side = self.config.image_size
+                raise ValueError(f"this BaS takes {side} x {side} frames, not {h * 16} x {w * 16}")
+            position = resize_position(position, h)
+        tokens = x.flatten(2).transpose(1, 2) + position
         if self.config.legacy:
             return tokens.reshape(b, c, h, w)  # the public code's reshape without transpose
         return tokens.transpose(1, 2).reshape(b, c, h, w)
@@ -80,20 +86,31 @@ class BaS(nn.Module):
     def forward_frame(self, frames: torch.Tensor) -> torch.Tensor:
         return self.decode(self.temporal.single(self.stem(frames)))
 
-    def forward_clip(self, clips: torch.Tensor) -> torch.Tensor:
+    def forward_clip(self, clips: torch.Tensor, first_output: int = 0) -> torch.Tensor:
+        """Logits of frames ``first_output`` onwards; the frames before only give history.
+
+        Training's warm-up frames: they need only the stem, and decoding them was a fifth
+        of a training step spent on logits that no loss read.
+        """
         b, t = clips.shape[:2]
         stem = self.stem(clips.flatten(0, 1)).unflatten(0, (b, t))
-        mixed, _ = self.temporal(stem, self.initial_state(b))
-        return self.decode(mixed.flatten(0, 1)).unflatten(0, (b, t))
+        history = self.initial_state(b)
+        if history.shape[-2:] != stem.shape[-2:]:  # smaller frames: training's low-res epochs
+            history = stem.new_zeros((*history.shape[:3], *stem.shape[-2:]))
+        mixed, _ = self.temporal(stem, history)
+        scored = mixed[:, first_output:]
+        return self.decode(scored.flatten(0, 1)).unflatten(0, scored.shape[:2])
 
     def stream(self, frame: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One step of streaming inference: (B, 3, H, W) frame + state -> logits, new state."""
         mixed, new_state = self.temporal(self.stem(frame).unsqueeze(1), state)
         return self.decode(mixed.squeeze(1)), new_state
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, first_output: int = 0) -> torch.Tensor:
+        if x.dim() == 5:
+            return self.forward_clip(x, first_output)
+        if first_output:
+            raise ValueError("first_output needs a clip batch (B,T,3,H,W)")
         if x.dim() == 4:
             return self.forward_frame(x)
-        if x.dim() == 5:
-            return self.forward_clip(x)
         raise ValueError(f"BaS expects (B,3,H,W) or (B,T,3,H,W), got shape {tuple(x.shape)}")

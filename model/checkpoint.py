@@ -14,10 +14,10 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
-from torch.nn import functional as F
 
 from .atomic import atomic_path
 from .errors import ProjectError
+from .layers import resize_position
 
 FORMAT = "bas-deploy/1"
 
@@ -169,21 +169,13 @@ def read_metadata(path: Path) -> dict[str, str]:
 def resample_position(position: torch.Tensor, side: int) -> torch.Tensor:
     """A (1, N, C) position embedding on a square token grid, resampled to ``side`` x ``side``.
 
-    Lets weights trained at one image size run at another, as timm does for ViTs
-    (``resample_abs_pos_embed``): the tokens as a (1, C, s, s) image, bicubic, antialias off.
+    Lets weights trained at one image size run at another (``layers.resize_position``).
     Only meaningful where tokens are row-major over the grid (not the public code's layout).
     """
-    _, tokens, channels = position.shape
-    old = math.isqrt(tokens)
-    if old * old != tokens:
+    tokens = position.shape[1]
+    if math.isqrt(tokens) ** 2 != tokens:
         raise CheckpointError(f"position embedding of {tokens} tokens is not a square grid")
-    if old == side:
-        return position
-    grid = position.detach().float().reshape(1, old, old, channels).permute(0, 3, 1, 2)
-    grid = F.interpolate(
-        grid, size=(side, side), mode="bicubic", align_corners=False, antialias=False
-    )
-    return grid.permute(0, 2, 3, 1).reshape(1, side * side, channels).to(position.dtype)
+    return resize_position(position.detach(), side)
 
 
 def save_weights(model: nn.Module, path: Path, metadata: Mapping[str, str]) -> Path:

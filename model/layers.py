@@ -6,6 +6,7 @@ import math
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 
 def activation(kind: str, gelu_approximate: str) -> nn.Module:
@@ -30,6 +31,23 @@ class SigmoidTanhGELU(nn.Module):
 
 
 SQRT_8_OVER_PI = math.sqrt(8 / math.pi)  # 2 * sqrt(2 / pi)
+
+
+def resize_position(position: torch.Tensor, side: int) -> torch.Tensor:
+    """A (1, s*s, C) position embedding of row-major grid tokens, bicubic to ``side`` x ``side``.
+
+    As timm's ``resample_abs_pos_embed`` (antialias off). Differentiable: training's
+    low-resolution epochs run the full-size embedding through it.
+    """
+    _, tokens, channels = position.shape
+    old = math.isqrt(tokens)
+    if old == side:
+        return position
+    grid = position.float().reshape(1, old, old, channels).permute(0, 3, 1, 2)
+    grid = F.interpolate(
+        grid, size=(side, side), mode="bicubic", align_corners=False, antialias=False
+    )
+    return grid.permute(0, 2, 3, 1).reshape(1, side * side, channels).to(position.dtype)
 
 
 def with_sigmoid_gelu(module: nn.Module) -> nn.Module:

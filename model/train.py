@@ -14,6 +14,7 @@ import json
 import math
 import time
 import typing
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -22,10 +23,11 @@ import numpy as np
 import torch
 import yaml
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import TorchDynamoPlugin, set_seed
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from .allocator import keep_freed_memory
 from .atomic import atomic_path, check_output_folder
 from .bas import BaS
 from .checkpoint import save_weights
@@ -78,6 +80,15 @@ class TrainConfig:
     workers: int = 0  # data-loading worker processes
     preload: bool = False  # decode every training frame once, up front
     mixed_precision: str = "no"  # accelerate's: "no", "bf16" or "fp16"
+    # Fast paths that leave the arithmetic as it is (``python -m model.train_bench`` times
+    # them): weights in channels-last memory, the training forward through torch.compile.
+    channels_last: bool = False
+    compile: bool = False
+    # The first ``low_res_epochs`` train on frames ``low_res`` pixels a side (0: none), at
+    # under half the cost of a full-size frame; the network resamples its position
+    # embedding to them, and validation stays at ``image_size``.
+    low_res: int = 0
+    low_res_epochs: int = 0
     out: str = "runs/bas_s"
 
 
@@ -207,6 +218,16 @@ def _check(config: TrainConfig) -> None:
             f"warm_frames must be in [0, clip_length), got {config.warm_frames} "
             f"with clip_length {config.clip_length}"
         )
+    low_res_fits = 16 <= config.low_res < config.image_size and config.low_res % 16 == 0
+    if config.low_res and not low_res_fits:
+        raise ConfigError(
+            f"low_res must be 0 or a multiple of 16 below image_size {config.image_size}, "
+            f"got {config.low_res}"
+        )
+    if not 0 <= config.low_res_epochs <= (config.epochs if config.low_res else 0):
+        raise ConfigError(
+            f"low_res_epochs must be in [0, epochs] with a low_res, got {config.low_res_epochs}"
+        )
     if not 0.0 <= config.cold_start <= 1.0:
         raise ConfigError(f"cold_start must be in [0, 1], got {config.cold_start}")
     if config.mixed_precision not in ("no", "bf16", "fp16"):
@@ -243,23 +264,43 @@ class _Run:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
-def _loaders(
+@dataclass
+class TrainingData:
+    """The training clips at each side the run trains at, and the validation clips."""
+
+    train_sets: dict[int, ClipDataset]
+    train_loaders: dict[int, DataLoader]
+    val_loader: DataLoader
+
+    def for_epoch(self, config: TrainConfig, epoch: int) -> DataLoader:
+        """The loader of ``epoch``'s side, its augmentation drawn for that epoch."""
+        low = config.low_res and epoch < config.low_res_epochs
+        side = config.low_res if low else config.image_size
+        self.train_sets[side].set_epoch(epoch)
+        return self.train_loaders[side]
+
+
+def training_data(
     config: TrainConfig, index: DatasetIndex, split: dict[str, list[str]]
-) -> tuple[ClipDataset, DataLoader, DataLoader]:
-    """The training clips (augmented), and the loaders of them and of the validation clips,
+) -> TrainingData:
+    """The training clips (augmented) at each side, and the validation clips at full size,
     preprocessed as the network's config says (``BaSConfig.preprocessing``)."""
     preprocessing = get_config(config.variant).preprocessing
-    train_set = ClipDataset(
-        index,
-        split["train"],
-        config.clip_length,
-        config.image_size,
-        config.augment,
-        stride=config.clip_stride,
-        seed=config.seed,
-        preload=config.preload,
-        preprocessing=preprocessing,
-    )
+    sides = [config.image_size] + ([config.low_res] if config.low_res_epochs else [])
+    train_sets = {
+        side: ClipDataset(
+            index,
+            split["train"],
+            config.clip_length,
+            side,
+            config.augment,
+            stride=config.clip_stride,
+            seed=config.seed,
+            preload=config.preload,
+            preprocessing=preprocessing,
+        )
+        for side in sides
+    }
     val_set = ClipDataset(
         index,
         split["val"],
@@ -268,22 +309,25 @@ def _loaders(
         stride=config.clip_length,
         preprocessing=preprocessing,
     )
-    train_loader = DataLoader(
-        train_set,
-        batch_size=config.batch_size,
-        shuffle=True,
-        drop_last=True,
-        generator=torch.Generator().manual_seed(config.seed),
-        num_workers=config.workers,
-        worker_init_fn=_one_thread,
-    )
+    train_loaders = {
+        side: DataLoader(
+            clips,
+            batch_size=config.batch_size,
+            shuffle=True,
+            drop_last=True,
+            generator=torch.Generator().manual_seed(config.seed),
+            num_workers=config.workers,
+            worker_init_fn=_one_thread,
+        )
+        for side, clips in train_sets.items()
+    }
     val_loader = DataLoader(
         val_set,
         batch_size=config.batch_size,
         num_workers=config.workers,
         worker_init_fn=_one_thread,
     )
-    return train_set, train_loader, val_loader
+    return TrainingData(train_sets, train_loaders, val_loader)
 
 
 def _optimizer(
@@ -306,7 +350,7 @@ def _optimizer(
 def _resume(run: _Run, last: Path) -> int:
     """Load the resume point into ``run``; the epoch to start from."""
     saved = torch.load(last, map_location="cpu", weights_only=False)
-    run.accelerator.unwrap_model(run.model).load_state_dict(saved["model"])
+    _network(run).load_state_dict(saved["model"])
     run.optimizer.load_state_dict(saved["optimizer"])
     run.scheduler.load_state_dict(saved["scheduler"])
     run.best, run.history = saved["best"], saved["history"]
@@ -325,6 +369,22 @@ def _weights_metadata(config: TrainConfig) -> dict[str, str]:
     }
 
 
+def clip_loss(
+    model: Callable[..., torch.Tensor],
+    criterion: SegmentationLoss,
+    images: torch.Tensor,
+    masks: torch.Tensor,
+    warm: int,
+) -> torch.Tensor:
+    """The loss of clips (B, T, ...) whose first ``warm`` frames only give history."""
+    return criterion(model(images, first_output=warm), masks[:, warm:])
+
+
+def _network(run: _Run) -> BaS:
+    """The network itself: without the wrappers of distribution and of torch.compile."""
+    return run.accelerator.unwrap_model(run.model, keep_torch_compile=False)
+
+
 def _train_epoch(run: _Run, loader: DataLoader, epoch: int, cold: np.random.Generator) -> float:
     """One pass over the training clips; the mean loss."""
     config, accelerator = run.config, run.accelerator
@@ -339,7 +399,7 @@ def _train_epoch(run: _Run, loader: DataLoader, epoch: int, cold: np.random.Gene
         images, masks, warm = batch["images"], batch["masks"], config.warm_frames
         if warm and cold.random() < config.cold_start:
             images, masks, warm = images[:, warm:], masks[:, warm:], 0
-        loss = run.criterion(run.model(images)[:, warm:], masks[:, warm:])
+        loss = clip_loss(run.model, run.criterion, images, masks, warm)
         run.optimizer.zero_grad(set_to_none=True)
         accelerator.backward(loss)
         run.optimizer.step()
@@ -351,7 +411,7 @@ def _train_epoch(run: _Run, loader: DataLoader, epoch: int, cold: np.random.Gene
 
 def _save_epoch(run: _Run, epoch: int, dice: float) -> None:
     """The best weights (if this epoch's are), the resume point and the history (main process)."""
-    net = run.accelerator.unwrap_model(run.model)
+    net = _network(run)
     if dice > run.best:
         run.best = dice
         save_weights(
@@ -374,28 +434,36 @@ def _save_epoch(run: _Run, epoch: int, dice: float) -> None:
 
 def _prepared_run(
     config: TrainConfig, out: Path, index: DatasetIndex, split: dict[str, list[str]]
-) -> tuple[_Run, ClipDataset, DataLoader, DataLoader]:
+) -> tuple[_Run, TrainingData]:
     """The accelerator, the loaders and the run (network, optimizer, schedule), prepared."""
-    accelerator = Accelerator(mixed_precision=config.mixed_precision)
+    # Static shapes: a run has four (warm and cold-start clips, at low and full size), and
+    # shape-generic kernels would serve all of them more slowly.
+    dynamo = TorchDynamoPlugin(backend="inductor", dynamic=False) if config.compile else None
+    accelerator = Accelerator(mixed_precision=config.mixed_precision, dynamo_plugin=dynamo)
     if config.threads:
         torch.set_num_threads(config.threads)
+    keep_freed_memory()
     torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick its kernels
     set_seed(config.seed)
-    train_set, train_loader, val_loader = _loaders(config, index, split)
+    data = training_data(config, index, split)
     model = build_bas(
         config.variant,
         config.image_size,
         config.temporal_window,
         weights=config.init_weights or None,
     ).train()
-    optimizer, scheduler = _optimizer(model, config, len(train_loader))
-    model, optimizer, train_loader, val_loader, scheduler = accelerator.prepare(
-        model, optimizer, train_loader, val_loader, scheduler
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer, scheduler = _optimizer(model, config, len(data.train_loaders[config.image_size]))
+    sides = list(data.train_loaders)
+    model, optimizer, data.val_loader, scheduler, *loaders = accelerator.prepare(
+        model, optimizer, data.val_loader, scheduler, *data.train_loaders.values()
     )
+    data.train_loaders = dict(zip(sides, loaders, strict=True))
     criterion = SegmentationLoss(config.loss)
     metadata = _weights_metadata(config)
     run = _Run(config, out, accelerator, model, optimizer, scheduler, criterion, metadata)
-    return run, train_set, train_loader, val_loader
+    return run, data
 
 
 def train(config: TrainConfig, resume: bool = False) -> Path:
@@ -404,7 +472,7 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
     out = Path(config.out)
     check_output_folder(out, marker="split.json", what="run folder", error=ConfigError)
     index, split, fresh_split = _prepare_split(config, out)
-    run, train_set, train_loader, val_loader = _prepared_run(config, out, index, split)
+    run, data = _prepared_run(config, out, index, split)
     last = out / "last.pt"
     start_epoch = _resume(run, last) if resume and last.exists() else 0
     out.mkdir(parents=True, exist_ok=True)  # only now: a refused run leaves no folder behind
@@ -412,10 +480,9 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
         write_split(out / "split.json", split, seed=config.seed, fractions=config.split_fractions)
     cold = np.random.default_rng([config.seed, 1])
     for epoch in range(start_epoch, config.epochs):
-        train_set.set_epoch(epoch)
         started = time.time()
-        loss = _train_epoch(run, train_loader, epoch, cold)
-        dice = validation_dice(run.model, val_loader, run.accelerator)
+        loss = _train_epoch(run, data.for_epoch(config, epoch), epoch, cold)
+        dice = validation_dice(_network(run), data.val_loader, run.accelerator)
         record = {
             "epoch": epoch + 1,
             "loss": loss,

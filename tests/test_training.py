@@ -12,12 +12,13 @@ import torch
 from click.testing import CliRunner
 
 from model import build_bas
+from model.allocator import keep_freed_memory
 from model.checkpoint import read_metadata, save_weights
-from model.data import discover, native_frames
+from model.data import discover, native_frames, split_videos
 from model.data.synth import write_dataset
 from model.evaluate import main as evaluate_main
 from model.losses import SegmentationLoss
-from model.train import TrainConfig, load_config, lr_factor, train
+from model.train import TrainConfig, load_config, lr_factor, train, training_data
 from runtimes import from_model, stream_masks
 from runtimes.session import to_input, to_native
 
@@ -166,3 +167,76 @@ def test_evaluate_without_history_in_screens_and_with_lost_contact(tiny_data: Pa
     assert lost["darkened"]["counts"]["frames"] == record["counts"]["frames"] // 2
     assert any(line.startswith("| darkened frames |") for line in out)
     assert lost["previous_mask"]["counts"]["frames"] == lost["darkened"]["counts"]["frames"]
+
+
+def test_clip_forward_skips_the_logits_of_history_frames() -> None:
+    model = build_bas("S", image_size=32).eval()
+    clips = torch.rand(2, 5, 3, 32, 32)
+    with torch.no_grad():
+        model.temporal.project.weight.normal_(0, 0.5)  # a TempLP whose history matters
+        assert torch.allclose(model(clips, first_output=2), model(clips)[:, 2:], atol=1e-6)
+        with pytest.raises(ValueError, match="first_output needs a clip"):
+            model(clips[:, 0], first_output=1)
+
+
+def test_smaller_frames_take_the_position_embedding_as_loading_resamples_it(
+    tmp_path: Path,
+) -> None:
+    model = build_bas("S", image_size=64).eval()
+    with torch.no_grad():
+        model.position.normal_()
+    path = save_weights(model, tmp_path / "w.safetensors", {"variant": "S"})
+    small = build_bas("S", image_size=32, weights=path)  # model.hub.fit_position
+    frames = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(model(frames), small(frames), atol=1e-5)
+    model.train()
+    model(frames).square().mean().backward()
+    assert model.position.grad is not None and model.position.grad.abs().sum() > 0
+
+
+def test_low_resolution_epochs_come_first_then_full_size(tiny_data: Path, tmp_path: Path) -> None:
+    config = _tiny_config(
+        tiny_data,
+        tmp_path,
+        image_size=48,
+        low_res=32,
+        low_res_epochs=1,
+        epochs=2,
+        clip_length=3,
+        warm_frames=1,
+        channels_last=True,
+    )
+    index = discover(tiny_data)
+    split = split_videos(list(index.names), config.split_fractions, seed=config.seed)
+    data = training_data(config, index, split)
+    assert [data.for_epoch(config, epoch).dataset.image_size for epoch in (0, 1)] == [32, 48]
+    assert data.val_loader.dataset.image_size == 48
+    best = train(config)
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2]
+    assert json.loads(read_metadata(best)["recipe"])["low_res"] == 32
+    assert build_bas("S", image_size=48, weights=best).position.shape[1] == 9
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"low_res": 40, "low_res_epochs": 1}, "low_res must be 0 or a multiple of 16 below"),
+        ({"low_res": 48, "low_res_epochs": 1}, "low_res must be 0 or a multiple of 16 below"),
+        ({"low_res": 32, "low_res_epochs": 3}, "low_res_epochs must be in"),
+        ({"low_res_epochs": 1}, "low_res_epochs must be in"),
+    ],
+)
+def test_low_resolution_fields_are_checked_before_anything_is_written(
+    tmp_path: Path, changes: dict, message: str
+) -> None:
+    config = replace(TrainConfig(image_size=48, epochs=2, out=str(tmp_path / "run")), **changes)
+    with pytest.raises(ValueError, match=message):
+        train(config)
+    assert not (tmp_path / "run").exists()
+
+
+def test_freed_memory_is_kept_and_given_back_on_request() -> None:
+    assert keep_freed_memory() is True  # glibc, as on every Linux host this project runs on
+    assert keep_freed_memory(False) is True

@@ -1,0 +1,257 @@
+"""How fast training runs on this machine: each fast path as a ratio to today's loop, in one run.
+
+    python -m model.train_bench --config configs/bas_s.yml --recipe configs/cpu/bas_s_1.yml ...
+
+Every row times the same training step (``model.train.clip_loss``, backward, AdamW) on the
+same augmented clips of the config's data, in a fresh process, adding one change to the
+row before; the ratio is against "today's loop", the step the shipped recipe ran before
+these changes (bf16 autocast as accelerate applies it on a CPU, every frame decoded).
+Then the CPU cost of the data per scored frame, and, for each ``--recipe`` stage, the
+frames it scores and the compute time today's and the fastest step project for them.
+Figures, not a test: nothing here passes or fails.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import statistics
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import click
+import torch
+from torch.utils.data import DataLoader
+
+from .allocator import keep_freed_memory
+from .config import get_config
+from .data import ClipDataset, discover, split_videos
+from .hub import build_bas
+from .losses import SegmentationLoss
+from .options import command
+from .tables import markdown_table
+from .train import TrainConfig, clip_loss, load_config
+
+
+@dataclass(frozen=True)
+class LoopSetup:
+    """One way of running the same training step."""
+
+    name: str
+    image_size: int
+    bf16: bool = False
+    keep_freed: bool = False  # model.allocator
+    channels_last: bool = False
+    decode_warm: bool = True  # today's loop decoded the warm frames and dropped their logits
+    compile: bool = False
+
+
+def loop_setups(image_size: int, low_res: int) -> tuple[LoopSetup, ...]:
+    """The rows, each the one before plus one change; the second is today's loop."""
+    plain = LoopSetup("fp32, no autocast (the public code)", image_size)
+    today = replace(plain, name="today's loop: bf16 autocast", bf16=True)
+    kept = replace(today, name="+ freed memory kept (glibc)", keep_freed=True)
+    channels_last = replace(kept, name="+ channels-last weights", channels_last=True)
+    scored = replace(channels_last, name="+ warm frames not decoded", decode_warm=False)
+    compiled = replace(scored, name="+ torch.compile", compile=True)
+    rows = [plain, today, kept, channels_last, scored, compiled]
+    if low_res and low_res != image_size:
+        rows.append(replace(compiled, name=f"+ a {low_res} x {low_res} stage", image_size=low_res))
+    return tuple(rows)
+
+
+@dataclass(frozen=True)
+class StepTiming:
+    setup: LoopSetup
+    ms_per_frame: float  # per scored frame, median step
+    first_step_s: float  # includes torch.compile's compilation
+
+
+def _clips(config: TrainConfig, image_size: int, count: int) -> ClipDataset:
+    """The training split's augmented clips, as the run sees them (preloaded if it preloads)."""
+    index = discover(Path(config.data))
+    split = split_videos(list(index.names), config.split_fractions, seed=config.seed)
+    videos = split["train"][: max(1, count)]
+    return ClipDataset(
+        index,
+        videos,
+        config.clip_length,
+        image_size,
+        config.augment,
+        stride=config.clip_stride,
+        seed=config.seed,
+        preload=config.preload,
+        preprocessing=get_config(config.variant).preprocessing,
+    )
+
+
+def _autocast(model: torch.nn.Module, enabled: bool) -> Callable[..., torch.Tensor]:
+    """The forward as accelerate runs it on a CPU: bf16 autocast inside, fp32 logits out."""
+
+    def forward(*args: object, **kwargs: object) -> torch.Tensor:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled):
+            return model(*args, **kwargs).float()
+
+    return forward
+
+
+def time_step(config: TrainConfig, setup: LoopSetup, batch: int, steps: int) -> StepTiming:
+    """The median time of ``steps`` training steps on ``batch`` clips, after one untimed step."""
+    keep_freed_memory(setup.keep_freed)
+    torch.manual_seed(config.seed)
+    clips = _clips(config, setup.image_size, batch)
+    items = [clips[i * len(clips) // batch] for i in range(batch)]
+    images = torch.stack([item["images"] for item in items])
+    masks = torch.stack([item["masks"] for item in items])
+    model = build_bas(config.variant, setup.image_size, config.temporal_window).train()
+    if setup.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=config.lr, betas=config.betas, weight_decay=config.weight_decay
+    )
+    criterion = SegmentationLoss(config.loss)
+    forward = _autocast(torch.compile(model, dynamic=False) if setup.compile else model, setup.bf16)
+    warm = config.warm_frames
+
+    def step() -> float:
+        started = time.perf_counter()
+        if setup.decode_warm:
+            loss = criterion(forward(images)[:, warm:], masks[:, warm:])
+        else:
+            loss = clip_loss(forward, criterion, images, masks, warm)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return time.perf_counter() - started
+
+    first = step()
+    median = statistics.median(step() for _ in range(steps))
+    scored = batch * (config.clip_length - warm)
+    return StepTiming(setup, 1000 * median / scored, first)
+
+
+def time_step_alone(config: TrainConfig, setup: LoopSetup, batch: int, steps: int) -> StepTiming:
+    """``time_step`` in a fresh process: no row inherits another's heap, caches or threads."""
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
+        return pool.submit(time_step, config, setup, batch, steps).result()
+
+
+def data_ms_per_frame(config: TrainConfig, image_size: int, batches: int, batch: int) -> float:
+    """CPU time of loading and augmenting clips, per scored frame, in the main process."""
+    clips = _clips(config, image_size, 4 * batch)
+    loader = iter(DataLoader(clips, batch_size=batch, shuffle=True, num_workers=0))
+    started = time.process_time()
+    for _ in range(batches):
+        next(loader)
+    spent = time.process_time() - started
+    return 1000 * spent / (batches * batch * (config.clip_length - config.warm_frames))
+
+
+def scored_frames_per_epoch(config: TrainConfig) -> int:
+    """Frames that carry a loss in one epoch of ``config``'s training split."""
+    index = discover(Path(config.data))
+    split = split_videos(list(index.names), config.split_fractions, seed=config.seed)
+    clips = ClipDataset(index, split["train"], config.clip_length, 16, stride=config.clip_stride)
+    steps = len(clips) // config.batch_size
+    return steps * config.batch_size * (config.clip_length - config.warm_frames)
+
+
+def _step_table(timings: list[StepTiming]) -> str:
+    today = timings[1].ms_per_frame
+    rows = [
+        (
+            t.setup.name,
+            t.setup.image_size,
+            f"{t.ms_per_frame:.1f}",
+            f"{today / t.ms_per_frame:.2f}",
+            f"{t.first_step_s:.0f}",
+        )
+        for t in timings
+    ]
+    header = ("training step", "size", "ms / scored frame", "x today", "first step s")
+    return markdown_table(header, rows, "lrrrr")
+
+
+def _stage_minutes(stage: TrainConfig, ms: dict[int, float]) -> float:
+    """Compute minutes of ``stage`` at ``ms`` per scored frame by side (NaN: a side not timed)."""
+    low_epochs = stage.low_res_epochs if stage.low_res else 0
+    epochs = {stage.low_res: low_epochs, stage.image_size: stage.epochs - low_epochs}
+    per_epoch = scored_frames_per_epoch(stage)
+    return sum(per_epoch * n * ms.get(side, math.nan) for side, n in epochs.items() if n) / 60_000
+
+
+def _recipe_table(recipe: list[TrainConfig], today: float, fastest: dict[int, float]) -> str:
+    """Each stage's scored frames and compute minutes with today's step and the fastest."""
+    rows, totals = [], [0.0, 0.0]
+    for stage in recipe:
+        frames = scored_frames_per_epoch(stage) * stage.epochs
+        full_size = replace(stage, low_res=0, low_res_epochs=0)  # as today's loop ran it
+        minutes = (
+            _stage_minutes(full_size, {stage.image_size: today}),
+            _stage_minutes(stage, fastest),
+        )
+        totals = [a + b for a, b in zip(totals, minutes, strict=True)]
+        low = f"{stage.low_res_epochs} at {stage.low_res}" if stage.low_res_epochs else "none"
+        rows.append((stage.out, stage.epochs, low, f"{frames:,}", *(f"{m:.0f}" for m in minutes)))
+    rows.append(("whole recipe", "", "", "", *(f"{m:.0f}" for m in totals)))
+    header = ("stage", "epochs", "low-res epochs", "scored frames", "today min", "fastest min")
+    return markdown_table(header, rows, "lrrrrr")
+
+
+@command("python -m model.train_bench")
+@click.option(
+    "--config",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    required=True,
+    help="The recipe whose training step is timed (variant, clips, data).",
+)
+@click.option(
+    "--recipe",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    multiple=True,
+    help="A stage config whose compute time to project (repeatable, in order).",
+)
+@click.option("--batch", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--steps", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option(
+    "--low-res",
+    type=click.IntRange(min=0),
+    default=160,
+    show_default=True,
+    help="Also time the fastest step at this side (0: not).",
+)
+def main(config: Path, recipe: tuple[Path, ...], batch: int, steps: int, low_res: int) -> None:
+    """Time the training step with each fast path, as ratios to today's loop."""
+    train_config = load_config(config, [])
+    stages = [load_config(path, []) for path in recipe]
+    if low_res % 16:
+        raise click.BadParameter("must be a multiple of 16", param_hint="--low-res")
+    print(
+        f"BaS-{train_config.variant}, {batch} clips of {train_config.clip_length} frames "
+        f"({train_config.warm_frames} warm), {torch.get_num_threads()} threads, "
+        f"torch {torch.__version__}; median of {steps} steps",
+        flush=True,
+    )
+    timings = []
+    for setup in loop_setups(train_config.image_size, low_res):
+        timings.append(time_step_alone(train_config, setup, batch, steps))
+        print(f"  {setup.name}: {timings[-1].ms_per_frame:.1f} ms", flush=True)
+    print(_step_table(timings))
+    sizes = sorted({t.setup.image_size for t in timings})
+    data = {size: data_ms_per_frame(train_config, size, 4, batch) for size in sizes}
+    print(
+        "\ndata (loading and augmenting, one process): "
+        + ", ".join(f"{ms:.2f} ms of CPU per scored frame at {size}" for size, ms in data.items())
+    )
+    if stages:
+        fastest = {t.setup.image_size: t.ms_per_frame for t in timings if t.setup.compile}
+        print()
+        print(_recipe_table(stages, timings[1].ms_per_frame, fastest))
+
+
+if __name__ == "__main__":
+    main()
