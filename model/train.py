@@ -283,10 +283,14 @@ class TrainingData:
 def training_data(
     config: TrainConfig, index: DatasetIndex, split: dict[str, list[str]]
 ) -> TrainingData:
-    """The training clips (augmented) at each side, and the validation clips at full size,
-    preprocessed as the network's config says (``BaSConfig.preprocessing``)."""
+    """The training clips (augmented) at each side an epoch trains at, and the validation
+    clips at full size, preprocessed as the network's config says (``BaSConfig.preprocessing``).
+    """
     preprocessing = get_config(config.variant).preprocessing
-    sides = [config.image_size] + ([config.low_res] if config.low_res_epochs else [])
+    low_epochs = config.low_res_epochs if config.low_res else 0
+    sides = ([config.low_res] if low_epochs else []) + (
+        [config.image_size] if low_epochs < config.epochs else []
+    )
     train_sets = {
         side: ClipDataset(
             index,
@@ -454,7 +458,8 @@ def _prepared_run(
     ).train()
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer, scheduler = _optimizer(model, config, len(data.train_loaders[config.image_size]))
+    steps_per_epoch = len(next(iter(data.train_loaders.values())))  # the same at every side
+    optimizer, scheduler = _optimizer(model, config, steps_per_epoch)
     sides = list(data.train_loaders)
     model, optimizer, data.val_loader, scheduler, *loaders = accelerator.prepare(
         model, optimizer, data.val_loader, scheduler, *data.train_loaders.values()

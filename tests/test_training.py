@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +19,13 @@ from model.data.synth import write_dataset
 from model.evaluate import main as evaluate_main
 from model.losses import SegmentationLoss
 from model.train import TrainConfig, load_config, lr_factor, train, training_data
+from model.train_bench import (
+    LoopSetup,
+    _stage_minutes,
+    loop_setups,
+    scored_frames_per_epoch,
+    time_step,
+)
 from runtimes import from_model, stream_masks
 from runtimes.session import to_input, to_native
 
@@ -212,6 +219,8 @@ def test_low_resolution_epochs_come_first_then_full_size(tiny_data: Path, tmp_pa
     data = training_data(config, index, split)
     assert [data.for_epoch(config, epoch).dataset.image_size for epoch in (0, 1)] == [32, 48]
     assert data.val_loader.dataset.image_size == 48
+    all_low = training_data(replace(config, low_res_epochs=2), index, split)
+    assert list(all_low.train_loaders) == [32]  # no full-size clips decoded for nothing
     best = train(config)
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2]
@@ -240,3 +249,23 @@ def test_low_resolution_fields_are_checked_before_anything_is_written(
 def test_freed_memory_is_kept_and_given_back_on_request() -> None:
     assert keep_freed_memory() is True  # glibc, as on every Linux host this project runs on
     assert keep_freed_memory(False) is True
+
+
+def test_training_benchmark_rows_and_its_recipe_projection(tiny_data: Path, tmp_path: Path) -> None:
+    setups = loop_setups(240, 160)
+    assert setups[1].name.startswith("today's loop") and setups[-1].image_size == 160
+    for before, after in zip(setups, setups[1:], strict=False):  # one change a row
+        changed = [
+            f for f in fields(LoopSetup) if getattr(before, f.name) != getattr(after, f.name)
+        ]
+        assert len(changed) == 2, changed  # the name and one setting
+    config = _tiny_config(tiny_data, tmp_path, image_size=48, clip_length=3, warm_frames=1)
+    config = replace(config, low_res=32, low_res_epochs=1, epochs=3)
+    index = discover(tiny_data)
+    split = split_videos(list(index.names), config.split_fractions, seed=config.seed)
+    loader = training_data(config, index, split).train_loaders[48]
+    per_epoch = len(loader) * config.batch_size * 2
+    assert scored_frames_per_epoch(config) == per_epoch
+    assert _stage_minutes(config, {32: 1.0, 48: 3.0}) == pytest.approx(per_epoch * 7 / 60_000)
+    timing = time_step(config, setups[3], batch=1, steps=1)  # a real step, not a timed test
+    assert timing.ms_per_frame > 0 and timing.setup == setups[3]
