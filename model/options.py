@@ -184,6 +184,20 @@ def out_option(default: str | None = None, help_text: str = "Output folder.") ->
 
 existing_path = click.Path(path_type=Path, exists=True)
 
+
+def config_file_option(
+    flag: str, help_text: str, required: bool = False, multiple: bool = False
+) -> Callable[[F], F]:
+    """A YAML config file that must exist (training's TrainConfig files)."""
+    return click.option(
+        flag,
+        type=click.Path(path_type=Path, exists=True, dir_okay=False),
+        required=required,
+        multiple=multiple,
+        help=help_text,
+    )
+
+
 temporal_window_option = click.option(
     "--temporal-window",
     type=click.IntRange(min=1),

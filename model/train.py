@@ -44,7 +44,7 @@ from .data import (
 from .errors import ConfigError
 from .hub import build_bas
 from .losses import LossWeights, SegmentationLoss
-from .options import command
+from .options import command, config_file_option
 from .typed import FieldError, from_data
 
 
@@ -264,6 +264,24 @@ class _Run:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
+def training_clips(
+    config: TrainConfig, index: DatasetIndex, videos: list[str], side: int
+) -> ClipDataset:
+    """The augmented training clips of ``videos`` at ``side`` x ``side``, preprocessed as the
+    network's config says (``BaSConfig.preprocessing``)."""
+    return ClipDataset(
+        index,
+        videos,
+        config.clip_length,
+        side,
+        config.augment,
+        stride=config.clip_stride,
+        seed=config.seed,
+        preload=config.preload,
+        preprocessing=get_config(config.variant).preprocessing,
+    )
+
+
 @dataclass
 class TrainingData:
     """The training clips at each side the run trains at, and the validation clips."""
@@ -291,20 +309,7 @@ def training_data(
     sides = ([config.low_res] if low_epochs else []) + (
         [config.image_size] if low_epochs < config.epochs else []
     )
-    train_sets = {
-        side: ClipDataset(
-            index,
-            split["train"],
-            config.clip_length,
-            side,
-            config.augment,
-            stride=config.clip_stride,
-            seed=config.seed,
-            preload=config.preload,
-            preprocessing=preprocessing,
-        )
-        for side in sides
-    }
+    train_sets = {side: training_clips(config, index, split["train"], side) for side in sides}
     val_set = ClipDataset(
         index,
         split["val"],
@@ -503,11 +508,7 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
 
 
 @command("python -m model.train")
-@click.option(
-    "--config",
-    type=click.Path(path_type=Path, exists=True, dir_okay=False),
-    help="YAML file of TrainConfig fields.",
-)
+@config_file_option("--config", "YAML file of TrainConfig fields.")
 @click.option("--resume", is_flag=True, help="Continue from OUT/last.pt.")
 @click.option(
     "--set",

@@ -27,13 +27,12 @@ import torch
 from torch.utils.data import DataLoader
 
 from .allocator import keep_freed_memory
-from .config import get_config
 from .data import ClipDataset, discover, split_videos
 from .hub import build_bas
 from .losses import SegmentationLoss
-from .options import command
+from .options import command, config_file_option
 from .tables import markdown_table
-from .train import TrainConfig, clip_loss, load_config
+from .train import TrainConfig, clip_loss, load_config, training_clips
 
 
 @dataclass(frozen=True)
@@ -74,18 +73,7 @@ def _clips(config: TrainConfig, image_size: int, count: int) -> ClipDataset:
     """The training split's augmented clips, as the run sees them (preloaded if it preloads)."""
     index = discover(Path(config.data))
     split = split_videos(list(index.names), config.split_fractions, seed=config.seed)
-    videos = split["train"][: max(1, count)]
-    return ClipDataset(
-        index,
-        videos,
-        config.clip_length,
-        image_size,
-        config.augment,
-        stride=config.clip_stride,
-        seed=config.seed,
-        preload=config.preload,
-        preprocessing=get_config(config.variant).preprocessing,
-    )
+    return training_clips(config, index, split["train"][: max(1, count)], image_size)
 
 
 def _autocast(model: torch.nn.Module, enabled: bool) -> Callable[..., torch.Tensor]:
@@ -203,20 +191,20 @@ def _recipe_table(recipe: list[TrainConfig], today: float, fastest: dict[int, fl
 
 
 @command("python -m model.train_bench")
-@click.option(
-    "--config",
-    type=click.Path(path_type=Path, exists=True, dir_okay=False),
-    required=True,
-    help="The recipe whose training step is timed (variant, clips, data).",
+@config_file_option("--config", "The recipe whose step is timed (variant, clips, data).", True)
+@config_file_option(
+    "--recipe", "A stage config whose compute to project (repeatable, in order).", multiple=True
 )
 @click.option(
-    "--recipe",
-    type=click.Path(path_type=Path, exists=True, dir_okay=False),
-    multiple=True,
-    help="A stage config whose compute time to project (repeatable, in order).",
+    "--batch", type=click.IntRange(min=1), default=8, show_default=True, help="Clips a step."
 )
-@click.option("--batch", type=click.IntRange(min=1), default=8, show_default=True)
-@click.option("--steps", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option(
+    "--steps",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    help="Timed steps a row, after one untimed (the median is shown).",
+)
 @click.option(
     "--low-res",
     type=click.IntRange(min=0),
