@@ -91,6 +91,10 @@ class TrainConfig:
     low_res_epochs: int = 0
     out: str = "runs/bas_s"
 
+    def side_of_epoch(self, epoch: int) -> int:
+        """The frame side that training epoch ``epoch`` (from 0) runs at."""
+        return self.low_res if self.low_res and epoch < self.low_res_epochs else self.image_size
+
 
 def _typed(kind: object, value: object, where: str = "") -> object:
     """``value`` (parsed YAML) as the annotated type ``kind`` (``model.typed``); a ConfigError
@@ -292,8 +296,7 @@ class TrainingData:
 
     def for_epoch(self, config: TrainConfig, epoch: int) -> DataLoader:
         """The loader of ``epoch``'s side, its augmentation drawn for that epoch."""
-        low = config.low_res and epoch < config.low_res_epochs
-        side = config.low_res if low else config.image_size
+        side = config.side_of_epoch(epoch)
         self.train_sets[side].set_epoch(epoch)
         return self.train_loaders[side]
 
@@ -305,10 +308,7 @@ def training_data(
     clips at full size, preprocessed as the network's config says (``BaSConfig.preprocessing``).
     """
     preprocessing = get_config(config.variant).preprocessing
-    low_epochs = config.low_res_epochs if config.low_res else 0
-    sides = ([config.low_res] if low_epochs else []) + (
-        [config.image_size] if low_epochs < config.epochs else []
-    )
+    sides = dict.fromkeys(config.side_of_epoch(epoch) for epoch in range(config.epochs))
     train_sets = {side: training_clips(config, index, split["train"], side) for side in sides}
     val_set = ClipDataset(
         index,

@@ -166,10 +166,9 @@ def _step_table(timings: list[StepTiming]) -> str:
 
 def _stage_minutes(stage: TrainConfig, ms: dict[int, float]) -> float:
     """Compute minutes of ``stage`` at ``ms`` per scored frame by side (NaN: a side not timed)."""
-    low_epochs = stage.low_res_epochs if stage.low_res else 0
-    epochs = {stage.low_res: low_epochs, stage.image_size: stage.epochs - low_epochs}
     per_epoch = scored_frames_per_epoch(stage)
-    return sum(per_epoch * n * ms.get(side, math.nan) for side, n in epochs.items() if n) / 60_000
+    sides = [stage.side_of_epoch(epoch) for epoch in range(stage.epochs)]
+    return sum(per_epoch * ms.get(side, math.nan) for side in sides) / 60_000
 
 
 def _recipe_table(recipe: list[TrainConfig], today: float, fastest: dict[int, float]) -> str:
