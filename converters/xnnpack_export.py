@@ -172,6 +172,8 @@ class ChannelsLastStream(nn.Module):
         current = self.model.stem(frame)
         newest_first = [state[:, j].permute(0, 3, 1, 2) for j in reversed(range(self.window - 1))]
         mixed = self.fold(torch.cat([current, *newest_first], dim=1))
+        if self.model.temporal.gated:
+            mixed = mixed + self.model.temporal.recalled(current, newest_first[0])
         new_state = torch.cat([state[:, 1:], current.permute(0, 2, 3, 1).unsqueeze(1)], dim=1)
         return self.model.decode(mixed), new_state
 

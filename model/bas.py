@@ -38,7 +38,7 @@ class BaS(nn.Module):
         c1, c2, c3 = config.channels
         n1, n2, n3 = config.blocks
         self.stem = DownSample(config.in_channels, c1, 4)
-        self.temporal = TempLP(c1, config.temporal_window)
+        self.temporal = TempLP(c1, config.temporal_window, config.temporal_gate)
         self.down2 = DownSample(c1, c2, 2)
         self.stage2 = _stage(c2, n2, "gelu", config)
         self.down3 = DownSample(c2, c3, 2)

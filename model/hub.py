@@ -71,6 +71,9 @@ def resolve_weights(variant: str, weights: str | Path) -> Path:
     return shipped_weights(variant) if str(weights) == "shipped" else Path(weights)
 
 
+GATE_PREFIXES = ("temporal.gate.", "temporal.recall.")
+
+
 def fit_position(
     state: dict[str, torch.Tensor], model: BaS, source: str
 ) -> dict[str, torch.Tensor]:
@@ -95,6 +98,18 @@ def fit_position(
         )
     side = model.config.image_size // 16
     return {**state, "position": resample_position(position, side)}
+
+
+def with_closed_gate(state: dict[str, torch.Tensor], model: BaS) -> dict[str, torch.Tensor]:
+    """``state`` with TempLP's gate parts at their initial zeros where a file predates them.
+
+    A zero recall adds nothing, so the network computes what the file's did; only the
+    whole gate is filled in, never a part of it (``check_keys`` names a partial one).
+    """
+    gate = {k: v for k, v in model.state_dict().items() if k.startswith(GATE_PREFIXES)}
+    if not gate or any(k in state for k in gate):
+        return state
+    return {**state, **gate}
 
 
 def build_bas(
@@ -124,6 +139,6 @@ def build_bas(
         raise CheckpointError(f"{path} holds BaS-{found} weights, not BaS-{variant}")
     if temporal_window == 1:
         state = {k: v for k, v in state.items() if not k.startswith("temporal.")}
-    state = fit_position(state, model, str(path))
+    state = fit_position(with_closed_gate(state, model), model, str(path))
     load_strict(model, state, str(path))
     return model.eval()

@@ -160,11 +160,18 @@ class TempLP(nn.Module):
     ``P`` starts at zero, so the module starts as the identity and a single-frame
     checkpoint loads unchanged. Only past frames are used, so it streams: the state is
     the stem features of the previous K-1 frames, oldest first.
+
+    ``gated`` adds ``sigmoid(G[x_t, x_{t-1}]) * R(x_{t-1})``: a linear mix adds the past
+    everywhere or nowhere, while a frame that lost its evidence in one region needs the
+    previous frame there and only there. ``R`` starts at zero (the module computes what
+    it did without the gate), and with no previous frame (a frame alone, a stream's
+    first step) the term is zero.
     """
 
-    def __init__(self, channels: int, window: int) -> None:
+    def __init__(self, channels: int, window: int, gated: bool = False) -> None:
         super().__init__()
         self.window = window
+        self.gated = gated and window > 1
         if window == 1:  # disabled: a pure single-frame network, nothing to learn
             return
         weights = torch.zeros(window, channels)
@@ -172,9 +179,19 @@ class TempLP(nn.Module):
         self.frame_weights = nn.Parameter(weights)
         self.project = nn.Conv2d(channels, channels, 1, bias=False)
         nn.init.zeros_(self.project.weight)
+        if self.gated:
+            self.gate = nn.Conv2d(2 * channels, channels, 1)
+            self.recall = nn.Conv2d(channels, channels, 1, bias=False)
+            for weight in (self.gate.weight, self.gate.bias, self.recall.weight):
+                nn.init.zeros_(weight)
 
     def _weight(self, k: int) -> torch.Tensor:
         return self.frame_weights[k].view(1, 1, -1, 1, 1)
+
+    def recalled(self, current: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
+        """The gated term for frames (N, C, h, w) and the frames just before them."""
+        gate = torch.sigmoid(self.gate(torch.cat([current, previous], dim=1)))
+        return gate * self.recall(previous)
 
     def forward(
         self, feats: torch.Tensor, history: torch.Tensor
@@ -192,8 +209,11 @@ class TempLP(nn.Module):
         mixed = self._weight(0) * feats
         for k in range(1, self.window):
             mixed = mixed + self._weight(k) * padded[:, last - k : last - k + steps]
-        delta = self.project(mixed.flatten(0, 1)).unflatten(0, (batch, steps))
-        return feats + delta, padded[:, padded.shape[1] - last :]
+        delta = self.project(mixed.flatten(0, 1))
+        if self.gated:
+            previous = padded[:, last - 1 : last - 1 + steps]
+            delta = delta + self.recalled(feats.flatten(0, 1), previous.flatten(0, 1))
+        return feats + delta.unflatten(0, (batch, steps)), padded[:, padded.shape[1] - last :]
 
     def single(self, feats: torch.Tensor) -> torch.Tensor:
         """One frame (B, C, h, w) with an all-zero history: only the k = 0 term remains."""

@@ -55,6 +55,7 @@ class TrainConfig:
     variant: str = "S"
     image_size: int = 240
     temporal_window: int = 3
+    temporal_gate: bool = True  # TempLP's gated recall (False: the ablation's plain TempLP)
     data: str = "data/synth_train"
     split_fractions: dict[str, float] = field(default_factory=lambda: {"train": 0.85, "val": 0.15})
     clip_length: int = 3
@@ -71,6 +72,9 @@ class TrainConfig:
     weight_decay: float = 0.05
     betas: tuple[float, float] = (0.9, 0.95)
     warmup_epochs: int = 2
+    # TempLP's learning rate over the others': its parts start at zero inside a network
+    # that may be trained already, and Adam moves a weight by at most about lr a step.
+    temporal_lr_scale: float = 1.0
     restart_epochs: int = 0  # cosine restarts every N epochs after warm-up; 0: one cycle
     loss: LossWeights = LossWeights()
     augment: Augment = Augment()
@@ -215,6 +219,8 @@ def _check(config: TrainConfig) -> None:
             f"need lr > 0, 0 <= min_lr <= lr and weight_decay >= 0, got lr {config.lr}, "
             f"min_lr {config.min_lr}, weight_decay {config.weight_decay}"
         )
+    if not config.temporal_lr_scale > 0:
+        raise ConfigError(f"temporal_lr_scale must be > 0, got {config.temporal_lr_scale}")
     if config.init_weights and not Path(config.init_weights).is_file():
         raise ConfigError(f"init_weights file not found: {config.init_weights}")
     if not 0 <= config.warm_frames < config.clip_length:
@@ -343,8 +349,11 @@ def _optimizer(
     model: BaS, config: TrainConfig, steps_per_epoch: int
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
     """AdamW, with a linear warm-up then cosine decay (``lr_factor``) stepped every batch."""
+    temporal = [p for name, p in model.named_parameters() if name.startswith("temporal.")]
+    others = [p for name, p in model.named_parameters() if not name.startswith("temporal.")]
+    groups = [{"params": others}, {"params": temporal, "lr": config.lr * config.temporal_lr_scale}]
     optimizer = torch.optim.AdamW(
-        model.parameters(), lr=config.lr, betas=config.betas, weight_decay=config.weight_decay
+        groups, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay
     )
     warmup = config.warmup_epochs * steps_per_epoch
     cycle_epochs = config.restart_epochs or (config.epochs - config.warmup_epochs)
@@ -373,6 +382,7 @@ def _weights_metadata(config: TrainConfig) -> dict[str, str]:
         "variant": config.variant,
         "image_size": str(config.image_size),
         "temporal_window": str(config.temporal_window),
+        "temporal_gate": str(config.temporal_gate).lower(),
         "recipe": json.dumps(asdict(config), default=list),
         "trained_on": _hardware(),
     }
@@ -460,6 +470,7 @@ def _prepared_run(
         config.image_size,
         config.temporal_window,
         weights=config.init_weights or None,
+        temporal_gate=config.temporal_gate,
     ).train()
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)

@@ -107,6 +107,40 @@ def test_templp_starts_as_identity(variant: str) -> None:
             assert logits.sub(per_frame[:, t]).abs().max() <= 1e-5
 
 
+def test_weights_from_before_the_gate_load_with_it_closed(tmp_path: Path) -> None:
+    """A file of the plain TempLP (the shipped design before the gate) computes the same in
+    the gated network; a file with only part of the gate is refused."""
+    plain = build_bas("S", image_size=SIZE, temporal_gate=False).eval()
+    _perturb_temporal(plain)
+    path = save_weights(plain, tmp_path / "plain.safetensors", {"variant": "S"})
+    gated = build_bas("S", image_size=SIZE, weights=path)
+    assert gated.temporal.gated and not plain.temporal.gated
+    clip = torch.rand(1, 4, 3, SIZE, SIZE)
+    with torch.no_grad():
+        assert torch.equal(gated(clip), plain(clip))
+    partial = {**read_state_dict(path), "temporal.recall.weight": torch.zeros(48, 48, 1, 1)}
+    (tmp_path / "partial.safetensors").write_bytes(save(partial))
+    with pytest.raises(CheckpointError, match=r"missing keys: temporal\.gate\.bias"):
+        build_bas("S", image_size=SIZE, weights=tmp_path / "partial.safetensors")
+
+
+def test_the_gate_recalls_the_previous_frame_where_it_opens() -> None:
+    """With the recall open, the previous frame moves the logits; the frame before it acts
+    only through the plain mix, which a zero P turns off."""
+    model = build_bas("S", image_size=SIZE).eval()
+    with torch.no_grad():
+        model.temporal.recall.weight.normal_(0, 0.5)
+        model.temporal.gate.bias.fill_(3.0)
+    clip = torch.rand(1, 4, 3, SIZE, SIZE)
+    older, previous = clip.clone(), clip.clone()
+    older[:, 1] = torch.rand(1, 3, SIZE, SIZE)
+    previous[:, 2] = torch.rand(1, 3, SIZE, SIZE)
+    with torch.no_grad():
+        base, moved_older, moved_previous = model(clip), model(older), model(previous)
+    assert torch.equal(base[:, 3], moved_older[:, 3])
+    assert not torch.allclose(base[:, 3], moved_previous[:, 3])
+
+
 def test_window_one_has_no_temporal_parameters() -> None:
     model = build_bas("S", image_size=SIZE, temporal_window=1)
     assert not [k for k in model.state_dict() if k.startswith("temporal.")]

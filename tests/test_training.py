@@ -141,6 +141,22 @@ def test_warm_frames_train_with_history_and_cold_starts(tiny_data: Path, tmp_pat
     assert read_metadata(best)["trained_on"].startswith("CPU")
 
 
+def test_templp_trains_at_its_own_rate_and_the_weights_say_which_templp(
+    tiny_data: Path, tmp_path: Path
+) -> None:
+    config = _tiny_config(tiny_data, tmp_path, temporal_gate=False, temporal_lr_scale=10)
+    best = train(config)
+    assert read_metadata(best)["temporal_gate"] == "false"
+    groups = torch.load(tmp_path / "run" / "last.pt", weights_only=False)["optimizer"]
+    others, temporal = groups["param_groups"]
+    assert len(temporal["params"]) == 2  # the plain TempLP: frame weights and P
+    assert temporal["lr"] == pytest.approx(10 * others["lr"])
+    assert build_bas("S", image_size=32, weights=best).temporal.gated  # loads, gate closed
+    with pytest.raises(ValueError, match="temporal_lr_scale must be > 0"):
+        train(replace(config, temporal_lr_scale=0.0, out=str(tmp_path / "refused")))
+    assert not (tmp_path / "refused").exists()
+
+
 def test_evaluate_without_history_in_screens_and_with_lost_contact(tiny_data: Path) -> None:
     model = build_bas("S", image_size=32)
     with torch.no_grad():  # a TempLP that uses the past, so history changes the masks
