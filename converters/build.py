@@ -255,7 +255,9 @@ def describe_artifact(
         outputs=outputs,
         state=None
         if request.form == "frame"
-        else StateSpec("state", "new_state", (1, *model.state_shape)),
+        else StateSpec(
+            "state", "new_state", (1, *model.state_shape), meaning=model.temporal.state_meaning
+        ),
         export_transforms=transforms + tuple(options.pop("export_transforms", ())),
         tools={**target.versions(), "converters": converter_digest()},
         options={k: str(v) if isinstance(v, Path) else v for k, v in options.items()},

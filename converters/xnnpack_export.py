@@ -149,7 +149,7 @@ STATE_CHANNELS_LAST = (0, 1, 3, 4, 2)
 
 
 class ChannelsLastStream(nn.Module):
-    """The stream form with its state channels-last, (B, K-1, h, w, C), and TempLP folded.
+    """The stream form with its state channels-last, (B, K-1, h, w, S), and TempLP folded.
 
     onnx2tf computes a state in its ONNX layout: LiteRT's stream graph transposed every
     past frame, the current one and the new state around 5-D multiplies, slices and a
@@ -169,13 +169,16 @@ class ChannelsLastStream(nn.Module):
     def forward(
         self, frame: torch.Tensor, state: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        temporal = self.model.temporal
         current = self.model.stem(frame)
-        newest_first = [state[:, j].permute(0, 3, 1, 2) for j in reversed(range(self.window - 1))]
-        mixed = self.fold(torch.cat([current, *newest_first], dim=1))
-        if self.model.temporal.gated:
-            mixed = mixed + self.model.temporal.recalled(current, newest_first[0])
-        new_state = torch.cat([state[:, 1:], current.permute(0, 2, 3, 1).unsqueeze(1)], dim=1)
-        return self.model.decode(mixed), new_state
+        entries = [state[:, j].permute(0, 3, 1, 2) for j in reversed(range(self.window - 1))]
+        past = [entry[:, : temporal.channels] for entry in entries] if temporal.gated else entries
+        mixed = self.fold(torch.cat([current, *past], dim=1))
+        if temporal.gated:
+            mixed = mixed + temporal.prior_term(current, entries[0][:, temporal.channels :])
+        logits = self.model.decode(mixed)
+        entry = temporal.entry(current, logits).permute(0, 2, 3, 1).unsqueeze(1)
+        return logits, torch.cat([state[:, 1:], entry], dim=1)
 
 
 def _replace(module: nn.Module, swap, done: list[str]) -> None:

@@ -55,7 +55,7 @@ class BaS(nn.Module):
     def state_shape(self) -> tuple[int, int, int, int]:
         """Shape of one stream state, without the batch dimension."""
         side = self.config.image_size // 4
-        return (self.config.temporal_window - 1, self.config.channels[0], side, side)
+        return (self.config.temporal_window - 1, self.temporal.state_channels, side, side)
 
     def initial_state(self, batch: int = 1) -> torch.Tensor:
         """The state before the first frame: no history (zeros)."""
@@ -89,22 +89,37 @@ class BaS(nn.Module):
     def forward_clip(self, clips: torch.Tensor, first_output: int = 0) -> torch.Tensor:
         """Logits of frames ``first_output`` onwards; the frames before only give history.
 
-        Training's warm-up frames: they need only the stem, and decoding them was a fifth
-        of a training step spent on logits that no loss read.
+        Training's warm-up frames: they need only the stem for a plain TempLP, and decoding
+        them was a fifth of a training step spent on logits that no loss read. A gated
+        TempLP needs each frame's prediction before the next frame: frame by frame, the
+        warm frames decoded without gradients.
         """
         b, t = clips.shape[:2]
         stem = self.stem(clips.flatten(0, 1)).unflatten(0, (b, t))
-        history = self.initial_state(b)
-        if history.shape[-2:] != stem.shape[-2:]:  # smaller frames: training's low-res epochs
-            history = stem.new_zeros((*history.shape[:3], *stem.shape[-2:]))
-        mixed, _ = self.temporal(stem, history)
-        scored = mixed[:, first_output:]
-        return self.decode(scored.flatten(0, 1)).unflatten(0, scored.shape[:2])
+        state = self.initial_state(b)
+        if state.shape[-2:] != stem.shape[-2:]:  # smaller frames: training's low-res epochs
+            state = stem.new_zeros((*state.shape[:3], *stem.shape[-2:]))
+        if not self.temporal.gated:
+            mixed, _ = self.temporal(stem, state)
+            scored = mixed[:, first_output:]
+            return self.decode(scored.flatten(0, 1)).unflatten(0, scored.shape[:2])
+        outputs = []
+        for step in range(t):
+            mixed = self.temporal.step(stem[:, step], state)
+            if step < first_output:
+                with torch.no_grad():
+                    logits = self.decode(mixed)
+            else:
+                logits = self.decode(mixed)
+                outputs.append(logits)
+            state = self.temporal.push(state, self.temporal.entry(stem[:, step], logits))
+        return torch.stack(outputs, dim=1)
 
     def stream(self, frame: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One step of streaming inference: (B, 3, H, W) frame + state -> logits, new state."""
-        mixed, new_state = self.temporal(self.stem(frame).unsqueeze(1), state)
-        return self.decode(mixed.squeeze(1)), new_state
+        feats = self.stem(frame)
+        logits = self.decode(self.temporal.step(feats, state))
+        return logits, self.temporal.push(state, self.temporal.entry(feats, logits))
 
     def forward(self, x: torch.Tensor, first_output: int = 0) -> torch.Tensor:
         if x.dim() == 5:

@@ -71,7 +71,7 @@ def resolve_weights(variant: str, weights: str | Path) -> Path:
     return shipped_weights(variant) if str(weights) == "shipped" else Path(weights)
 
 
-GATE_PREFIXES = ("temporal.gate.", "temporal.recall.")
+GATE_PREFIXES = ("temporal.gate.", "temporal.prior.")
 
 
 def fit_position(
@@ -103,7 +103,7 @@ def fit_position(
 def with_closed_gate(state: dict[str, torch.Tensor], model: BaS) -> dict[str, torch.Tensor]:
     """``state`` with TempLP's gate parts at their initial zeros where a file predates them.
 
-    A zero recall adds nothing, so the network computes what the file's did; only the
+    A zero prior adds nothing, so the network computes what the file's did; only the
     whole gate is filled in, never a part of it (``check_keys`` names a partial one).
     """
     gate = {k: v for k, v in model.state_dict().items() if k.startswith(GATE_PREFIXES)}

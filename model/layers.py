@@ -161,16 +161,18 @@ class TempLP(nn.Module):
     checkpoint loads unchanged. Only past frames are used, so it streams: the state is
     the stem features of the previous K-1 frames, oldest first.
 
-    ``gated`` adds ``sigmoid(G[x_t, x_{t-1}]) * R(x_{t-1})``: a linear mix adds the past
-    everywhere or nowhere, while a frame that lost its evidence in one region needs the
-    previous frame there and only there. ``R`` starts at zero (the module computes what
-    it did without the gate), and with no previous frame (a frame alone, a stream's
-    first step) the term is zero.
+    ``gated`` adds the previous frame's prediction, ``sigmoid(G[x_t, m]) * E(m)``, where
+    ``m`` is that frame's lesion probability averaged over each stem cell: a frame that
+    lost its evidence in one region needs to be told where the lesion just was, there
+    and only there, which a linear mix of past features cannot say. Each state entry
+    then holds ``m`` as one more channel. ``E`` starts at zero (the module computes what
+    it did without the gate), and with no previous frame the term is zero.
     """
 
     def __init__(self, channels: int, window: int, gated: bool = False) -> None:
         super().__init__()
         self.window = window
+        self.channels = channels
         self.gated = gated and window > 1
         if window == 1:  # disabled: a pure single-frame network, nothing to learn
             return
@@ -180,27 +182,40 @@ class TempLP(nn.Module):
         self.project = nn.Conv2d(channels, channels, 1, bias=False)
         nn.init.zeros_(self.project.weight)
         if self.gated:
-            self.gate = nn.Conv2d(2 * channels, channels, 1)
-            self.recall = nn.Conv2d(channels, channels, 1, bias=False)
-            for weight in (self.gate.weight, self.gate.bias, self.recall.weight):
+            self.gate = nn.Conv2d(channels + 1, channels, 1)
+            self.prior = nn.Conv2d(1, channels, 3, padding=1, bias=False)
+            for weight in (self.gate.weight, self.gate.bias, self.prior.weight):
                 nn.init.zeros_(weight)
+
+    @property
+    def state_channels(self) -> int:
+        """Channels of one state entry: the stem's, and the prediction's where gated."""
+        return self.channels + int(self.gated)
+
+    @property
+    def state_meaning(self) -> str:
+        """What a stream state holds, in the words an artifact's manifest records."""
+        meaning = "stem features of the previous temporal_window - 1 frames, oldest first"
+        if self.gated:
+            meaning += (
+                "; each entry's last channel is that frame's lesion probability per stem cell"
+            )
+        return meaning
 
     def _weight(self, k: int) -> torch.Tensor:
         return self.frame_weights[k].view(1, 1, -1, 1, 1)
 
-    def recalled(self, current: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
-        """The gated term for frames (N, C, h, w) and the frames just before them."""
-        gate = torch.sigmoid(self.gate(torch.cat([current, previous], dim=1)))
-        return gate * self.recall(previous)
-
     def forward(
         self, feats: torch.Tensor, history: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mix ``feats`` (B, T, C, h, w) with ``history`` (B, K-1, C, h, w).
+        """Mix ``feats`` (B, T, C, h, w) with ``history`` (B, K-1, C, h, w), all frames at once.
 
         Returns the mixed features (B, T, C, h, w) and the new history (the last K-1
-        frames of history followed by feats).
+        frames of history followed by feats). Not for a gated TempLP, whose frame t
+        needs the prediction of frame t - 1 (``step`` and ``push``, one frame at a time).
         """
+        if self.gated:
+            raise ValueError("a gated TempLP mixes one frame at a time (step, push)")
         if self.window == 1:
             return feats, history
         batch, steps = feats.shape[:2]
@@ -209,11 +224,43 @@ class TempLP(nn.Module):
         mixed = self._weight(0) * feats
         for k in range(1, self.window):
             mixed = mixed + self._weight(k) * padded[:, last - k : last - k + steps]
-        delta = self.project(mixed.flatten(0, 1))
+        delta = self.project(mixed.flatten(0, 1)).unflatten(0, (batch, steps))
+        return feats + delta, padded[:, padded.shape[1] - last :]
+
+    def step(self, feats: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        """One frame's features (B, C, h, w) mixed with the stream state (B, K-1, S, h, w)."""
+        if self.window == 1:
+            return feats
+        last = self.window - 1
+        mixed = self.frame_weights[0].view(1, -1, 1, 1) * feats
+        for k in range(1, self.window):
+            past = state[:, last - k, : self.channels]
+            mixed = mixed + self.frame_weights[k].view(1, -1, 1, 1) * past
+        mixed = feats + self.project(mixed)
         if self.gated:
-            previous = padded[:, last - 1 : last - 1 + steps]
-            delta = delta + self.recalled(feats.flatten(0, 1), previous.flatten(0, 1))
-        return feats + delta.unflatten(0, (batch, steps)), padded[:, padded.shape[1] - last :]
+            previous = state[:, last - 1, self.channels :]
+            mixed = mixed + self.prior_term(feats, previous)
+        return mixed
+
+    def prior_term(self, feats: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
+        """The gated term for features (N, C, h, w) and the previous frame's cells (N, 1, h, w)."""
+        gate = torch.sigmoid(self.gate(torch.cat([feats, previous], dim=1)))
+        return gate * self.prior(previous)
+
+    def entry(self, feats: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        """What a frame leaves in the state: its stem features, and where gated its lesion
+        probability averaged over each stem cell (detached: a prediction, not a path)."""
+        if not self.gated:
+            return feats
+        cell = logits.shape[-1] // feats.shape[-1]
+        cells = F.avg_pool2d(torch.sigmoid(logits.detach()), cell)
+        return torch.cat([feats, cells], dim=1)
+
+    def push(self, state: torch.Tensor, entry: torch.Tensor) -> torch.Tensor:
+        """The state after a frame: the oldest entry dropped, ``entry`` appended."""
+        if self.window == 1:
+            return state
+        return torch.cat([state[:, 1:], entry.unsqueeze(1)], dim=1)
 
     def single(self, feats: torch.Tensor) -> torch.Tensor:
         """One frame (B, C, h, w) with an all-zero history: only the k = 0 term remains."""

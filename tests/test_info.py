@@ -21,10 +21,11 @@ def s240() -> ModelInfo:
 
 
 def test_reference_counts_at_240(s240: ModelInfo) -> None:
-    # Public single-frame network 1,189,971 + TempLP 2,448 - head GroupNorm 2.
-    assert s240.params == 1_192_417
+    # Public single-frame network 1,189,971 + TempLP 2,448 - head GroupNorm 2, + the gate
+    # (1x1, 49 -> 48 channels, 2,400) and the prior (3x3, 1 -> 48, 432).
+    assert s240.params == 1_192_417 + 2_832
     assert 1.4e9 <= s240.flops <= 1.6e9
-    assert info("L", image_size=240).params == 1_003_873
+    assert info("L", image_size=240).params == 1_003_873 + 2_832
 
 
 def test_stages_add_up(s240: ModelInfo) -> None:
@@ -77,7 +78,8 @@ def test_leaves_model_state_alone(s64_model: BaS, s64: ModelInfo) -> None:
 
 def test_without_temporal_window(s64: ModelInfo) -> None:
     single = info("S", image_size=64, temporal_window=1)
-    assert s64.params - single.params == 2_448  # TempLP: 3x48 frame weights + 48x48 projection
+    # TempLP: 3x48 frame weights + 48x48 projection, and its gate (49x48 + 48) and prior (48x9)
+    assert s64.params - single.params == 2_448 + 2_832
     assert single.rows[0].flops == 2 * 16 * 16 * 48 * 3 * 4 * 4
     assert s64.flops - single.flops == 2 * 16 * 16 * 48 * 48
 
@@ -95,7 +97,7 @@ def test_cli_prints_report() -> None:
     out = result.stdout
     assert "BaS-L, 64x64 input, temporal window 3" in out
     # L at 240 minus the position embedding it loses at 64: (15^2 - 4^2) tokens x 120 channels.
-    assert f"parameters: {1_003_873 - (15**2 - 4**2) * 120:,}" in out
+    assert f"parameters: {1_006_705 - (15**2 - 4**2) * 120:,}" in out
     assert "Decoder 2" in out
 
 

@@ -233,7 +233,7 @@ def test_manifest_round_trips_through_its_one_writer_and_reader(tmp_path: Path) 
     write_manifest(artifact, manifest)
     assert read_manifest(artifact) == manifest
     assert json.loads(manifest_path(artifact).read_text())["schema"] == SCHEMA
-    assert manifest.tensor("new_state").shape == (1, 2, 48, 16, 16)
+    assert manifest.tensor("new_state").shape == (1, 2, 49, 16, 16)
 
 
 def test_frames_of_any_kind_and_size_come_back_at_their_size() -> None:

@@ -38,11 +38,14 @@ def test_registry_matches_the_files(variant: str) -> None:
     recipe = json.loads(read_metadata(entry.path)["recipe"])
     config = json.loads(json.dumps(asdict(load_config(Path(entry.recipe), [])), default=list))
     assert {key: config[key] for key in recipe} == recipe
-    # fields added since (model.train's CPU fast paths) are off in the recipe, as they were
+    # fields added since (model.train's CPU fast paths, TempLP's gate) are off in the
+    # recipe, as they were
     defaults = json.loads(json.dumps(asdict(TrainConfig()), default=list))
     added = set(config) - set(recipe)
-    assert {key: config[key] for key in added} == {key: defaults[key] for key in added}
-    assert added <= {"channels_last", "compile", "low_res", "low_res_epochs"}
+    as_trained = {**{key: defaults[key] for key in added}, "temporal_gate": False}
+    assert {key: config[key] for key in added} == as_trained
+    fast_paths = {"channels_last", "compile", "low_res", "low_res_epochs"}
+    assert added == fast_paths | {"temporal_gate", "temporal_lr_scale"}
 
 
 @pytest.mark.parametrize("variant", ["S", "L"])

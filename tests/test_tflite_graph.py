@@ -137,7 +137,7 @@ def test_channels_last_stream_computes_the_stream_step() -> None:
     generator = torch.Generator().manual_seed(5)
     gate = form.model.temporal
     with torch.no_grad():  # an open gate, whatever the shipped weights hold
-        for weight in (gate.gate.weight, gate.gate.bias, gate.recall.weight):
+        for weight in (gate.gate.weight, gate.gate.bias, gate.prior.weight):
             weight.copy_(0.3 * torch.randn(weight.shape, generator=generator))
     rewritten = ChannelsLastStream(form).eval()
     frame = torch.rand(1, 3, 240, 240, generator=generator)
@@ -146,7 +146,10 @@ def test_channels_last_stream_computes_the_stream_step() -> None:
         logits, new_state = form(frame, state)
         got_logits, got_state = rewritten(frame, state.permute(STATE_CHANNELS_LAST))
     assert torch.allclose(got_logits, logits, atol=1e-4, rtol=0)
-    assert torch.equal(got_state, new_state.permute(STATE_CHANNELS_LAST))
+    expected_state = new_state.permute(STATE_CHANNELS_LAST)
+    assert torch.equal(got_state[..., :48], expected_state[..., :48])  # the stem's features
+    # the lesion probability per stem cell, from logits that agree to 1e-4
+    assert torch.allclose(got_state[..., 48:], expected_state[..., 48:], atol=1e-4, rtol=0)
 
 
 @pytest.mark.slow
@@ -161,7 +164,7 @@ def test_stream_state_is_channels_last_and_templp_leaves_no_5d_compute(built_art
     state = {s.canonical: s for s in (*manifest.inputs, *manifest.outputs)}
     for name in ("state", "new_state"):
         assert state[name].layout == "NTHWC" and state[name].from_canonical == (0, 1, 3, 4, 2)
-    assert state["state"].shape == state["new_state"].shape == (1, 2, 60, 60, 48)
+    assert state["state"].shape == state["new_state"].shape == (1, 2, 60, 60, 49)
     assert STREAM_TRANSFORM in manifest.export_transforms
     _, ops, _ = _interpreter_ops(artifact)
     from ai_edge_litert.interpreter import Interpreter
@@ -193,4 +196,4 @@ def test_session_carries_the_state_in_the_files_layout(built_artifact) -> None:
         canonical = session.model({"frame": x, "state": state})
         state = canonical["new_state"]
         assert np.array_equal(logits, canonical["logits"])
-    assert session._state.shape == (1, 2, 60, 60, 48)
+    assert session._state.shape == (1, 2, 60, 60, 49)

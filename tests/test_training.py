@@ -192,11 +192,15 @@ def test_evaluate_without_history_in_screens_and_with_lost_contact(tiny_data: Pa
     assert lost["previous_mask"]["counts"]["frames"] == lost["darkened"]["counts"]["frames"]
 
 
-def test_clip_forward_skips_the_logits_of_history_frames() -> None:
-    model = build_bas("S", image_size=32).eval()
+@pytest.mark.parametrize("gated", [True, False])
+def test_clip_forward_skips_the_logits_of_history_frames(gated: bool) -> None:
+    model = build_bas("S", image_size=32, temporal_gate=gated).eval()
     clips = torch.rand(2, 5, 3, 32, 32)
     with torch.no_grad():
         model.temporal.project.weight.normal_(0, 0.5)  # a TempLP whose history matters
+        if gated:  # and an open gate: frame t takes frame t-1's prediction
+            model.temporal.prior.weight.normal_(0, 0.5)
+            model.temporal.gate.bias.fill_(2.0)
         assert torch.allclose(model(clips, first_output=2), model(clips)[:, 2:], atol=1e-6)
         with pytest.raises(ValueError, match="first_output needs a clip"):
             model(clips[:, 0], first_output=1)

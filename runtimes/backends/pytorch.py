@@ -95,7 +95,11 @@ def pytorch_manifest(
         weights=WeightsRef(weights, file.sha256),
         inputs=_specs(names_in, inputs),
         outputs=_specs(names_out, outputs),
-        state=None if form == "frame" else StateSpec("state", "new_state", (1, *model.state_shape)),
+        state=None
+        if form == "frame"
+        else StateSpec(
+            "state", "new_state", (1, *model.state_shape), meaning=model.temporal.state_meaning
+        ),
         preprocessing=config.preprocessing,
         tools={"torch": torch.__version__},
     )
