@@ -84,6 +84,24 @@ def _conv_transpose(a: dict[str, Any]) -> np.ndarray:
     return _like(out, x.dtype)
 
 
+def _avg_pool(a: dict[str, Any]) -> np.ndarray:
+    """2-D average pooling; ``exclude_padding_from_average`` is PyTorch's ``count_include_pad``
+    negated, ``ceil_mode`` PyTorch's."""
+    x = a["x"]
+    padding = _padding(a, 2)
+    if padding == "same" or x.ndim != 4:
+        raise ArtifactError("mil_reference: avg_pool is supported in 2-D without 'same' padding")
+    out = F.avg_pool2d(
+        _t(x),
+        tuple(int(k) for k in a["kernel_sizes"]),
+        stride=tuple(int(s) for s in a.get("strides", (1, 1))),
+        padding=padding,
+        ceil_mode=bool(a.get("ceil_mode", False)),
+        count_include_pad=not bool(a.get("exclude_padding_from_average", False)),
+    )
+    return _like(out, x.dtype)
+
+
 def _batch_norm(a: dict[str, Any]) -> np.ndarray:
     x = a["x"]
     shape = (1, -1) + (1,) * (x.ndim - 2)
@@ -174,6 +192,7 @@ def _blockwise(a: dict[str, Any]) -> np.ndarray:
 _OPS: dict[str, Callable[[dict[str, Any]], Any]] = {
     "conv": _conv,
     "conv_transpose": _conv_transpose,
+    "avg_pool": _avg_pool,
     "batch_norm": _batch_norm,
     "instance_norm": _instance_norm,
     "layer_norm": _layer_norm,

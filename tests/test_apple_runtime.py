@@ -224,3 +224,38 @@ def test_fp32_program_computes_bas_to_rounding(coreml_artifact, variant: str) ->
             expected = model.forward_frame(torch.from_numpy(x)).numpy()
         worst = max(worst, float(np.abs(program({name: x})["logits"] - expected).max()))
     assert worst < 1e-5, f"BaS-{variant} Core ML program vs PyTorch, both float64: {worst:.2e}"
+
+
+@pytest.mark.parametrize(
+    ("kernel", "stride", "padding", "include_pad", "ceil"),
+    [(4, 4, 0, True, False), (3, 2, 1, False, True), (3, 2, 1, True, False)],
+)
+def test_reference_evaluator_average_pools_as_pytorch(
+    tmp_path: Path, kernel: int, stride: int, padding: int, include_pad: bool, ceil: bool
+) -> None:
+    """avg_pool (TempLP's gate pools the previous prediction over each stem cell), converted
+    by coremltools from PyTorch's and run by the evaluator, against PyTorch itself."""
+    import coremltools as ct
+
+    class Pool(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.nn.functional.avg_pool2d(
+                x, kernel, stride, padding, ceil_mode=ceil, count_include_pad=include_pad
+            )
+
+    x = torch.rand(1, 2, 13, 12, generator=torch.Generator().manual_seed(3))
+    exported = torch.export.export(Pool(), (x,), strict=True)
+    model = ct.convert(
+        exported.run_decompositions({}),
+        inputs=[ct.TensorType(name="x", shape=tuple(x.shape), dtype=np.float32)],
+        convert_to="mlprogram",
+        compute_precision=ct.precision.FLOAT32,
+        minimum_deployment_target=getattr(ct.target, coreml.DEPLOYMENT_TARGET),
+    )
+    path = tmp_path / "pool.mlpackage"
+    model.save(str(path))
+    spec = ct.models.MLModel(str(path), skip_model_load=True).get_spec()
+    block = next(iter(spec.mlProgram.functions["main"].block_specializations.values()))
+    assert "avg_pool" in {op.type for op in block.operations}
+    (got,) = mil_reference.load_program(path)({"x": x.numpy()}).values()
+    np.testing.assert_allclose(got, Pool()(x).numpy(), atol=1e-6, rtol=0)
