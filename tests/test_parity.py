@@ -38,7 +38,9 @@ CI_MATRIX = [
     for c in matrix_cells(["S", "L"], list(CONVERTED), list(PRECISIONS), list(EXPORT_FORMS))
 ]
 FRAMES = 60
-PORTABLE_DATA_MOVEMENT = {"select_copy", "squeeze_copy", "unsqueeze_copy"}
+# alias_copy: TempLP's gate detaches the prediction it hands on (a view; where it is
+# traced away, XNNPACK's int8 stream program failed to propagate its input shapes)
+PORTABLE_DATA_MOVEMENT = {"select_copy", "squeeze_copy", "unsqueeze_copy", "alias_copy"}
 FP16_EDGE_CASTS = {"_to_dim_order_copy"}  # fp32 input to fp16 and back
 
 
