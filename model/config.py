@@ -25,7 +25,7 @@ class BaSConfig:
     channels: tuple[int, int, int] = (48, 96, 120)
     image_size: int = 240
     temporal_window: int = 3
-    # TempLP's gated recall of the previous frame (model.layers.TempLP).
+    # TempLP's gate: the previous frame's prediction fed back into the stem (model.layers.TempLP).
     temporal_gate: bool = True
     in_channels: int = 3
     mlp_ratio: int = 4
