@@ -202,8 +202,14 @@ class TempLP(nn.Module):
             )
         return meaning
 
-    def _weight(self, k: int) -> torch.Tensor:
-        return self.frame_weights[k].view(1, 1, -1, 1, 1)
+    def _mix(self, current: torch.Tensor, past: list[torch.Tensor]) -> torch.Tensor:
+        """``sum_k w_k * x_{t-k}``, ``past[k - 1]`` being frame t - k: one frame (B, C, h, w)
+        or a clip (B, T, C, h, w), so that every form mixes with the same ops."""
+        shape = (1,) * (current.dim() - 3) + (-1, 1, 1)
+        mixed = self.frame_weights[0].view(shape) * current
+        for k, frame in enumerate(past, start=1):
+            mixed = mixed + self.frame_weights[k].view(shape) * frame
+        return mixed
 
     def forward(
         self, feats: torch.Tensor, history: torch.Tensor
@@ -221,10 +227,8 @@ class TempLP(nn.Module):
         batch, steps = feats.shape[:2]
         padded = torch.cat([history, feats], dim=1)
         last = self.window - 1
-        mixed = self._weight(0) * feats
-        for k in range(1, self.window):
-            mixed = mixed + self._weight(k) * padded[:, last - k : last - k + steps]
-        delta = self.project(mixed.flatten(0, 1)).unflatten(0, (batch, steps))
+        past = [padded[:, last - k : last - k + steps] for k in range(1, self.window)]
+        delta = self.project(self._mix(feats, past).flatten(0, 1)).unflatten(0, (batch, steps))
         return feats + delta, padded[:, padded.shape[1] - last :]
 
     def step(self, feats: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
@@ -232,11 +236,8 @@ class TempLP(nn.Module):
         if self.window == 1:
             return feats
         last = self.window - 1
-        mixed = self.frame_weights[0].view(1, -1, 1, 1) * feats
-        for k in range(1, self.window):
-            past = state[:, last - k, : self.channels]
-            mixed = mixed + self.frame_weights[k].view(1, -1, 1, 1) * past
-        mixed = feats + self.project(mixed)
+        past = [state[:, last - k, : self.channels] for k in range(1, self.window)]
+        mixed = feats + self.project(self._mix(feats, past))
         if self.gated:
             previous = state[:, last - 1, self.channels :]
             mixed = mixed + self.prior_term(feats, previous)
@@ -266,4 +267,4 @@ class TempLP(nn.Module):
         """One frame (B, C, h, w) with an all-zero history: only the k = 0 term remains."""
         if self.window == 1:
             return feats
-        return feats + self.project(self.frame_weights[0].view(1, -1, 1, 1) * feats)
+        return feats + self.project(self._mix(feats, []))
