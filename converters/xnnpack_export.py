@@ -122,37 +122,20 @@ def folded_templp(temporal: TempLP, frames: int) -> nn.Conv2d:
     return fold
 
 
-class FoldedTempLP(nn.Module):
+class FoldedTempLP(TempLP):
     """TempLP whose single-frame step is one 1x1 convolution, ``(I + W diag(w_0)) x``.
 
     The frame form's ``x + P(w_0 * x)`` otherwise selects ``w_0`` on the portable
-    kernels at every call; the stream step (``step``, ``entry``, ``push``) is the original
-    module's.
+    kernels at every call; everything else (the clip, the stream step) is TempLP's own.
     """
 
     def __init__(self, temporal: TempLP) -> None:
-        super().__init__()
-        self.inner = temporal
-        self.window, self.gated, self.channels = temporal.window, temporal.gated, temporal.channels
-        self.state_channels = temporal.state_channels
+        super().__init__(temporal.channels, temporal.window, temporal.gated)
+        self.load_state_dict(temporal.state_dict())
         self.fold = folded_templp(temporal, 1)
 
     def single(self, feats: torch.Tensor) -> torch.Tensor:
         return self.fold(feats)
-
-    def forward(
-        self, feats: torch.Tensor, history: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.inner(feats, history)
-
-    def step(self, feats: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
-        return self.inner.step(feats, state)
-
-    def entry(self, feats: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-        return self.inner.entry(feats, logits)
-
-    def push(self, state: torch.Tensor, entry: torch.Tensor) -> torch.Tensor:
-        return self.inner.push(state, entry)
 
 
 # Canonical state (B, K-1, C, h, w) -> the channels-last state of ChannelsLastStream.
