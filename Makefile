@@ -67,13 +67,16 @@ data: $(STAMP)
 	test -d data/synth_train || $(PY) -m model.data.synth --videos 128 --frames 60 --seed 0 --workers 2 --out data/synth_train
 	test -d data/synth_test || $(PY) -m model.data.synth --videos 12 --frames 60 --seed 1 --out data/synth_test
 
-# Reproduce the shipped weights: two stages per variant (see configs/; they were trained
-# on one GPU, which accelerate uses when there is one).
+# Reproduce the shipped weights: three stages per variant (see configs/; stages 1 and 2 were
+# trained on one GPU, which accelerate uses when there is one; stage 3, TempLP's gate, on
+# the 2-core CPU).
 train: data
 	$(PY) -m model.train --config configs/bas_s.yml
 	$(PY) -m model.train --config configs/bas_s_stage2.yml
+	$(PY) -m model.train --config configs/bas_s_stage3.yml
 	$(PY) -m model.train --config configs/bas_l.yml
 	$(PY) -m model.train --config configs/bas_l_stage2.yml
+	$(PY) -m model.train --config configs/bas_l_stage3.yml
 
 # Training's speed on this machine: each fast path as a ratio to the shipped recipe's loop,
 # and the compute the CPU recipe projects (figures, not a test).
@@ -86,6 +89,7 @@ VARIANT ?= S
 train-cpu: data
 	$(PY) -m model.train --config configs/cpu/bas_$(shell echo $(VARIANT) | tr SL sl)_1.yml --resume
 	$(PY) -m model.train --config configs/cpu/bas_$(shell echo $(VARIANT) | tr SL sl)_2.yml --resume
+	$(PY) -m model.train --config configs/cpu/bas_$(shell echo $(VARIANT) | tr SL sl)_3.yml --resume
 
 lint: $(STAMP)
 	$(PY) -m ruff check . && $(PY) -m ruff format --check .

@@ -40,14 +40,14 @@ SHIPPED: dict[str, ShippedWeights] = {
     "S": ShippedWeights(
         variant="S",
         filename="bas_s.safetensors",
-        sha256="b51347344bd5a067c8160585987d718416cdcf187579bfd0cc5798605257b81f",
-        recipe="configs/bas_s_stage2.yml",
+        sha256="96f0be0ee513027ec2bafc1d03841f7f1352b27ce1a2d700bb9edb10c5577b3e",
+        recipe="configs/bas_s_stage3.yml",
     ),
     "L": ShippedWeights(
         variant="L",
         filename="bas_l.safetensors",
-        sha256="5f1af1d75885b246f5355f681440dc38fc0df4bb2bc8f29e9423c5034fd8f3d0",
-        recipe="configs/bas_l_stage2.yml",
+        sha256="941d7007a2482e0cd0879b0a7b67fbbd5196c585f4a71bbbf0e7fcdeee4af56d",
+        recipe="configs/bas_l_stage3.yml",
     ),
 }
 
