@@ -55,7 +55,7 @@ class TrainConfig:
     variant: str = "S"
     image_size: int = 240
     temporal_window: int = 3
-    temporal_gate: bool = True  # TempLP's gate (False: the plain TempLP, as shipped today)
+    temporal_gate: bool = True  # TempLP's gate (False: the plain TempLP of stages 1, 2)
     data: str = "data/synth_train"
     split_fractions: dict[str, float] = field(default_factory=lambda: {"train": 0.85, "val": 0.15})
     clip_length: int = 3

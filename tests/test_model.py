@@ -108,7 +108,7 @@ def test_templp_starts_as_identity(variant: str) -> None:
 
 
 def test_weights_from_before_the_gate_load_with_it_closed(tmp_path: Path) -> None:
-    """A file of the plain TempLP (the shipped design before the gate) computes the same in
+    """A file of the plain TempLP (stage 2's design, shipped before the gate) computes the same in
     the gated network; a file with only part of the gate is refused."""
     plain = build_bas("S", image_size=SIZE, temporal_gate=False).eval()
     _perturb_temporal(plain)
