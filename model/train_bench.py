@@ -4,10 +4,12 @@
 
 Every row times the same training step (``model.train.clip_loss``, backward, AdamW) on the
 same augmented clips of the config's data, in a fresh process, adding one change to the
-row before; the ratio is against "today's loop", the step the shipped recipe ran before
-these changes (bf16 autocast as accelerate applies it on a CPU, every frame decoded).
+row before (the last rows: stage 3's gated network); the ratio is against "today's loop",
+the step the shipped recipe ran before these changes (bf16 autocast as accelerate applies
+it on a CPU, every frame decoded).
 Then the CPU cost of the data per scored frame, and, for each ``--recipe`` stage, the
-frames it scores and the compute time today's and the fastest step project for them.
+frames it scores and the compute time today's step and the stage's own (its network,
+compiled or not, at each size it trains) project for them.
 Figures, not a test: nothing here passes or fails.
 """
 
@@ -46,10 +48,15 @@ class LoopSetup:
     channels_last: bool = False
     decode_warm: bool = True  # today's loop decoded the warm frames and dropped their logits
     compile: bool = False
+    temporal_gate: bool = False  # stage 3's network: its clip runs one frame at a time
 
 
 def loop_setups(image_size: int, low_res: int) -> tuple[LoopSetup, ...]:
-    """The rows, each the one before plus one change; the second is today's loop."""
+    """The rows, each the one before plus one change; the second is today's loop.
+
+    Stages 1 and 2 train the plain TempLP, compiled. The last rows switch to stage 3's
+    gated network, then to eager as its recipe runs it, at each size that recipe trains.
+    """
     plain = LoopSetup("fp32, no autocast (the public code)", image_size)
     today = replace(plain, name="today's loop: bf16 autocast", bf16=True)
     kept = replace(today, name="+ freed memory kept (glibc)", keep_freed=True)
@@ -57,8 +64,14 @@ def loop_setups(image_size: int, low_res: int) -> tuple[LoopSetup, ...]:
     scored = replace(channels_last, name="+ warm frames not decoded", decode_warm=False)
     compiled = replace(scored, name="+ torch.compile", compile=True)
     rows = [plain, today, kept, channels_last, scored, compiled]
-    if low_res and low_res != image_size:
+    small = bool(low_res) and low_res != image_size
+    if small:
         rows.append(replace(compiled, name=f"+ a {low_res} x {low_res} stage", image_size=low_res))
+    gated = replace(rows[-1], name="+ TempLP's gate (stage 3's network)", temporal_gate=True)
+    eager = replace(gated, name="stage 3 as its recipe runs: eager", compile=False)
+    rows += [gated, eager]
+    if small:
+        rows.append(replace(eager, name="stage 3, eager", image_size=image_size))
     return tuple(rows)
 
 
@@ -94,7 +107,12 @@ def time_step(config: TrainConfig, setup: LoopSetup, batch: int, steps: int) -> 
     items = [clips[i * len(clips) // batch] for i in range(batch)]
     images = torch.stack([item["images"] for item in items])
     masks = torch.stack([item["masks"] for item in items])
-    model = build_bas(config.variant, setup.image_size, config.temporal_window).train()
+    model = build_bas(
+        config.variant,
+        setup.image_size,
+        config.temporal_window,
+        temporal_gate=setup.temporal_gate,
+    ).train()
     if setup.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(
@@ -171,21 +189,32 @@ def _stage_minutes(stage: TrainConfig, ms: dict[int, float]) -> float:
     return sum(per_epoch * ms.get(side, math.nan) for side in sides) / 60_000
 
 
-def _recipe_table(recipe: list[TrainConfig], today: float, fastest: dict[int, float]) -> str:
-    """Each stage's scored frames and compute minutes with today's step and the fastest."""
+def _recipe_step(timings: list[StepTiming], stage: TrainConfig) -> dict[int, float]:
+    """ms per scored frame by side of the step ``stage`` runs: its network, compiled or not."""
+    runs = (stage.compile, stage.temporal_gate)
+    return {
+        t.setup.image_size: t.ms_per_frame
+        for t in timings
+        if not t.setup.decode_warm and (t.setup.compile, t.setup.temporal_gate) == runs
+    }
+
+
+def _recipe_table(recipe: list[TrainConfig], timings: list[StepTiming]) -> str:
+    """Each stage's scored frames and compute minutes with today's step and its own."""
+    today = timings[1].ms_per_frame
     rows, totals = [], [0.0, 0.0]
     for stage in recipe:
         frames = scored_frames_per_epoch(stage) * stage.epochs
         full_size = replace(stage, low_res=0, low_res_epochs=0)  # as today's loop ran it
         minutes = (
             _stage_minutes(full_size, {stage.image_size: today}),
-            _stage_minutes(stage, fastest),
+            _stage_minutes(stage, _recipe_step(timings, stage)),
         )
         totals = [a + b for a, b in zip(totals, minutes, strict=True)]
         low = f"{stage.low_res_epochs} at {stage.low_res}" if stage.low_res_epochs else "none"
         rows.append((stage.out, stage.epochs, low, f"{frames:,}", *(f"{m:.0f}" for m in minutes)))
     rows.append(("whole recipe", "", "", "", *(f"{m:.0f}" for m in totals)))
-    header = ("stage", "epochs", "low-res epochs", "scored frames", "today min", "fastest min")
+    header = ("stage", "epochs", "low-res epochs", "scored frames", "today min", "its step min")
     return markdown_table(header, rows, "lrrrrr")
 
 
@@ -209,7 +238,7 @@ def _recipe_table(recipe: list[TrainConfig], today: float, fastest: dict[int, fl
     type=click.IntRange(min=0),
     default=160,
     show_default=True,
-    help="Also time the fastest step at this side (0: not).",
+    help="Also time the steps of the recipe's lower-resolution epochs at this side (0: not).",
 )
 def main(config: Path, recipe: tuple[Path, ...], batch: int, steps: int, low_res: int) -> None:
     """Time the training step with each fast path, as ratios to today's loop."""
@@ -235,9 +264,8 @@ def main(config: Path, recipe: tuple[Path, ...], batch: int, steps: int, low_res
         + ", ".join(f"{ms:.2f} ms of CPU per scored frame at {size}" for size, ms in data.items())
     )
     if stages:
-        fastest = {t.setup.image_size: t.ms_per_frame for t in timings if t.setup.compile}
         print()
-        print(_recipe_table(stages, timings[1].ms_per_frame, fastest))
+        print(_recipe_table(stages, timings))
 
 
 if __name__ == "__main__":

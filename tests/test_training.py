@@ -21,6 +21,8 @@ from model.losses import SegmentationLoss
 from model.train import TrainConfig, load_config, lr_factor, train, training_data
 from model.train_bench import (
     LoopSetup,
+    StepTiming,
+    _recipe_step,
     _stage_minutes,
     loop_setups,
     scored_frames_per_epoch,
@@ -273,12 +275,24 @@ def test_freed_memory_is_kept_and_given_back_on_request() -> None:
 
 def test_training_benchmark_rows_and_its_recipe_projection(tiny_data: Path, tmp_path: Path) -> None:
     setups = loop_setups(240, 160)
-    assert setups[1].name.startswith("today's loop") and setups[-1].image_size == 160
+    assert setups[1].name.startswith("today's loop")
     for before, after in zip(setups, setups[1:], strict=False):  # one change a row
         changed = [
             f for f in fields(LoopSetup) if getattr(before, f.name) != getattr(after, f.name)
         ]
         assert len(changed) == 2, changed  # the name and one setting
+    # each stage is projected with the step it runs: its network, compiled or not, its sizes
+    timings = [StepTiming(setup, float(row), 0.0) for row, setup in enumerate(setups)]
+    plain_stage = replace(TrainConfig(), compile=True, temporal_gate=False)
+    gated_stage = replace(TrainConfig(), compile=False, temporal_gate=True)
+    assert [setups[i].name for i in (5, 6, 8, 9)] == [
+        "+ torch.compile",
+        "+ a 160 x 160 stage",
+        "stage 3 as its recipe runs: eager",
+        "stage 3, eager",
+    ]
+    assert _recipe_step(timings, plain_stage) == {240: 5.0, 160: 6.0}
+    assert _recipe_step(timings, gated_stage) == {160: 8.0, 240: 9.0}
     config = _tiny_config(tiny_data, tmp_path, image_size=48, clip_length=3, warm_frames=1)
     config = replace(config, low_res=32, low_res_epochs=1, epochs=3)
     index = discover(tiny_data)
@@ -287,5 +301,6 @@ def test_training_benchmark_rows_and_its_recipe_projection(tiny_data: Path, tmp_
     per_epoch = len(loader) * config.batch_size * 2
     assert scored_frames_per_epoch(config) == per_epoch
     assert _stage_minutes(config, {32: 1.0, 48: 3.0}) == pytest.approx(per_epoch * 7 / 60_000)
-    timing = time_step(config, setups[3], batch=1, steps=1)  # a real step, not a timed test
-    assert timing.ms_per_frame > 0 and timing.setup == setups[3]
+    for setup in (setups[3], setups[-1]):  # real steps, the plain and the gated network
+        timing = time_step(config, replace(setup, image_size=48), batch=1, steps=1)
+        assert timing.ms_per_frame > 0
