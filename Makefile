@@ -81,7 +81,7 @@ train: data
 # Training's speed on this machine: each fast path as a ratio to the shipped recipe's loop,
 # and the compute the CPU recipe projects (figures, not a test).
 train-bench: data
-	$(PY) -m model.train_bench --config configs/bas_s.yml --recipe configs/cpu/bas_s_1.yml --recipe configs/cpu/bas_s_2.yml
+	$(PY) -m model.train_bench --config configs/bas_s.yml --recipe configs/cpu/bas_s_1.yml --recipe configs/cpu/bas_s_2.yml --recipe configs/cpu/bas_s_3.yml
 
 # The same recipe on a CPU (configs/cpu/), for one variant: make train-cpu VARIANT=L. Each
 # stage resumes from its last finished epoch, so a run may span several sessions.
