@@ -302,5 +302,6 @@ def test_training_benchmark_rows_and_its_recipe_projection(tiny_data: Path, tmp_
     assert scored_frames_per_epoch(config) == per_epoch
     assert _stage_minutes(config, {32: 1.0, 48: 3.0}) == pytest.approx(per_epoch * 7 / 60_000)
     for setup in (setups[3], setups[-1]):  # real steps, the plain and the gated network
-        timing = time_step(config, replace(setup, image_size=48), batch=1, steps=1)
-        assert timing.ms_per_frame > 0
+        small = replace(setup, image_size=48)
+        timing = time_step(config, small, batch=1, steps=1)
+        assert timing.ms_per_frame > 0 and timing.setup == small
