@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 ARM64_ROOT := $(or $(BAS_ARM64_SYSROOT),.arm64)
 ARM64_STAMP := $(ARM64_ROOT)/.bas-arm64-ready
 
-.PHONY: demo test lint venv arm64 parity-arm64 data train train-bench train-cpu clean
+.PHONY: demo test lint venv arm64 pacs parity-arm64 data train train-bench train-cpu clean
 
 $(STAMP): pyproject.toml constraints.txt requirements-nodeps.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,27 @@ $(ARM64_STAMP): $(STAMP) runtimes/arm64/sysroot.py runtimes/arm64/requirements.t
 	$(PY) -m runtimes.arm64.sysroot --out $(ARM64_ROOT)
 
 arm64: $(ARM64_STAMP)
+
+# Orthanc with its DICOMweb plugin (tests/pacs.py starts its own on free ports), dciodvfy and
+# dcmtk, installed with apt where missing (root). Checked on every run, no stamp: a stamp
+# would outlive a removed package. A service the install started (systemd, or an init that
+# runs it) is stopped again, by its unit or its pid file only, never by the program's name.
+PACS_NEEDS := /usr/sbin/Orthanc /usr/share/orthanc/plugins/libOrthancDicomWeb.so dciodvfy storescu
+PACS_PACKAGES := orthanc orthanc-dicomweb dicom3tools dcmtk
+PACS_MISSING = for x in $(PACS_NEEDS); do \
+	case $$x in /*) test -e $$x ;; *) command -v $$x >/dev/null ;; esac || echo $$x; done
+
+pacs:
+	@missing="$$($(PACS_MISSING))"; test -z "$$missing" && exit 0; \
+	if [ "$$(id -u)" != 0 ]; then echo "make pacs:" $$missing "missing; run make pacs as root" \
+		"once (it installs $(PACS_PACKAGES) with apt-get)" >&2; exit 1; fi; \
+	echo "make pacs:" $$missing "missing; installing $(PACS_PACKAGES)"; \
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+		--no-install-recommends $(PACS_PACKAGES) || exit 1; \
+	if [ -d /run/systemd/system ]; then systemctl stop orthanc.service; \
+	elif [ -s /run/orthanc.pid ]; then kill "$$(cat /run/orthanc.pid)" && rm -f /run/orthanc.pid; fi; \
+	missing="$$($(PACS_MISSING))"; test -z "$$missing" \
+		|| { echo "make pacs: still missing after apt-get install:" $$missing >&2; exit 1; }
 
 # Every LiteRT and onnxruntime artifact of the matrix, checked on the host's kernels and on
 # ARM64's (emulated: int8 on every frame of the parity set, float on each video's first).
@@ -46,7 +67,7 @@ demo: $(STAMP)
 	$(PY) -m runtimes.fastest reports/demo/artifacts > reports/demo/fastest.txt \
 		2> reports/demo/fastest.log || { tail -n 5 reports/demo/fastest.log; exit 1; }
 	@grep '^|' reports/demo/fastest.log
-	$(PY) -m runtimes.segment --artifact "$$(cat reports/demo/fastest.txt)" \
+	$(PY) -m segmentation --artifact "$$(cat reports/demo/fastest.txt)" \
 		--input reports/demo/clip --out reports/demo/segment 2> reports/demo/segment.log \
 		|| { tail -n 5 reports/demo/segment.log; exit 1; }
 	@echo "Speed of BaS-S on this machine (device_bench; every artifact that passed parity)"
@@ -58,7 +79,7 @@ demo: $(STAMP)
 	@$(VENV)/bin/device_bench report reports/demo/bench.jsonl --short \
 		--chart reports/demo/fps.png
 
-test: $(STAMP) $(ARM64_STAMP)
+test: $(STAMP) $(ARM64_STAMP) pacs
 	$(PY) -m ruff check .
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 --durations=15
 

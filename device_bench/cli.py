@@ -23,7 +23,7 @@ from model.options import (
 )
 from runtimes.manifest import read_manifest
 from runtimes.targets import PRECISIONS, TARGETS, get_target_spec
-from runtimes.video import open_sources
+from segmentation.sources import open_input, opened_sources
 
 from .android import DELEGATES
 from .bench import HOST_PYTORCH_PRECISIONS, artifact_records, measure, open_session, to_records
@@ -226,10 +226,10 @@ def report(results: Path, chart: Path | None, short: bool) -> None:
 )
 @click.option(
     "--input",
-    "input_path",
-    type=click.Path(path_type=Path, exists=True),
+    "input_spec",
     required=True,
-    help="A video file, a folder of frames, or a dataset folder (as runtimes.segment reads).",
+    help="Any input the segmentation command reads: a video, a folder of frames, a dataset, "
+    "DICOM files, or a DICOMweb study, series or search URL.",
 )
 @click.option(
     "--frames",
@@ -249,7 +249,7 @@ def report(results: Path, chart: Path | None, short: bool) -> None:
 )
 def video(
     artifact: Path | None,
-    input_path: Path,
+    input_spec: str,
     frames: int,
     variant: str,
     weights: str,
@@ -257,10 +257,10 @@ def video(
     results: Path,
     plot: Path | None,
 ) -> None:
-    """Sustained FPS over a video through runtimes.segment's path, and its drift over time."""
+    """Sustained FPS over a video through the segmentation command's path, and its drift."""
     if results.exists() and not results.is_file():
         raise click.UsageError(f"--results {results} is not a file")
-    sources = open_sources(input_path)
+    opened = open_input(input_spec)
     if artifact is None:
         session, _ = open_session("pytorch", variant, "stream", None, threads, weights)
     else:
@@ -276,7 +276,8 @@ def video(
     manifest = session.manifest
     name = Path(manifest.artifact.file).name
     plot = plot or results.with_name(f"{Path(name).stem}_video.png")
-    timed = sustained(session, sources, frames)
+    with opened_sources(opened) as sources:
+        timed = sustained(session, sources, frames)
     stats = timed.stats()
     figures = [
         ("sustained_fps", timed.sustained_fps, "fps"),
@@ -289,7 +290,7 @@ def video(
     ]
     title = (
         f"BaS-{manifest.variant} {manifest.form} {manifest.precision} via {session.runtime}, "
-        f"{timed.frames} frames of {input_path.name}"
+        f"{timed.frames} frames of {opened.name}"
     )
     plot_latency(plot, timed, title)
     append_records(results, artifact_records(manifest, session.runtime, name, threads, figures))

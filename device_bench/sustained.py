@@ -19,7 +19,7 @@ from model.atomic import atomic_path
 from model.errors import ProjectError
 from runtimes.session import Session
 from runtimes.timing import LatencyStats, elapsed_ms, summarise, timed_call
-from runtimes.video import FrameSource, SourceFrame
+from segmentation.video import FrameSource, SourceFrame
 
 MIN_FRAMES = 300
 DRIFT_WINDOW = 100  # frames compared at the start and the end

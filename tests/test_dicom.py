@@ -19,9 +19,9 @@ from pydicom.encaps import generate_frames
 from pydicom.pixels import apply_color_lut, convert_color_space
 from pydicom.uid import MPEG4HP41, RLELossless, generate_uid
 
-import runtimes.dicom as dicom
-from runtimes.dicom import DicomSource, is_dicom, open_dicom, scan_dicom
-from runtimes.video import InputError
+import segmentation.dicom as dicom
+from segmentation.dicom import DicomSource, is_dicom, open_dicom, scan_dicom
+from segmentation.video import InputError
 
 YBR = Path(examples.get_path("ybr_color"))  # 30 frames 240 x 320, JPEG baseline YBR_FULL_422
 RGB = Path(examples.get_path("rgb_color"))  # 1 frame 240 x 320, RGB, native

@@ -1,7 +1,10 @@
-"""runtimes.dicom_seg on real ultrasound files shipped with pydicom (read in place, never copied).
+"""segmentation.dicom_seg on real ultrasound files shipped with pydicom (read in place, never
+copied), and on variants of them written into tmp_path.
 
 ybr_color: Ultrasound Multi-frame, 30 frames of 240 x 320, JPEG baseline YBR_FULL_422, no
-Frame of Reference. rgb_color: one Ultrasound Image, 240 x 320 RGB.
+Frame of Reference. rgb_color: one Ultrasound Image, 240 x 320 RGB. palette_color: one,
+350 x 800, palette colour. jpeg2k: one, 480 x 640, JPEG 2000 lossless YBR_RCT. Every SEG is
+checked by dciodvfy (dicom3tools), a validator nobody here wrote.
 """
 
 from __future__ import annotations
@@ -21,11 +24,14 @@ from pydicom.uid import (
 )
 
 from model.errors import ProjectError
-from runtimes.dicom_seg import check_segmentation, write_segmentation
+from segmentation.dicom_seg import PATIENT_STUDY_TYPE2, check_segmentation, write_segmentation
+from tests.dciodvfy import ALLOWED_WARNINGS, ANONYMISED_WARNINGS, assert_dciodvfy_clean
 
 VERSION = "BaS-S stream fp32 via litert, bas_s_stream_240_fp32.tflite sha256 " + "1a2b" * 16
 LOOP = Path(examples.get_path("ybr_color"))
 STILL = Path(examples.get_path("rgb_color"))
+PALETTE = Path(examples.get_path("palette_color"))
+JPEG2K = Path(examples.get_path("jpeg2k"))
 
 
 def disc_masks(count: int, empty_every: int = 4) -> list[np.ndarray]:
@@ -37,6 +43,13 @@ def disc_masks(count: int, empty_every: int = 4) -> list[np.ndarray]:
         else (yy - 120) ** 2 + (xx - 40 - 9 * i) ** 2 < 30**2
         for i in range(count)
     ]
+
+
+def disc(shape: tuple[int, int], shift: int = 0) -> np.ndarray:
+    """A disc of radius a tenth of the frame, left of centre, moved right by ``shift``."""
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    radius = min(shape) // 10
+    return (yy - shape[0] // 2) ** 2 + (xx - shape[1] // 3 - shift) ** 2 < radius**2
 
 
 def header(path: Path):
@@ -137,6 +150,112 @@ def single_frame_series(folder: Path, count: int) -> list[Path]:
         paths.append(folder / f"frame{i + 1:02d}.dcm")
         ds.save_as(paths[-1], enforce_file_format=True)
     return paths
+
+
+def gray_loop(path: Path, count: int) -> Path:
+    """The loop's first frames, green channel, as an uncompressed MONOCHROME2 multi-frame."""
+    ds = dcmread(LOOP)
+    green = np.ascontiguousarray(ds.pixel_array[:count, :, :, 1])
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.set_pixel_data(green, "MONOCHROME2", 8)
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def gray_still(path: Path) -> Path:
+    """The RGB still's green channel as a MONOCHROME2 Ultrasound Image."""
+    ds = dcmread(STILL)
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.set_pixel_data(np.ascontiguousarray(ds.pixel_array[:, :, 1]), "MONOCHROME2", 8)
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def moving_disc(shape: tuple[int, int], count: int) -> list[np.ndarray]:
+    """A disc moving right over ``count`` frames; the second frame has none."""
+    return [disc(shape, 5 * i) if i != 1 else np.zeros(shape, bool) for i in range(count)]
+
+
+def seg_of(out: Path, source: Path, frames: list[int]) -> Path:
+    """A SEG of ``frames`` of ``source``: moving_disc masks."""
+    masks = moving_disc((header(source).Rows, header(source).Columns), len(frames))
+    return write_segmentation(out, [(source, f) for f in frames], masks, algorithm_version="v1")
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "multi-frame colour (JPEG YBR_FULL_422)",
+        "multi-frame gray",
+        "single-frame RGB",
+        "single-frame gray",
+        "single-frame palette colour",
+        "single-frame JPEG 2000",
+        "series of single-frame files",
+    ],
+)
+def test_seg_is_dciodvfy_clean(tmp_path: Path, kind: str) -> None:
+    """dciodvfy finds no Error in the SEG of any kind of source; its Warnings are the
+    sources' own values, copied (ALLOWED_WARNINGS says which and why)."""
+    if kind.startswith("multi-frame colour"):
+        out = seg_of(tmp_path / "seg.dcm", LOOP, [1, 2, 3, 7])
+    elif kind == "multi-frame gray":
+        out = seg_of(tmp_path / "seg.dcm", gray_loop(tmp_path / "gray.dcm", 4), [1, 2, 4])
+    elif kind == "single-frame gray":
+        out = seg_of(tmp_path / "seg.dcm", gray_still(tmp_path / "gray.dcm"), [1])
+    elif kind == "series of single-frame files":
+        files = single_frame_series(tmp_path / "series", 3)
+        masks = disc_masks(3)
+        out = write_segmentation(
+            tmp_path / "seg.dcm", [(f, 1) for f in files], masks, algorithm_version="v"
+        )
+    else:
+        source = {"RGB": STILL, "palette": PALETTE, "JPEG": JPEG2K}[kind.split()[1]]
+        out = seg_of(tmp_path / "seg.dcm", source, [1])
+    assert_dciodvfy_clean(out, iod="Segmentation")
+    ds = dcmread(out)
+    # No Image Orientation (Patient) without a Frame of Reference: General Image's Patient
+    # Orientation (Type 2C) is there, as the source has it (empty in these examples).
+    assert "PatientOrientation" in ds and not ds.PatientOrientation
+
+
+def anonymised(path: Path, dropped: tuple[str, ...] = PATIENT_STUDY_TYPE2) -> Path:
+    """The loop as an anonymiser that drops (not empties) Type 2 identifiers leaves it."""
+    ds = dcmread(LOOP)
+    for keyword in dropped:
+        if keyword in ds:
+            delattr(ds, keyword)
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def test_anonymised_source_gets_a_seg_with_empty_type2_attributes(tmp_path: Path) -> None:
+    source = anonymised(tmp_path / "anonymised.dcm")
+    before = source.read_bytes()
+    out = seg_of(tmp_path / "seg.dcm", source, [1, 2, 3])
+    assert source.read_bytes() == before  # the source is read, never changed
+    ds, original = dcmread(out), header(source)
+    for keyword in PATIENT_STUDY_TYPE2:
+        assert keyword not in original
+        assert keyword in ds and ds[keyword].is_empty, keyword
+    # what the anonymiser left is copied as it is
+    assert ds.StudyInstanceUID == original.StudyInstanceUID
+    assert ds.PatientOrientation == original.PatientOrientation == ""
+    assert_dciodvfy_clean(out, {**ALLOWED_WARNINGS, **ANONYMISED_WARNINGS}, iod="Segmentation")
+    assert_seg_matches(out, [original] * 3, [1, 2, 3], moving_disc((240, 320), 3))
+
+
+def test_partly_anonymised_source_keeps_what_is_left(tmp_path: Path) -> None:
+    dropped = ("PatientBirthDate", "PatientSex", "ReferringPhysicianName", "AccessionNumber")
+    source = anonymised(tmp_path / "anonymised.dcm", dropped)
+    out = seg_of(tmp_path / "seg.dcm", source, [1])
+    ds, original = dcmread(out), header(source)
+    for keyword in dropped:
+        assert ds[keyword].is_empty
+    for keyword in ("PatientName", "PatientID", "StudyDate", "StudyTime", "StudyID"):
+        assert ds[keyword].value == original[keyword].value, keyword
+    assert_dciodvfy_clean(out, iod="Segmentation")
 
 
 def test_series_of_single_frame_files(tmp_path: Path) -> None:

@@ -38,9 +38,10 @@ from device_bench import cli as device_bench_cli
 from model import demo, info, train
 from model.atomic import OUTPUT_MARKER
 from model.data import synth
-from runtimes import evaluate, fastest, segment
+from runtimes import evaluate, fastest
 from runtimes.manifest import SCHEMA, artifact_bytes, artifact_sha256
 from runtimes.targets import Status
+from segmentation import cli as segment
 
 COMMANDS: dict[str, click.Command] = {
     "info": info.main,

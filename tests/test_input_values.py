@@ -26,7 +26,7 @@ from model.data.pixels import (
     read_pixels,
 )
 from model.data.synth import render_video
-from runtimes.video import load_image, open_sources
+from segmentation.video import load_image, open_sources
 
 H, W = 64, 80
 

@@ -8,7 +8,7 @@ import pytest
 
 from model.data.framing import SCREENS
 from model.data.synth import render_video
-from runtimes.regions import ImageRegion, detect_region, measure
+from segmentation.regions import ImageRegion, detect_region, measure
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from model.drawing import FILL, FILL_ALPHA, TRUTH, draw_mask_overlay
-from runtimes.segment_report import FrameRecord, StillPicker, plot_area, write_csv
+from segmentation.report import FrameRecord, StillPicker, plot_area, write_csv
 
 
 def _disk(shape: tuple[int, int], centre: tuple[int, int], radius: float) -> np.ndarray:
@@ -58,9 +58,9 @@ def test_overlay_refuses_a_mask_of_another_size() -> None:
 
 def test_demo_and_segment_draw_with_one_overlay() -> None:
     from model import demo
-    from runtimes import segment
+    from segmentation import run
 
-    assert demo.draw_mask_overlay is segment.draw_mask_overlay
+    assert demo.draw_mask_overlay is run.draw_mask_overlay
 
 
 def test_measure_area_probability_and_dice() -> None:

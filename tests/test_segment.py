@@ -28,10 +28,10 @@ from model.data.video_writer import write_video
 from model.drawing import draw_mask_overlay
 from model.evaluate import evaluate
 from model.hub import build_bas
-from runtimes.segment import main
-from runtimes.segment_report import CSV_COLUMNS
 from runtimes.session import to_input, to_native
-from runtimes.video import open_sources
+from segmentation.cli import main
+from segmentation.report import CSV_COLUMNS
+from segmentation.video import open_sources
 
 CLIP_FRAMES = 8  # mil_reference runs ~0.1 s a frame: keep every runtime's clip this short
 

@@ -16,7 +16,7 @@ from click.testing import CliRunner, Result
 from PIL import Image
 from pydicom import examples
 
-from runtimes.segment import main
+from segmentation.cli import main
 
 SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
 CINE = Path(examples.ybr_color.filename)  # US multi-frame, 30 x 240 x 320, JPEG YBR_FULL_422

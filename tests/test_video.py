@@ -12,7 +12,7 @@ from PIL import Image
 
 from model.data.synth import write_dataset
 from model.data.video_writer import VideoWriter, write_video
-from runtimes.video import FrameSource, InputError, SourceFrame, open_sources
+from segmentation.video import FrameSource, InputError, SourceFrame, open_sources
 
 
 def _frames(count: int, height: int = 48, width: int = 64) -> list[np.ndarray]:

@@ -72,6 +72,16 @@ class PhysicalSize:
     outside_px: int  # lesion pixels outside the calibrated region (not in area_mm2)
 
 
+def bbox_size(mask: np.ndarray) -> tuple[int, int]:
+    """(width, height) in pixels of a mask's bounding box; (0, 0) for an empty mask."""
+    mask = np.asarray(mask, dtype=bool)
+    if not mask.any():
+        return (0, 0)
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
+    return (int(cols[-1] - cols[0] + 1), int(rows[-1] - rows[0] + 1))
+
+
 def measure(mask: np.ndarray, region: ImageRegion) -> PhysicalSize:
     """Area and bounding box in mm of the part of a frame-sized mask inside ``region``."""
     if region.mm_per_px is None:
@@ -80,14 +90,11 @@ def measure(mask: np.ndarray, region: ImageRegion) -> PhysicalSize:
     inside = region.crop(mask)
     dx, dy = region.mm_per_px
     outside = int(np.count_nonzero(mask)) - int(np.count_nonzero(inside))
-    if not inside.any():
-        return PhysicalSize(0.0, 0.0, 0.0, outside)
-    rows = np.flatnonzero(inside.any(axis=1))
-    cols = np.flatnonzero(inside.any(axis=0))
+    width, height = bbox_size(inside)
     return PhysicalSize(
         area_mm2=float(np.count_nonzero(inside)) * dx * dy,
-        bbox_width_mm=float(cols[-1] - cols[0] + 1) * dx,
-        bbox_height_mm=float(rows[-1] - rows[0] + 1) * dy,
+        bbox_width_mm=float(width) * dx,
+        bbox_height_mm=float(height) * dy,
         outside_px=outside,
     )
 

@@ -20,7 +20,7 @@ from model.atomic import atomic_path
 from model.drawing import checked_mask
 from model.metrics import overlap_scores
 
-from .regions import ImageRegion, PhysicalSize, measure
+from .regions import ImageRegion, PhysicalSize, bbox_size, measure
 
 CSV_COLUMNS = (
     "frame",
@@ -51,6 +51,7 @@ class FrameRecord:
     inference_ms: float | None = None
     dice: float | None = None
     physical: PhysicalSize | None = None
+    bbox_px: tuple[int, int] = (0, 0)  # width, height of the mask's bounding box
 
     @property
     def ok(self) -> bool:
@@ -88,7 +89,9 @@ class FrameRecord:
             tp = int(np.count_nonzero(mask & truth))
             dice = overlap_scores(tp, area - tp, int(np.count_nonzero(truth)) - tp)["dice"]
         physical = None if calibrated is None else measure(mask, calibrated)
-        return cls(index, timestamp, "ok", area, mean, float(inference_ms), dice, physical)
+        return cls(
+            index, timestamp, "ok", area, mean, float(inference_ms), dice, physical, bbox_size(mask)
+        )
 
 
 def _number(value: float | None, digits: int) -> str:

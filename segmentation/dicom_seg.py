@@ -14,7 +14,13 @@ Referenced Series Sequence and the Source Image Sequence list the source instanc
 the SEG belongs to the source's patient and study, in a new series of its own.
 Ultrasound images have no Frame of Reference, so the SEG has none either: a viewer lays
 each frame over the source frame it references, and the frames are indexed by segment
-number and by temporal position (the order of the masks).
+number and by temporal position (the order of the masks). Without an Image Orientation
+(Patient), General Image's Patient Orientation is written, as the source has it (empty in
+ultrasound, as a rule).
+
+Sources an anonymiser left without their Type 2 patient and study identifiers (Patient's
+Name, Patient ID, Study Date...) get a SEG anyway, with those attributes present and empty
+(:func:`derivable_header`); the source files are only read.
 """
 
 from __future__ import annotations
@@ -112,15 +118,23 @@ def _check_inputs(
     return checked
 
 
+def algorithm_version_fields(algorithm_version: str) -> tuple[str, str | None]:
+    """(Algorithm Version, whole text or None): the version as an LO (64 characters) holds
+    it, cut with "..." where longer, and then the whole text for Algorithm Parameters."""
+    if len(algorithm_version) <= LO_MAX:
+        return algorithm_version, None
+    return algorithm_version[: LO_MAX - 3] + "...", algorithm_version
+
+
 def _segment_description(algorithm_version: str) -> hd.seg.SegmentDescription:
     """The one segment: an automatically found breast mass, with the algorithm that found it."""
-    version = algorithm_version if len(algorithm_version) <= LO_MAX else algorithm_version[:61]
+    version, whole = algorithm_version_fields(algorithm_version)
     algorithm = hd.AlgorithmIdentificationSequence(
         name="BaS",
         family=codes.cid7162.ArtificialIntelligence,
-        version=version + ("" if version == algorithm_version else "..."),
+        version=version,
         # Algorithm Version is LO (64 characters); Algorithm Parameters (LT) keeps all of it
-        parameters=None if version == algorithm_version else {"version": algorithm_version},
+        parameters=None if whole is None else {"version": whole},
     )
     return hd.seg.SegmentDescription(
         segment_number=1,
@@ -141,6 +155,34 @@ def _software_version() -> str:
         return "bas-deploy"
 
 
+# Type 2 attributes highdicom copies from the source (reading them as attributes) into the
+# Patient and General Study modules of what it derives; an anonymiser may have dropped them.
+PATIENT_STUDY_TYPE2 = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "ReferringPhysicianName",
+    "StudyID",
+    "AccessionNumber",
+)
+
+
+def derivable_header(ds: Dataset) -> Dataset:
+    """A copy of a source header that highdicom derives a SEG or SR from: where an
+    anonymiser dropped Type 2 patient/study attributes, they are there empty (as Type 2
+    allows), so the derived object carries them empty; the rest is the source's. The
+    source file and ``ds`` are left as they are.
+    """
+    view = copy.deepcopy(ds)  # a header: small; a shallow copy shares its elements
+    for keyword in PATIENT_STUDY_TYPE2:
+        if keyword not in view:
+            setattr(view, keyword, None)  # present, empty
+    return view
+
+
 def _one_frame_view(ds: Dataset) -> Dataset:
     """The source as highdicom 0.28.2 takes it without a Frame of Reference: one frame.
 
@@ -149,12 +191,22 @@ def _one_frame_view(ds: Dataset) -> Dataset:
     so it gets a single-frame view of the first source, and _add_frames then gives the SEG
     every frame with references (SOP class included) to the real source.
     """
-    if "NumberOfFrames" not in ds:
-        return ds
-    view = copy.deepcopy(ds)  # a header: small; a shallow copy shares its elements
-    del view.NumberOfFrames
-    view.SOPClassUID = _SINGLE_FRAME_CLASS.get(ds.SOPClassUID, SecondaryCaptureImageStorage)
+    view = derivable_header(ds)
+    if "NumberOfFrames" in view:
+        del view.NumberOfFrames
+        view.SOPClassUID = _SINGLE_FRAME_CLASS.get(ds.SOPClassUID, SecondaryCaptureImageStorage)
     return view
+
+
+def _patient_orientation(seg: hd.seg.Segmentation, ds: Dataset) -> None:
+    """General Image's Patient Orientation (Type 2C): required, empty if unknown, where the
+    image has no Image Orientation (Patient), as a SEG without a Frame of Reference has none.
+
+    highdicom writes it only with a plane orientation; the SEG's frames lie on the source's
+    pixel grid, so the source's value (usually empty in ultrasound) holds for them too.
+    """
+    if "PlaneOrientationSequence" not in seg.SharedFunctionalGroupsSequence[0]:
+        seg.PatientOrientation = ds.get("PatientOrientation") or None
 
 
 def _one_frame_seg(
@@ -164,7 +216,7 @@ def _one_frame_seg(
     try:
         with warnings.catch_warnings():  # the patient's name is the source's, not ours to fix
             warnings.filterwarnings("ignore", "The string .* person name", UserWarning)
-            return hd.seg.Segmentation(
+            seg = hd.seg.Segmentation(
                 source_images=[_one_frame_view(ds)],
                 pixel_array=mask[np.newaxis],
                 segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
@@ -186,6 +238,8 @@ def _one_frame_seg(
         raise ProjectError(
             f"{ds.filename}: highdicom cannot derive a SEG from it ({one_line(err)})"
         ) from None
+    _patient_orientation(seg, ds)
+    return seg
 
 
 def _frame_item(template: Dataset, ds: Dataset, frame: int, index: int) -> Dataset:
