@@ -171,7 +171,7 @@ def segment_source(
             output.abort()
         raise
     totals.segmented += segmented
-    totals.warnings += list(getattr(source, "notes", ()))
+    totals.warnings += source.notes
     totals.warnings += _warnings(source, loop.records, total, every)
     totals.wall_s += time.perf_counter() - started  # per-frame work; the plots are once a loop
     totals.skipped += sum(not r.ok for r in loop.records)

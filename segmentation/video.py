@@ -110,6 +110,7 @@ class FrameSource:
     _truths: tuple[Path | None, ...] = field(default=(), repr=False, compare=False)
     region: ImageRegion | None = None
     calibration: str = "none: the format carries no physical pixel size"
+    notes: tuple[str, ...] = ()  # one line each, for the run to warn about once
 
     def frames(self, every: int = 1, max_frames: int | None = None) -> Iterator[SourceFrame]:
         """Every ``every``-th frame (by source index), at most ``max_frames`` of them."""

@@ -982,10 +982,16 @@ WRONG_KIND = [
         r"test-SR\.dcm: Comprehensive SR Storage \(modality SR\): no Pixel Data",
     ),
     case(
-        "DICOM study with an MR image",
+        "DICOM MR image",
         "segment",
-        lambda s: ["--input", s.study("rgb_color", "mr"), "--out", s.path("o")],
-        r"2\.dcm: MR Image Storage \(modality MR\): not an ultrasound image",
+        lambda s: ["--input", s.dicom("mr.dcm", "mr"), "--out", s.path("o")],
+        r"mr\.dcm: MR Image Storage \(modality MR\): not an ultrasound image",
+    ),
+    case(
+        "DICOM study without ultrasound",
+        "segment",
+        lambda s: ["--input", s.study("mr", "ct"), "--out", s.path("o")],
+        r"study: no ultrasound image among its 2 DICOM files",
     ),
     case(
         "DICOM H.264 video",
@@ -994,7 +1000,7 @@ WRONG_KIND = [
             *("--input", s.dicom("v.dcm", "ybr_color", TransferSyntaxUID=MPEG4HP41)),
             *("--out", s.path("o")),
         ],
-        r"v\.dcm: transfer syntax MPEG-4 AVC/H\.264 .*: pydicom has no decoder for it",
+        r"v\.dcm: MPEG-4 AVC/H\.264 .* video stream cannot be read \(it holds mjpeg, not h264\)",
     ),
     case(
         "DICOM Frame Time 0",
