@@ -277,11 +277,11 @@ def _scan_folder(folder: Path, fallback_fps: float) -> DicomInput:
     for key, members in groups.items():
         file, ds, pixels = members[0]
         if key.startswith("file:"):
-            name = _unique(_safe(_file_name(file)), names)
+            name = unique_name(_safe(_file_name(file)), names)
             sources.append(_file_source(file, ds, pixels, name, fallback_fps))
         else:
             base = f"series_{ds.get('SeriesNumber', '') or _series_uid(ds)[-8:]}"
-            name = _unique(_safe(base), names)
+            name = unique_name(_safe(base), names)
             series = [(member, header) for member, header, _ in members]
             sources.append(_series_source(folder, series, name, fallback_fps))
     return DicomInput(tuple(sources), tuple(skipped))
@@ -989,7 +989,8 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "dicom"
 
 
-def _unique(name: str, taken: set[str]) -> str:
+def unique_name(name: str, taken: set[str]) -> str:
+    """``name``, or ``name_2``, ``name_3``...: the first not in ``taken`` (then taken)."""
     candidate, n = name, 1
     while candidate in taken:
         n += 1

@@ -74,7 +74,7 @@ def _frame_count(ds: Dataset) -> int:
     return int(ds.get("NumberOfFrames") or 1)
 
 
-def _read_sources(origins: Sequence[tuple[Path, int]]) -> dict[Path, Dataset]:
+def read_sources(origins: Sequence[tuple[Path, int]]) -> dict[Path, Dataset]:
     """Each source file once; refuse sources that are not one loop of one series."""
     sources: dict[Path, Dataset] = {}
     for file, _ in origins:
@@ -147,7 +147,23 @@ def _segment_description(algorithm_version: str) -> hd.seg.SegmentDescription:
     )
 
 
-def _software_version() -> str:
+def new_series(source: Dataset, offset: int, description: str) -> dict[str, object]:
+    """What a derived object (SEG, SR) of ``source`` says of its new series and its maker:
+    the series' number is the source's plus ``offset``."""
+    return {
+        "series_instance_uid": hd.UID(),
+        "series_number": int(source.get("SeriesNumber") or 0) + offset,
+        "sop_instance_uid": hd.UID(),
+        "instance_number": 1,
+        "manufacturer": "bas-deploy",
+        "manufacturer_model_name": "BaS",
+        "software_versions": software_version(),
+        "device_serial_number": "1",
+        "series_description": description[:LO_MAX],
+    }
+
+
+def software_version() -> str:
     """This project's version, for the SEG's Software Versions."""
     try:
         return f"bas-deploy {metadata.version('bas-deploy')}"
@@ -221,17 +237,9 @@ def _one_frame_seg(
                 pixel_array=mask[np.newaxis],
                 segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
                 segment_descriptions=[_segment_description(algorithm_version)],
-                series_instance_uid=hd.UID(),
-                series_number=int(ds.get("SeriesNumber") or 0) + SEG_SERIES_OFFSET,
-                sop_instance_uid=hd.UID(),
-                instance_number=1,
-                manufacturer="bas-deploy",
-                manufacturer_model_name="BaS",
-                software_versions=_software_version(),
-                device_serial_number="1",
+                **new_series(ds, SEG_SERIES_OFFSET, series_description),
                 content_label="LESION",
                 content_description=series_description[:LO_MAX],
-                series_description=series_description[:LO_MAX],
                 omit_empty_frames=False,
             )
     except (ValueError, TypeError, AttributeError) as err:
@@ -322,7 +330,7 @@ def write_segmentation(
     """
     if not origins:
         raise ProjectError("no masks to write a DICOM Segmentation of")
-    sources = _read_sources(origins)
+    sources = read_sources(origins)
     checked = _check_inputs(origins, masks, sources)
     first = sources[Path(origins[0][0])]
     seg = _one_frame_seg(first, checked[0], algorithm_version, series_description)
@@ -337,7 +345,7 @@ def write_segmentation(
     return path
 
 
-def _read_seg(path: Path) -> hd.seg.Segmentation:
+def read_seg(path: Path) -> hd.seg.Segmentation:
     """The SEG at ``path`` through highdicom, or a one-line refusal."""
     try:
         seg = hd.seg.segread(path)
@@ -350,7 +358,7 @@ def _read_seg(path: Path) -> hd.seg.Segmentation:
     return seg
 
 
-def _frame_reference(seg: hd.seg.Segmentation, index: int) -> tuple[str, int]:
+def frame_reference(seg: hd.seg.Segmentation, index: int) -> tuple[str, int]:
     """(source SOP Instance UID, 1-based frame) that SEG frame ``index`` derives from."""
     try:
         derivation = seg.PerFrameFunctionalGroupsSequence[index].DerivationImageSequence[0]
@@ -367,8 +375,8 @@ def check_segmentation(
 
     Reads it back with highdicom, the way a viewer would: references first, then pixels.
     """
-    seg = _read_seg(Path(path))
-    sources = _read_sources(origins)
+    seg = read_seg(Path(path))
+    sources = read_sources(origins)
     expected = [(str(sources[Path(f)].SOPInstanceUID), int(n)) for f, n in origins]
     if int(seg.NumberOfFrames) != len(masks) or len(masks) != len(origins):
         raise ProjectError(
@@ -385,8 +393,8 @@ def check_segmentation(
     if instances != {uid for uid, _ in expected}:
         raise ProjectError(f"{path}: references other source instances than the masks' origins")
     for i, (origin, mask) in enumerate(zip(expected, masks, strict=True)):
-        if _frame_reference(seg, i) != origin:
-            raise ProjectError(f"{path}: frame {i + 1} references {_frame_reference(seg, i)}")
+        if frame_reference(seg, i) != origin:
+            raise ProjectError(f"{path}: frame {i + 1} references {frame_reference(seg, i)}")
         stored = seg.get_stored_frame(i + 1).astype(bool)
         if stored.shape != np.shape(mask) or not np.array_equal(stored, np.asarray(mask, bool)):
             raise ProjectError(f"{path}: frame {i + 1} differs from mask {i}")

@@ -49,14 +49,13 @@ from model.atomic import atomic_path
 from model.errors import ProjectError, one_line
 
 from .dicom_seg import (
-    LO_MAX,
     SEG_SERIES_OFFSET,
-    _frame_reference,
-    _read_seg,
-    _read_sources,
-    _software_version,
     algorithm_version_fields,
     derivable_header,
+    frame_reference,
+    new_series,
+    read_seg,
+    read_sources,
 )
 from .report import FrameRecord
 
@@ -296,15 +295,15 @@ def _observer(algorithm_version: str) -> hd.sr.ObservationContext:
 
 def _read_report_seg(segmentation: Path, origins: Sequence[tuple[Path, int]]) -> Dataset:
     """The SEG the report refers to, refused unless it holds exactly ``origins``' frames."""
-    seg = _read_seg(Path(segmentation))
+    seg = read_seg(Path(segmentation))
     if int(seg.NumberOfFrames) != len(origins):
         raise ProjectError(
             f"{segmentation}: {seg.NumberOfFrames} frames, not the {len(origins)} measured"
         )
-    sources = _read_sources(origins)
+    sources = read_sources(origins)
     for i, (file, frame) in enumerate(origins):
         expected = (str(sources[Path(file)].SOPInstanceUID), int(frame))
-        if _frame_reference(seg, i) != expected:
+        if frame_reference(seg, i) != expected:
             raise ProjectError(f"{segmentation}: frame {i + 1} is not of {file} frame {frame}")
     return seg
 
@@ -337,7 +336,7 @@ def write_measurement_report(
     name ``path``.
     """
     _check_inputs(origins, measurements)
-    sources = _read_sources(origins)
+    sources = read_sources(origins)
     seg = _read_report_seg(Path(segmentation), origins)
     first = sources[Path(origins[0][0])]
     if seg.StudyInstanceUID != first.StudyInstanceUID:
@@ -358,15 +357,7 @@ def write_measurement_report(
             sr = hd.sr.ComprehensiveSR(
                 evidence=[*headers, seg],
                 content=report,
-                series_instance_uid=hd.UID(),
-                series_number=int(first.get("SeriesNumber") or 0) + SR_SERIES_OFFSET,
-                sop_instance_uid=hd.UID(),
-                instance_number=1,
-                manufacturer="bas-deploy",
-                manufacturer_model_name="BaS",
-                software_versions=_software_version(),
-                device_serial_number="1",
-                series_description=series_description[:LO_MAX],
+                **new_series(first, SR_SERIES_OFFSET, series_description),
                 is_complete=True,
             )
     except (ValueError, TypeError, AttributeError) as err:
@@ -437,8 +428,8 @@ def check_measurement_report(
     """
     path = Path(path)
     sr = _read_report(path)
-    sources = _read_sources(origins)
-    seg = _read_seg(Path(segmentation))
+    sources = read_sources(origins)
+    seg = read_seg(Path(segmentation))
     first = sources[Path(origins[0][0])]
     for keyword in ("StudyInstanceUID", "PatientID", "PatientName"):
         if str(sr.get(keyword, "")) != str(first.get(keyword, "")):

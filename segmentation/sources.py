@@ -23,7 +23,7 @@ from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from .dicom import is_dicom, scan_dicom
+from .dicom import is_dicom, scan_dicom, unique_name
 from .dicomweb import DicomWebClient, SeriesInfo, is_dicomweb_url, parse_resource
 from .video import FrameSource, InputError, image_files, open_sources
 
@@ -144,7 +144,9 @@ def _open_dicomweb(url: str, fps: float) -> Input:
     several_studies = len(studies) > 1
     batches, taken = [], set()
     for info in found:
-        name = _unique(_series_name(info, studies.index(info.study_uid), several_studies), taken)
+        name = unique_name(
+            _series_name(info, studies.index(info.study_uid), several_studies), taken
+        )
         batches.append(
             Batch(
                 name,
@@ -159,15 +161,6 @@ def _series_name(info: SeriesInfo, study_index: int, several_studies: bool) -> s
     number = info.series_number if info.series_number is not None else info.series_uid[-8:]
     name = f"series_{number}"
     return f"study{study_index + 1}_{name}" if several_studies else name
-
-
-def _unique(name: str, taken: set[str]) -> str:
-    candidate, n = name, 1
-    while candidate in taken:
-        n += 1
-        candidate = f"{name}_{n}"
-    taken.add(candidate)
-    return candidate
 
 
 def _retriever(
