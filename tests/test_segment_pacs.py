@@ -18,6 +18,8 @@ import requests
 from click.testing import CliRunner, Result
 from pydicom import examples
 
+from device_bench.cli import main as device_bench_main
+from device_bench.records import read_records
 from segmentation.cli import main
 from tests import pacs
 from tests.dciodvfy import ALLOWED_WARNINGS, assert_dciodvfy_clean
@@ -244,3 +246,16 @@ def test_a_loop_whose_retrieval_breaks_off_fails_alone(
     held = _by_modality(orthanc, study)
     assert [s["Instances"] for s in held["SEG"]] == [1]  # series 1's alone
     assert [s["Instances"] for s in held["SR"]] == [1]
+
+
+def test_device_bench_video_reads_a_study_from_the_archive(
+    orthanc: Orthanc, stored: dict, tmp_path: Path
+) -> None:
+    """The same opener as the segmentation command: a DICOMweb study plays like a file."""
+    study = stored["studies"]["breast"]
+    results = tmp_path / "r.jsonl"
+    args = ["video", "--input", f"{orthanc.dicomweb_root}/studies/{study}", "--threads", "1"]
+    result = CliRunner().invoke(device_bench_main, [*args, "--results", str(results)])
+    assert result.exit_code == 0, result.output
+    assert f"300 frames of {study}: sustained" in result.stdout
+    assert {r.metric: r.value for r in read_records(results)}["video_frames"] == 300
