@@ -21,6 +21,7 @@ from model.options import (
     variant_option,
     weights_option,
 )
+from runtimes import load
 from runtimes.manifest import read_manifest
 from runtimes.targets import PRECISIONS, TARGETS, get_target_spec
 from segmentation.sources import open_input, opened_sources
@@ -29,6 +30,7 @@ from .android import DELEGATES
 from .bench import HOST_PYTORCH_PRECISIONS, artifact_records, measure, open_session, to_records
 from .devices import DeviceType, run_on_device
 from .golden import export_bundle
+from .node_load import file_path_seconds, run_load
 from .phone import Device, PhoneOptions, RunRequest
 from .records import RESULTS, TARGET_ALIASES, append_records, read_records
 from .report import chart as draw_chart
@@ -216,6 +218,51 @@ def report(results: Path, chart: Path | None, short: bool) -> None:
     chart = chart or results.with_name("fps.png")
     draw_chart(records, chart)
     click.echo(f"\nchart: {chart}")
+
+
+@main.command("node-load")
+@click.option("--node", required=True, help="The node under load, AE@HOST:PORT.")
+@click.option("--results-root", required=True, help="DICOMweb root of the node's destination.")
+@click.option(
+    "--input",
+    "template",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    required=True,
+    help="One DICOM ultrasound loop; each pushed copy is a study of its own.",
+)
+@click.option("--loops", type=click.IntRange(1, 1000), default=20, show_default=True)
+@click.option("--associations", type=click.IntRange(1, 64), default=8, show_default=True)
+@click.option(
+    "--timeout", "timeout_s", type=click.FloatRange(min=1), default=600.0, show_default=True
+)
+@click.option(
+    "--artifact",
+    type=click.Path(path_type=Path, exists=True),
+    help="The node's artifact: the file path's time on the loop is measured with it first.",
+)
+@threads_option
+def node_load(
+    node: str,
+    results_root: str,
+    template: Path,
+    loops: int,
+    associations: int,
+    timeout_s: float,
+    artifact: Path | None,
+    threads: int | None,
+) -> None:
+    """A DICOM node under load: copies of a loop pushed over concurrent associations, each
+    followed to its SEG and SR at the destination; with --artifact, the file path first."""
+    if artifact is not None:
+        session = load(artifact, threads=threads)
+        seconds = file_path_seconds(session, template)
+        click.echo(f"file path, same loop, {session.runtime}: {seconds:.2f} s")
+    single = run_load(node, results_root, template, 1, 1, timeout_s)
+    click.echo(f"one loop alone: {single.summary()}")
+    loaded = run_load(node, results_root, template, loops, associations, timeout_s)
+    click.echo(f"under load: {loaded.summary()}")
+    if len(loaded.complete) != loops or len(single.complete) != 1:
+        raise SystemExit(1)
 
 
 @main.command("video")

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FLOORS = ("model", "runtimes", "segmentation", "converters", "device_bench")  # bottom first
 # A command that moved up a floor keeps its old module path as a forwarder: that module may
 # import the command, and nothing else (test_a_forwarder_only_forwards).
-FORWARDERS = {"runtimes.segment": "segmentation.cli"}
+FORWARDERS = {"runtimes.segment": "segmentation.cli", "runtimes.node": "segmentation.node"}
 
 
 def _module_name(path: Path) -> str:
