@@ -1382,7 +1382,7 @@ MISSING += [
         "video input",
         "bench",
         lambda s: ["video", "--input", s.path("gone.mp4")],
-        r"gone\.mp4' does not exist",
+        r"gone\.mp4: does not exist",
     ),
     case("results", "bench", lambda s: ["report", s.path("r.jsonl")], r"r\.jsonl' does not"),
 ]

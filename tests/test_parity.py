@@ -48,9 +48,11 @@ def _refuse_download(url: str, *args, **kwargs):
     raise AssertionError(f"network download attempted: {url}")
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="module", autouse=True)
 def offline() -> Iterator[None]:
-    """Every conversion here runs with HTTP GETs refused: onnx2tf must never fetch its samples."""
+    """Every conversion here runs with HTTP GETs refused: onnx2tf must never fetch its samples.
+    Module-scoped: the refusal ends with this module's tests (the PACS tests talk HTTP to a
+    real Orthanc on loopback)."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr("requests.get", _refuse_download)
         yield
