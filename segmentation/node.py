@@ -167,7 +167,7 @@ class Node:
         started = time.time()
         job = self.spool.update(job, state="working")
         _log.info(
-            "series %s: %d instances, quiet for %gs: segmenting",
+            "series %s: %d instance(s), quiet for %gs: segmenting",
             job.series_uid,
             job.instances,
             self.quiet_s,
@@ -263,7 +263,7 @@ def _application_entity(ae_title: str, allowed: tuple[str, ...]) -> AE:
 def status_table(spool: Spool) -> str:
     """One line per series, then the count in each state."""
     rows = [
-        f"{job.series_uid}  {job.state:<9}  {job.instances:>4} instances"
+        f"{job.series_uid}  {job.state:<9}  {job.instances:>4} instance(s)"
         + (f"  {len(job.stored)} sent" if job.stored else "")
         + (f"  ({job.reason})" if job.reason else "")
         for job in spool.all_jobs()

@@ -101,8 +101,12 @@ class Orthanc:
                 self._process = subprocess.Popen(
                     [str(ORTHANC), str(config)], stdout=log, stderr=subprocess.STDOUT
                 )
-            if self._wait_until_up():
-                return self
+            try:
+                if self._wait_until_up():
+                    return self
+            except BaseException:  # never leave a server running that nobody will stop
+                self.stop()
+                raise
         raise OrthancUnavailable(f"Orthanc exited at start; its log ends:\n{self._log_tail()}")
 
     def _wait_until_up(self) -> bool:
@@ -117,7 +121,6 @@ class Orthanc:
             except requests.RequestException:
                 pass
             time.sleep(0.1)
-        self.stop()
         raise OrthancUnavailable(
             f"Orthanc did not answer {self.http_url}/system within {self.timeout:g} s; "
             f"its log ends:\n{self._log_tail()}"
