@@ -30,6 +30,8 @@ from .android import DELEGATES
 from .bench import HOST_PYTORCH_PRECISIONS, artifact_records, measure, open_session, to_records
 from .devices import DeviceType, run_on_device
 from .golden import export_bundle
+from .loop_bench import bench_loop
+from .loop_bench import table as loop_table
 from .node_load import file_path_seconds, run_load
 from .phone import Device, PhoneOptions, RunRequest
 from .records import RESULTS, TARGET_ALIASES, append_records, read_records
@@ -263,6 +265,25 @@ def node_load(
     click.echo(f"under load: {loaded.summary()}")
     if len(loaded.complete) != loops or len(single.complete) != 1:
         raise SystemExit(1)
+
+
+@main.command("loop")
+@click.option("--artifact", type=click.Path(path_type=Path, exists=True), required=True)
+@click.option(
+    "--input",
+    "input_spec",
+    required=True,
+    help="Any input the segmentation command reads (a video, DICOM, a study URL).",
+)
+@click.option("--rounds", type=click.IntRange(1, 20), default=3, show_default=True)
+@threads_option
+def loop(artifact: Path, input_spec: str, rounds: int, threads: int | None) -> None:
+    """The segmentation command's own run of an input, its stages in line against
+    overlapped: end-to-end and inference-only FPS, and where the time went."""
+    session = load(artifact, threads=threads)
+    figures = bench_loop(session, input_spec, rounds)
+    click.echo(f"{artifact.name} via {session.runtime}, {rounds} rounds each, medians:")
+    click.echo(loop_table(figures))
 
 
 @main.command("video")

@@ -149,12 +149,19 @@ image_size_option = click.option(
     help="Square network input side in pixels (a multiple of 16).",
 )
 
-threads_option = click.option(
-    "--threads",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Inference threads (default: the runtime's own choice).",
-)
+
+def threads_option_saying(default: str) -> Callable[[F], F]:
+    """``--threads``, its help naming what the command does without it."""
+    return click.option(
+        "--threads",
+        type=click.IntRange(min=1),
+        default=None,
+        help=f"Inference threads (default: {default}).",
+    )
+
+
+threads_option = threads_option_saying("the runtime's own choice")
+PIPELINE_THREADS = "one less than the cores: the other decodes ahead and writes behind"
 
 
 def precision_option(choices: Sequence[str], default: str = "fp32") -> Callable[[F], F]:

@@ -25,17 +25,18 @@ import click
 
 from model.errors import ProjectError
 from model.options import (
+    PIPELINE_THREADS,
     command,
     existing_path,
     out_option,
     runtime_option,
-    threads_option,
+    threads_option_saying,
     variant_option,
 )
 from runtimes import load, load_pytorch
 from runtimes.registry import RUNTIME_NAMES
 
-from .run import RunOptions, run_segment
+from .run import RunOptions, default_threads, run_segment
 
 PARTIAL_EXIT = 1  # some loops or outputs were not done; the rest was written
 
@@ -88,7 +89,7 @@ PARTIAL_EXIT = 1  # some loops or outputs were not done; the rest was written
     help="With a DICOMweb --input: store each loop's DICOM Segmentation and measurement "
     "report into its study on the same server (STOW-RS).",
 )
-@threads_option
+@threads_option_saying(PIPELINE_THREADS)
 def main(
     artifact: Path | None,
     variant: str,
@@ -109,9 +110,9 @@ def main(
     if artifact is None:
         if runtime not in (None, "pytorch"):
             raise ProjectError(f"--runtime {runtime} needs --artifact (without it, PyTorch runs)")
-        session = load_pytorch(variant, weights, "stream", threads=threads)
+        session = load_pytorch(variant, weights, "stream", threads=threads or default_threads())
     else:
-        session = load(artifact, threads=threads, runtime=runtime)
+        session = load(artifact, threads=threads or default_threads(), runtime=runtime)
     manifest = session.manifest
     if manifest.form == "frame":
         click.echo("note: frame-form artifact: each frame runs alone (no temporal state)", err=True)
@@ -127,6 +128,8 @@ def main(
         f"end-to-end {totals.end_to_end_fps:.1f} FPS, inference {totals.inference_fps:.1f} FPS; "
         f"{f'stored {totals.stored} DICOM objects; ' if store else ''}wrote {out}"
     )
+    spent = sorted(totals.seconds.items(), key=lambda kv: -kv[1])
+    click.echo("seconds per stage: " + ", ".join(f"{k} {v:.2f}" for k, v in spent), err=True)
     for failure in totals.failed:
         click.echo(f"failed: {failure}", err=True)
     if totals.failed:

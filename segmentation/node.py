@@ -57,13 +57,19 @@ from pynetdicom import AE, evt
 from pynetdicom.sop_class import Verification
 
 from model.errors import ProjectError, one_line
-from model.options import command, existing_path, threads_option, variant_option
+from model.options import (
+    PIPELINE_THREADS,
+    command,
+    existing_path,
+    threads_option_saying,
+    variant_option,
+)
 from runtimes import load, load_pytorch
 from runtimes.session import Session
 
 from .destinations import Destination, parse_destination
 from .dicom import SECONDARY_CAPTURE, ULTRASOUND_STORAGE, scan_dicom
-from .run import RunOptions, run_segment
+from .run import RunOptions, default_threads, run_segment
 from .spool import Job, Spool
 
 SUCCESS = 0x0000
@@ -307,7 +313,7 @@ def status_table(spool: Spool) -> str:
     help="Seconds before the first retry; doubled each time.",
 )
 @click.option("--status", is_flag=True, help="Print every series' state in --spool and exit.")
-@threads_option
+@threads_option_saying(PIPELINE_THREADS)
 def main(
     artifact: Path | None,
     variant: str,
@@ -336,9 +342,9 @@ def main(
         raise ProjectError("--port and --store-to are needed to run the node")
     destination = parse_destination(store_to)
     session = (
-        load(artifact, threads=threads)
+        load(artifact, threads=threads or default_threads())
         if artifact is not None
-        else load_pytorch(variant, weights, "stream", threads=threads)
+        else load_pytorch(variant, weights, "stream", threads=threads or default_threads())
     )
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
     _log.setLevel(logging.INFO)  # a line per series; the libraries only for warnings

@@ -11,6 +11,9 @@ because its DICOM Segmentation could not be made.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -46,7 +49,17 @@ class Loop:
     records: list[FrameRecord] = field(default_factory=list)
     written: dict[str, Any] = field(default_factory=dict)
     for_archive: list[Path] = field(default_factory=list)  # DICOM results to store back
+    seconds: dict[str, float] = field(default_factory=dict)  # per stage and output
     segmented_origins: list[tuple[Path, int]] = field(default_factory=list)  # SEG frames'
+
+    @contextmanager
+    def timed(self, what: str) -> Iterator[None]:
+        """Add the block's seconds to ``seconds[what]`` (each key from one thread only)."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[what] = self.seconds.get(what, 0.0) + time.perf_counter() - started
 
     @property
     def algorithm_version(self) -> str:
@@ -59,8 +72,9 @@ class Loop:
 
 
 class Output:
-    """One kind of result of a loop. ``add`` sees every frame, segmented or skipped (``mask``
-    None); ``finish`` writes what is left and returns what summary.json records of it."""
+    """One kind of result of a loop. ``add`` sees every frame in order, segmented or skipped
+    (``mask`` None), with its record, in the run's writing thread; ``finish`` writes what
+    is left and returns what summary.json records of it."""
 
     name: ClassVar[str]
 
@@ -71,9 +85,14 @@ class Output:
         """Called once before the first frame."""
 
     def add(
-        self, loop: Loop, frame: SourceFrame, mask: np.ndarray | None, shown: np.ndarray | None
+        self,
+        loop: Loop,
+        frame: SourceFrame,
+        record: FrameRecord,
+        mask: np.ndarray | None,
+        shown: np.ndarray | None,
     ) -> None:
-        """One frame as decoded, its mask (None: skipped) and the overlay drawn of it."""
+        """One frame as decoded, its record, its mask (None: skipped) and its overlay."""
 
     def finish(self, loop: Loop) -> Any:
         """Write what is left; return the summary entry (None: nothing to record)."""
@@ -92,7 +111,12 @@ class MaskImages(Output):
         (loop.folder / "masks").mkdir(parents=True)
 
     def add(
-        self, loop: Loop, frame: SourceFrame, mask: np.ndarray | None, shown: np.ndarray | None
+        self,
+        loop: Loop,
+        frame: SourceFrame,
+        record: FrameRecord,
+        mask: np.ndarray | None,
+        shown: np.ndarray | None,
     ) -> None:
         if mask is not None:
             path = loop.folder / "masks" / f"{frame.index:06d}.png"
@@ -114,12 +138,17 @@ class OverlayVideo(Output):
         self.writer = VideoWriter(loop.folder / "overlay.mp4", fps, loop.source.size)
 
     def add(
-        self, loop: Loop, frame: SourceFrame, mask: np.ndarray | None, shown: np.ndarray | None
+        self,
+        loop: Loop,
+        frame: SourceFrame,
+        record: FrameRecord,
+        mask: np.ndarray | None,
+        shown: np.ndarray | None,
     ) -> None:
         assert self.writer is not None
         if mask is not None and shown is not None:
             self.writer.write(shown, frame.timestamp)
-            self.still.offer(loop.records[-1], shown)
+            self.still.offer(record, shown)
         elif frame.image is not None:  # skipped, shown as it is so the video keeps its timing
             self.writer.write(as_rgb(frame.image), frame.timestamp)
 
@@ -159,7 +188,12 @@ class DicomSegmentation(Output):
         return isinstance(source, DicomSource)
 
     def add(
-        self, loop: Loop, frame: SourceFrame, mask: np.ndarray | None, shown: np.ndarray | None
+        self,
+        loop: Loop,
+        frame: SourceFrame,
+        record: FrameRecord,
+        mask: np.ndarray | None,
+        shown: np.ndarray | None,
     ) -> None:
         if mask is not None:
             self.frames.append((frame.index, pack_bits(mask.astype(np.uint8))))
@@ -240,7 +274,8 @@ def finish_outputs(loop: Loop, outputs: list[Output]) -> list[str]:
     failed = []
     for output in outputs:
         try:
-            entry = output.finish(loop)
+            with loop.timed(output.name):
+                entry = output.finish(loop)
         except ProjectError as err:
             loop.written[output.name] = f"failed: {err}"
             failed.append(f"{loop.source.name}: {output.name} not written: {err}")
