@@ -71,10 +71,21 @@ class Loop:
         )
 
 
+@dataclass(frozen=True)
+class FrameResult:
+    """One frame as its outputs see it: as decoded, its record, its mask (None: skipped)
+    and the overlay drawn of it (None: skipped)."""
+
+    frame: SourceFrame
+    record: FrameRecord
+    mask: np.ndarray | None
+    shown: np.ndarray | None
+
+
 class Output:
-    """One kind of result of a loop. ``add`` sees every frame in order, segmented or skipped
-    (``mask`` None), with its record, in the run's writing thread; ``finish`` writes what
-    is left and returns what summary.json records of it."""
+    """One kind of result of a loop. ``add`` sees every frame's result in order, segmented
+    or skipped, in the run's writing thread; ``finish`` writes what is left and returns
+    what summary.json records of it."""
 
     name: ClassVar[str]
 
@@ -84,15 +95,8 @@ class Output:
     def start(self, loop: Loop) -> None:
         """Called once before the first frame."""
 
-    def add(
-        self,
-        loop: Loop,
-        frame: SourceFrame,
-        record: FrameRecord,
-        mask: np.ndarray | None,
-        shown: np.ndarray | None,
-    ) -> None:
-        """One frame as decoded, its record, its mask (None: skipped) and its overlay."""
+    def add(self, loop: Loop, result: FrameResult) -> None:
+        """One frame's result, in frame order."""
 
     def finish(self, loop: Loop) -> Any:
         """Write what is left; return the summary entry (None: nothing to record)."""
@@ -110,17 +114,10 @@ class MaskImages(Output):
     def start(self, loop: Loop) -> None:
         (loop.folder / "masks").mkdir(parents=True)
 
-    def add(
-        self,
-        loop: Loop,
-        frame: SourceFrame,
-        record: FrameRecord,
-        mask: np.ndarray | None,
-        shown: np.ndarray | None,
-    ) -> None:
-        if mask is not None:
-            path = loop.folder / "masks" / f"{frame.index:06d}.png"
-            Image.fromarray(mask.astype(np.uint8) * 255).save(path)
+    def add(self, loop: Loop, result: FrameResult) -> None:
+        if result.mask is not None:
+            path = loop.folder / "masks" / f"{result.frame.index:06d}.png"
+            Image.fromarray(result.mask.astype(np.uint8) * 255).save(path)
 
 
 class OverlayVideo(Output):
@@ -137,18 +134,12 @@ class OverlayVideo(Output):
         fps = loop.source.fps / loop.every
         self.writer = VideoWriter(loop.folder / "overlay.mp4", fps, loop.source.size)
 
-    def add(
-        self,
-        loop: Loop,
-        frame: SourceFrame,
-        record: FrameRecord,
-        mask: np.ndarray | None,
-        shown: np.ndarray | None,
-    ) -> None:
+    def add(self, loop: Loop, result: FrameResult) -> None:
         assert self.writer is not None
-        if mask is not None and shown is not None:
+        frame, shown = result.frame, result.shown
+        if shown is not None:
             self.writer.write(shown, frame.timestamp)
-            self.still.offer(record, shown)
+            self.still.offer(result.record, shown)
         elif frame.image is not None:  # skipped, shown as it is so the video keeps its timing
             self.writer.write(as_rgb(frame.image), frame.timestamp)
 
@@ -187,16 +178,9 @@ class DicomSegmentation(Output):
     def applies_to(self, source: FrameSource) -> bool:
         return isinstance(source, DicomSource)
 
-    def add(
-        self,
-        loop: Loop,
-        frame: SourceFrame,
-        record: FrameRecord,
-        mask: np.ndarray | None,
-        shown: np.ndarray | None,
-    ) -> None:
-        if mask is not None:
-            self.frames.append((frame.index, pack_bits(mask.astype(np.uint8))))
+    def add(self, loop: Loop, result: FrameResult) -> None:
+        if result.mask is not None:
+            self.frames.append((result.frame.index, pack_bits(result.mask.astype(np.uint8))))
 
     def finish(self, loop: Loop) -> Any:
         source = loop.source

@@ -29,7 +29,7 @@ from model.errors import ProjectError
 from model.metrics import SegmentationMeter, meter_table
 from runtimes.session import Prediction, Session
 
-from .outputs import Loop, finish_outputs, outputs_for
+from .outputs import FrameResult, Loop, finish_outputs, outputs_for
 from .pipeline import Pipeline
 from .regions import DETECTION_FRAMES, ImageRegion, detect_region
 from .report import FrameRecord
@@ -158,9 +158,10 @@ def segment_source(
         frame, record, mask = item
         with loop.timed("draw"):
             shown = None if mask is None else draw_mask_overlay(frame.image, mask, frame.truth)
+        result = FrameResult(frame, record, mask, shown)
         for output in outputs:
             with loop.timed(output.name):
-                output.add(loop, frame, record, mask, shown)
+                output.add(loop, result)
 
     try:
         for output in outputs:
