@@ -11,7 +11,7 @@ ARM64_STAMP := $(ARM64_ROOT)/.bas-arm64-ready
 
 $(STAMP): pyproject.toml constraints.txt requirements-nodeps.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev,convert]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev,convert,archive]'
 	$(PY) -m pip install --quiet --no-deps -r requirements-nodeps.txt
 	touch $(STAMP)
 

@@ -1,6 +1,7 @@
 """Build the matrix (targets x variants x precisions x forms) and check every artifact's parity.
 
     python -m converters.all [--variants S,L] [--targets ...] [--precisions ...] [--forms ...]
+        [--workers N [--ray-address ADDR]]
 
 Each list option takes comma-separated values, repeats, or both: ``--variants S,L`` is
 ``--variants S --variants L``.
@@ -10,46 +11,36 @@ Prints a Markdown table (and writes it, with a verdict line, as ``parity.md`` an
 cell's request are checked before any work; a combination that leaves no cell to build
 is refused. Exits non-zero if any conversion failed or any artifact missed its parity
 gate, naming each (and the reports say FAILED).
+
+With ``--workers`` the cells run as Ray tasks (:mod:`converters.distributed`), N at a
+time, on an embedded Ray or the cluster ``--ray-address`` (or ``RAY_ADDRESS``) names; the
+artifacts, manifests and reports are those of the local run. Without it Ray is not
+imported.
 """
 
 from __future__ import annotations
 
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 from model.atomic import atomic_path
-from model.checkpoint import CheckpointError
+from model.cluster import cluster_address, ray_address_option, workers_option
 from model.config import VARIANTS
+from model.errors import ProjectError
 from model.forms import EXPORT_FORMS
 from model.options import command, frames_option, list_option, out_option, weights_option
 from model.tables import markdown_table
-from runtimes.manifest import ParityRecord, read_manifest, write_json_atomic
+from runtimes.manifest import ParityRecord, write_json_atomic
 from runtimes.targets import CONVERTED, PRECISIONS, Cell, Status, matrix
 
-from .build import check_replaceable, convert
+from .build import check_replaceable
+from .cell import MatrixResult, build_cell
 from .command import quiet_toolchains
-from .parity import DEFAULT_FRAMES, arm64_option, arm64_runtime, record_parity
+from .distributed import build_matrix_on_ray
+from .parity import DEFAULT_FRAMES, arm64_option
 from .registry import get_target
 from .spec import ConversionError, ConvertRequest, validate
-
-
-@dataclass(frozen=True)
-class MatrixResult:
-    target: str
-    variant: str
-    precision: str
-    form: str
-    status: Status
-    artifact: str | None = None
-    seconds: float | None = None
-    bytes: int | None = None
-    parity: ParityRecord | None = None
-    error: str | None = None
-
-    @property
-    def label(self) -> str:
-        return f"{self.target} BaS-{self.variant} {self.precision} {self.form}"
 
 
 def matrix_cells(
@@ -100,40 +91,7 @@ def build_matrix(
 
     ``arm64``: cells whose target has an emulated ARM64 runtime are checked there too.
     """
-    results = []
-    for cell in cells:
-        key = (cell.target, cell.variant, cell.precision, cell.form)
-        target = get_target(cell.target)
-        if not target.is_available():
-            results.append(MatrixResult(*key, status=Status.NOT_RUN_HERE))
-            continue
-        request = ConvertRequest(cell.variant, weights, cell.precision, cell.form, out=out)
-        try:
-            artifact = convert(target, request)
-        except (ConversionError, CheckpointError) as err:
-            results.append(MatrixResult(*key, status=Status.FAILED_TO_CONVERT, error=str(err)))
-            continue
-        on_arm64 = arm64 and arm64_runtime(read_manifest(artifact)) is not None
-        record = record_parity(artifact, frames, arm64=on_arm64)
-        results.append(result_of(artifact, record))
-    return results
-
-
-def result_of(artifact: Path, record: ParityRecord) -> MatrixResult:
-    """One row of the table, from an artifact's manifest and its parity record."""
-    manifest = read_manifest(artifact)
-    return MatrixResult(
-        manifest.target,
-        manifest.variant,
-        manifest.precision,
-        manifest.form,
-        status=Status.PASSED if record.passed else Status.FAILED_PARITY,
-        artifact=str(artifact),
-        seconds=manifest.conversion_seconds,
-        bytes=manifest.artifact.bytes,
-        parity=record,
-        error="; ".join(record.failures) or None,
-    )
+    return [build_cell(cell, out, weights, frames, arm64) for cell in cells]
 
 
 def _fmt(value: float | None, spec: str) -> str:
@@ -202,6 +160,8 @@ def summary(results: list[MatrixResult], bad: list[MatrixResult]) -> str:
 @frames_option(DEFAULT_FRAMES, "Frames each parity check compares (whole videos of 20).")
 @arm64_option
 @out_option("artifacts", "Folder for the artifacts, parity.md and parity.json.")
+@workers_option
+@ray_address_option
 def main(
     variants: list[str],
     targets: list[str],
@@ -211,11 +171,19 @@ def main(
     frames: int,
     arm64: bool,
     out: Path,
+    workers: int | None,
+    ray_address: str | None,
 ) -> None:
     """Build the matrix of artifacts and check each one's parity; exit 1 if any failed."""
+    if workers is None and ray_address is not None:
+        raise ProjectError("--ray-address needs --workers")
     cells = check_matrix(variants, targets, precisions, forms, out, weights)
-    with quiet_toolchains():
-        results = build_matrix(cells, out, weights, frames, arm64)
+    if workers is None:
+        with quiet_toolchains():
+            results = build_matrix(cells, out, weights, frames, arm64)
+    else:
+        address = cluster_address(ray_address)
+        results = build_matrix_on_ray(cells, out, weights, frames, arm64, workers, address)
     table = markdown(results)
     bad = [r for r in results if r.status not in (Status.PASSED, Status.NOT_RUN_HERE)]
     verdict = summary(results, bad)

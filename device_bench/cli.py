@@ -2,10 +2,12 @@
 
 device_bench run --target tflite [--variant S] [--precision fp32] [--form frame]
 device_bench report [reports/bench/results.jsonl]
+device_bench archive [--loops 16] [--frames 60] [--nodes 1 --nodes 4] [--cores 16]
 """
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import click
@@ -21,7 +23,7 @@ from model.options import (
     variant_option,
     weights_option,
 )
-from runtimes import load
+from runtimes import load, load_pytorch
 from runtimes.manifest import read_manifest
 from runtimes.targets import PRECISIONS, TARGETS, get_target_spec
 from segmentation.sources import open_input, opened_sources
@@ -37,6 +39,7 @@ from .phone import Device, PhoneOptions, RunRequest
 from .records import RESULTS, TARGET_ALIASES, append_records, read_records
 from .report import chart as draw_chart
 from .report import markdown
+from .scaling import run_scaling, scaling_report
 from .sustained import DRIFT_WINDOW, MIN_FRAMES, plot_latency, sustained
 from .sweep import run_sweep, status_record, sweep_cells
 
@@ -265,6 +268,55 @@ def node_load(
     click.echo(f"under load: {loaded.summary()}")
     if len(loaded.complete) != loops or len(single.complete) != 1:
         raise SystemExit(1)
+
+
+@main.command("archive")
+@click.option(
+    "--artifact",
+    type=click.Path(path_type=Path, exists=True),
+    help="A converted artifact  [default: PyTorch, stream form]",
+)
+@variant_option()
+@weights_option
+@click.option("--loops", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option("--frames", type=click.IntRange(min=1), default=60, show_default=True)
+@click.option(
+    "--nodes",
+    "nodes",
+    type=click.IntRange(min=1),
+    multiple=True,
+    default=(1, 2, 4, 8),
+    show_default=True,
+    help="Cluster sizes to project to (repeat).",
+)
+@click.option(
+    "--cores", type=click.IntRange(min=1), default=16, show_default=True, help="Cores a node."
+)
+@click.option(
+    "--archive-loops",
+    type=click.IntRange(min=1),
+    default=10_000,
+    show_default=True,
+    help="Loops in the projected archive (each as long as the measured ones).",
+)
+def archive(
+    artifact: Path | None,
+    variant: str,
+    weights: str,
+    loops: int,
+    frames: int,
+    nodes: tuple[int, ...],
+    cores: int,
+    archive_loops: int,
+) -> None:
+    """An archive's scaling: synthetic loops segmented without Ray, then by 1 and by 2
+    embedded Ray workers of 1 thread; Ray's costs, and the projection to a cluster."""
+    if artifact is None:
+        open_session = partial(load_pytorch, variant, weights, "stream")
+    else:
+        open_session = partial(load, artifact)
+    scaling = run_scaling(open_session, loops, frames)
+    click.echo(scaling_report(scaling, archive_loops, list(nodes), cores))
 
 
 @main.command("loop")

@@ -2,6 +2,8 @@
 
     python -m segmentation --artifact PATH --input INPUT --out DIR [--threshold 0.5]
         [--every N] [--max-frames N] [--threads N] [--crop-to-region] [--store]
+    python -m segmentation --input ARCHIVE --out DIR --workers N [--ray-address ADDR]
+        [--threads-per-worker T] [...]
 
 (``python -m runtimes.segment`` is the same command, kept for the scripts that call it.)
 
@@ -15,14 +17,20 @@ Writes, per loop, what :mod:`segmentation.outputs` lists; where ground truth exi
 ``metrics.json`` and ``metrics.md``; and ``summary.json``. Exit status: 0 when every loop
 went through, 1 when some did not (each listed on a ``failed:`` line), 2 for an input or
 option that cannot be used (one ``error:`` line, nothing written).
+
+With ``--workers`` the loops are spread over Ray workers (:mod:`segmentation.archive`):
+each loop's outputs in ``DIR/<loop>`` as soon as it is done, a re-run skipping those, and
+``summary.json`` and ``summary.csv`` with a row per loop. Without it Ray is not imported.
 """
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import click
 
+from model.cluster import cluster_address, ray_address_option, workers_option
 from model.errors import ProjectError
 from model.options import (
     PIPELINE_THREADS,
@@ -36,6 +44,7 @@ from model.options import (
 from runtimes import load, load_pytorch
 from runtimes.registry import RUNTIME_NAMES
 
+from .archive import DONE_BEFORE, ArchiveTotals, run_archive
 from .run import RunOptions, default_threads, run_segment
 
 PARTIAL_EXIT = 1  # some loops or outputs were not done; the rest was written
@@ -90,6 +99,15 @@ PARTIAL_EXIT = 1  # some loops or outputs were not done; the rest was written
     "report into its study on the same server (STOW-RS).",
 )
 @threads_option_saying(PIPELINE_THREADS)
+@workers_option
+@ray_address_option
+@click.option(
+    "--threads-per-worker",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="With --workers: inference threads (and CPUs reserved) per worker.",
+)
 def main(
     artifact: Path | None,
     variant: str,
@@ -104,19 +122,36 @@ def main(
     crop_to_region: bool,
     store: bool,
     threads: int | None,
+    workers: int | None,
+    ray_address: str | None,
+    threads_per_worker: int,
 ) -> None:
     """Segment recordings or archived studies with BaS through any runtime; write masks,
     overlay video, CSV, plots, and for DICOM a Segmentation and a measurement report."""
     if artifact is None:
         if runtime not in (None, "pytorch"):
             raise ProjectError(f"--runtime {runtime} needs --artifact (without it, PyTorch runs)")
-        session = load_pytorch(variant, weights, "stream", threads=threads or default_threads())
+        open_session = partial(load_pytorch, variant, weights, "stream")
     else:
-        session = load(artifact, threads=threads or default_threads(), runtime=runtime)
+        open_session = partial(load, artifact, runtime=runtime)
+    options = RunOptions(threshold, every, max_frames, crop_to_region)
+    if workers is not None:
+        if store:
+            raise ProjectError("--store runs without --workers (results go back one at a time)")
+        if threads is not None:
+            raise ProjectError("--threads with --workers: use --threads-per-worker")
+        address = cluster_address(ray_address)
+        archived = run_archive(
+            open_session, input_spec, out, workers, options, fps, threads_per_worker, address
+        )
+        _report_archive(archived, workers, out)
+        return
+    if ray_address is not None:
+        raise ProjectError("--ray-address needs --workers")
+    session = open_session(threads=threads or default_threads())
     manifest = session.manifest
     if manifest.form == "frame":
         click.echo("note: frame-form artifact: each frame runs alone (no temporal state)", err=True)
-    options = RunOptions(threshold, every, max_frames, crop_to_region)
     totals = run_segment(session, input_spec, out, options, fps, store)
     for warning in totals.warnings[:10]:
         click.echo(f"warning: {warning}", err=True)
@@ -130,6 +165,34 @@ def main(
     )
     spent = sorted(totals.seconds.items(), key=lambda kv: -kv[1])
     click.echo("seconds per stage: " + ", ".join(f"{k} {v:.2f}" for k, v in spent), err=True)
+    for failure in totals.failed:
+        click.echo(f"failed: {failure}", err=True)
+    if totals.failed:
+        raise SystemExit(PARTIAL_EXIT)
+
+
+def _report_archive(totals: ArchiveTotals, workers: int, out: Path) -> None:
+    """The archive run's warnings, one line of totals, and a line per loop that failed."""
+    for warning in totals.warnings[:10]:
+        click.echo(f"warning: {warning}", err=True)
+    if len(totals.warnings) > 10:
+        click.echo(f"warning: ... and {len(totals.warnings) - 10} more (summary.json)", err=True)
+    model, done, loops_s = totals.model, totals.done, totals.loops_s
+    if model["form"] == "frame":
+        click.echo("note: frame-form artifact: each frame runs alone (no temporal state)", err=True)
+    before = sum(row.status == DONE_BEFORE for row in totals.rows)
+    rate = (
+        f"{len(done) * 60 / loops_s:.1f} loops a minute, {totals.frames / loops_s:.1f} frames a "
+        "second end to end; "
+        if loops_s
+        else ""
+    )
+    click.echo(
+        f"BaS-{model['variant']} {model['form']} {model['precision']} via {model['runtime']}: "
+        f"{len(done)} loops segmented ({totals.frames} frames) on {workers} "
+        f"workers, {before} done before, {len(totals.failed)} failed or incomplete; {rate}"
+        f"wrote {out} (summary.csv)"
+    )
     for failure in totals.failed:
         click.echo(f"failed: {failure}", err=True)
     if totals.failed:

@@ -260,7 +260,8 @@ def _warnings(
     return found
 
 
-def _summary_entry(loop: Loop) -> dict[str, Any]:
+def summary_entry(loop: Loop) -> dict[str, Any]:
+    """What summary.json says of one loop: its name, what its outputs wrote, its timing."""
     entry: dict[str, Any] = {"name": loop.source.name, **loop.written}
     timing = getattr(loop.source, "timing", None)
     if timing:
@@ -324,7 +325,7 @@ def run_segment(
             "frames_skipped": totals.skipped,
             "end_to_end_fps": round(totals.end_to_end_fps, 2),
             "inference_fps": round(totals.inference_fps, 2),
-            "sources": [_summary_entry(loop) for loop in loops],
+            "sources": [summary_entry(loop) for loop in loops],
             "failed": totals.failed,
         }
         (staging / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")

@@ -2,8 +2,10 @@
 
 An input is a list of :class:`Batch` es, each a group of loops opened when its turn comes:
 
-- a path (video file, folder of frames, dataset folder, DICOM file or study folder): one
-  batch, every source checked when the input is opened, so a bad input fails in a second;
+- a path (video file, folder of frames, dataset folder, folder of video files, DICOM file
+  or study folder): one batch, every source checked when the input is opened, so a bad
+  input fails in a second (a file of a folder of videos or of a study folder that cannot
+  be read is left out, with why);
 - a DICOMweb resource (``http://HOST:PORT/ROOT/studies/UID``, ``.../series/UID``) or search
   (``.../studies?ModalitiesInStudy=US&StudyDate=...``): one batch per ultrasound series.
   The server is asked what it holds when the input is opened (a server that does not
@@ -23,9 +25,11 @@ from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from model.data.layouts import natural_key
+
 from .dicom import is_dicom, scan_dicom, unique_name
 from .dicomweb import DicomWebClient, SeriesInfo, is_dicomweb_url, parse_resource
-from .video import FrameSource, InputError, image_files, open_sources
+from .video import VIDEO_SUFFIXES, FrameSource, InputError, image_files, open_sources
 
 ULTRASOUND = "US"
 
@@ -102,9 +106,36 @@ def open_path(path: Path, fps: float = 30.0) -> Opened:
         and any(p.is_file() and is_dicom(p) for p in path.rglob("*"))
     )
     if not dicom:
-        return Opened(open_sources(path, fps), [])
+        videos = video_files(path) if path.is_dir() and not image_files(path) else []
+        return _open_videos(path, videos, fps) if videos else Opened(open_sources(path, fps), [])
     found = scan_dicom(path, fps)
     return Opened(list(found.sources), [f"left out {p}: {why}" for p, why in found.skipped])
+
+
+def video_files(folder: Path) -> list[Path]:
+    """The video files at the top of ``folder`` (not hidden), in natural order."""
+    files = [
+        p
+        for p in folder.iterdir()
+        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in VIDEO_SUFFIXES
+    ]
+    return sorted(files, key=lambda p: natural_key(p.name))
+
+
+def _open_videos(folder: Path, videos: list[Path], fps: float) -> Opened:
+    """A folder of recordings, one source each (names kept apart); one that cannot be read
+    is left out with why, as a study folder's unreadable files are."""
+    sources, left_out, taken = [], [], set()
+    for video in videos:
+        try:
+            (source,) = open_sources(video, fps)
+        except InputError as err:
+            left_out.append(f"left out {err}")
+            continue
+        sources.append(dataclasses.replace(source, name=unique_name(source.name, taken)))
+    if not sources:
+        raise InputError(f"{folder}: none of its {len(videos)} video files can be read")
+    return Opened(sources, left_out)
 
 
 @contextmanager
