@@ -163,8 +163,6 @@ def main(
         f"end-to-end {totals.end_to_end_fps:.1f} FPS, inference {totals.inference_fps:.1f} FPS; "
         f"{f'stored {totals.stored} DICOM objects; ' if store else ''}wrote {out}"
     )
-    spent = sorted(totals.seconds.items(), key=lambda kv: -kv[1])
-    click.echo("seconds per stage: " + ", ".join(f"{k} {v:.2f}" for k, v in spent), err=True)
     for failure in totals.failed:
         click.echo(f"failed: {failure}", err=True)
     if totals.failed:

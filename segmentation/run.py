@@ -116,7 +116,6 @@ class RunTotals:
     warnings: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)  # a line per loop or output not done
     stored: int = 0  # DICOM objects stored into the archive
-    seconds: dict[str, float] = field(default_factory=dict)  # per stage and output, all loops
 
     @property
     def end_to_end_fps(self) -> float:
@@ -200,8 +199,6 @@ def segment_source(
     totals.failed += finish_outputs(loop, outputs)
     loop.written.update(placement.describe(source))
     loop.written["seconds"] = {k: round(v, 3) for k, v in loop.seconds.items()}
-    for key, value in loop.seconds.items():
-        totals.seconds[key] = totals.seconds.get(key, 0.0) + value
     return loop
 
 
