@@ -156,7 +156,7 @@ def run_load(
 ) -> LoadRun:
     """Push ``loops`` copies of ``template`` to ``node`` (AE@HOST:PORT) and wait for each
     one's SEG and SR at ``results_root`` (a DICOMweb root)."""
-    target = parse_destination(node)
+    target = parse_destination(node, "--node")
     if not isinstance(target, DicomNodeDestination):
         raise ProjectError(f"--node {node!r}: a DICOM node (AE@HOST:PORT)")
     target = DicomNodeDestination(target.ae_title, target.host, target.port, calling_ae_title)

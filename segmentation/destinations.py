@@ -78,14 +78,17 @@ class DicomNodeDestination:
         return f"{self.ae_title}@{self.host}:{self.port}"
 
 
-def parse_destination(text: str) -> DicomWebDestination | DicomNodeDestination:
-    """``http(s)://...`` (a DICOMweb root) or ``AE@HOST:PORT``; else one line saying so."""
+def parse_destination(
+    text: str, option: str = "--store-to"
+) -> DicomWebDestination | DicomNodeDestination:
+    """``http(s)://...`` (a DICOMweb root) or ``AE@HOST:PORT``; else one line saying so,
+    naming ``option``."""
     if is_dicomweb_url(text):
         return DicomWebDestination(text.rstrip("/"))
     match = _NODE.match(text)
     if match is None or not 0 < int(match["port"]) < 65536:
         raise ProjectError(
-            f"--store-to {text!r}: neither a DICOMweb root (http://HOST:PORT/ROOT) nor a "
+            f"{option} {text!r}: neither a DICOMweb root (http://HOST:PORT/ROOT) nor a "
             "DICOM node (AE@HOST:PORT)"
         )
     return DicomNodeDestination(match["ae"], match["host"], int(match["port"]))

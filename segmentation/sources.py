@@ -90,6 +90,8 @@ def open_input(spec: str | Path, fps: float = 30.0) -> Input:
     """The batches of ``spec``: a path, or a DICOMweb URL (see the module docstring)."""
     if isinstance(spec, str) and is_dicomweb_url(spec):
         return _open_dicomweb(spec, fps)
+    if isinstance(spec, str) and "://" in spec:
+        raise InputError(f"{spec}: only http:// and https:// (DICOMweb) URLs are read")
     path = Path(spec)
     opened = open_path(path, fps)
     batch = Batch("", lambda: _already(opened))

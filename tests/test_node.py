@@ -17,11 +17,13 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+from click.testing import CliRunner
 from pydicom.uid import SecondaryCaptureImageStorage, generate_uid
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification
 
 from device_bench.node_load import run_load
+from segmentation.node import main as node_main
 from segmentation.spool import Job, Spool
 from tests import pacs
 from tests.dciodvfy import ALLOWED_WARNINGS, assert_dciodvfy_clean
@@ -303,3 +305,21 @@ def test_twenty_loops_over_eight_associations_each_get_one_seg_and_one_sr(
     assert run.instances == 20 and len(run.series) == 20
     assert [(s.seg, s.sr) for s in run.series] == [(1, 1)] * 20, run.summary()
     assert "20 series: 0 received, 0 working, 0 segmented, 20 sent, 0 failed" in node.status()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--port", "11112"], "--port and --store-to are needed to run the node"),
+        (["--port", "11112", "--store-to", "nonsense"], "--store-to 'nonsense': neither"),
+        (["--status"], "no such folder"),
+    ],
+)
+def test_bad_options_are_one_line_and_leave_no_spool(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    spool = tmp_path / "spool"
+    result = CliRunner().invoke(node_main, ["--spool", str(spool), *args])
+    assert result.exit_code == 2 and not spool.exists()
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith("error: ") and message in line

@@ -164,6 +164,11 @@ def test_a_server_that_does_not_answer_is_one_line_and_no_output(tmp_path: Path)
     assert not (tmp_path / "out").exists()
 
 
+def test_a_url_of_another_scheme_is_one_line(tmp_path: Path) -> None:
+    result = _segment("--input", "ftp://host/studies/1.2", "--out", tmp_path / "out", code=2)
+    assert "only http:// and https:// (DICOMweb) URLs are read" in result.output
+
+
 def test_store_needs_an_archive_input(tmp_path: Path) -> None:
     result = _segment("--input", CINE, "--store", "--out", tmp_path / "out", code=2)
     assert "--store needs a DICOMweb --input" in result.output
