@@ -9,12 +9,10 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pydicom
 import pytest
 from click.testing import CliRunner
@@ -34,6 +32,7 @@ orthanc = pacs.orthanc  # the fixture: a real Orthanc shared by this module's te
 
 ROOT = Path(__file__).resolve().parents[1]
 NODE_AE = "BASNODE"
+CUT_AFTER_PDUS = 20  # of a C-STORE's P-DATA PDUs: the data set is cut well before its end
 SCANNER = "SCANNER"
 
 
@@ -236,20 +235,30 @@ def test_a_destination_that_is_down_is_retried_then_failed_with_the_reason(
 def test_an_association_dropped_mid_transfer_leaves_no_instance(
     node_factory, tmp_path: Path
 ) -> None:
+    """The sender passes on the first P-DATA PDUs of a C-STORE, then aborts: the node has
+    part of a data set, as when a scanner's cable is pulled mid-send."""
     node = node_factory("ARCHIVE@127.0.0.1:9", "--quiet", "60").start()
-    path, _ = _loop(tmp_path, "long", frames=1)
-    ds = pydicom.dcmread(path)
-    frames = 800  # about 94 MB: still in transfer when the sender aborts
-    ds.NumberOfFrames = frames
-    ds.PixelData = np.random.default_rng(0).integers(0, 255, (frames, ds.Rows, ds.Columns),
-                                                     np.uint8).tobytes()  # fmt: skip
+    path, _ = _loop(tmp_path, "long", frames=12)  # 1.4 MB: about 90 PDUs of 16 KB
     ae = AE(ae_title=SCANNER)
+    ae.dimse_timeout = 2  # the answer that never comes after the abort
+    ds = pydicom.dcmread(path)
     ae.add_requested_context(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID)
     assoc = ae.associate("127.0.0.1", node.port, ae_title=NODE_AE)
     assert assoc.is_established
-    threading.Timer(0.3, assoc.abort).start()
+    send_pdu, sent = assoc.dul.send_pdu, []
+
+    def cut_off(primitive: object) -> None:
+        if type(primitive).__name__ == "P_DATA":
+            sent.append(primitive)
+            if len(sent) == CUT_AFTER_PDUS:
+                assoc.abort()
+            if len(sent) >= CUT_AFTER_PDUS:
+                return
+        send_pdu(primitive)
+
+    assoc.dul.send_pdu = cut_off
     status = assoc.send_c_store(ds)
-    assert getattr(status, "Status", None) != 0  # never acknowledged
+    assert getattr(status, "Status", None) != 0 and len(sent) >= CUT_AFTER_PDUS
     time.sleep(1)
     spool = tmp_path / "spool"
     assert not [*(spool / "instances").iterdir(), *(spool / "incoming").iterdir()]
