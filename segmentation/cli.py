@@ -153,28 +153,35 @@ def main(
     if manifest.form == "frame":
         click.echo("note: frame-form artifact: each frame runs alone (no temporal state)", err=True)
     totals = run_segment(session, input_spec, out, options, fps, store)
-    for warning in totals.warnings[:10]:
-        click.echo(f"warning: {warning}", err=True)
-    if len(totals.warnings) > 10:
-        click.echo(f"warning: ... and {len(totals.warnings) - 10} more (frames.csv)", err=True)
+    _warn(totals.warnings, "frames.csv")
     click.echo(
         f"BaS-{manifest.variant} {manifest.form} {manifest.precision} via {session.runtime}: "
         f"{totals.segmented} frames segmented, {totals.skipped} skipped; "
         f"end-to-end {totals.end_to_end_fps:.1f} FPS, inference {totals.inference_fps:.1f} FPS; "
         f"{f'stored {totals.stored} DICOM objects; ' if store else ''}wrote {out}"
     )
-    for failure in totals.failed:
+    _exit_if_failed(totals.failed)
+
+
+def _warn(warnings: list[str], listed_in: str) -> None:
+    """The first ten warnings, and how many more ``listed_in`` holds."""
+    for warning in warnings[:10]:
+        click.echo(f"warning: {warning}", err=True)
+    if len(warnings) > 10:
+        click.echo(f"warning: ... and {len(warnings) - 10} more ({listed_in})", err=True)
+
+
+def _exit_if_failed(failed: list[str]) -> None:
+    """A ``failed:`` line for each loop or output not done; then exit status 1."""
+    for failure in failed:
         click.echo(f"failed: {failure}", err=True)
-    if totals.failed:
+    if failed:
         raise SystemExit(PARTIAL_EXIT)
 
 
 def _report_archive(totals: ArchiveTotals, workers: int, out: Path) -> None:
     """The archive run's warnings, one line of totals, and a line per loop that failed."""
-    for warning in totals.warnings[:10]:
-        click.echo(f"warning: {warning}", err=True)
-    if len(totals.warnings) > 10:
-        click.echo(f"warning: ... and {len(totals.warnings) - 10} more (summary.json)", err=True)
+    _warn(totals.warnings, "summary.json")
     model, done, loops_s = totals.model, totals.done, totals.loops_s
     if model["form"] == "frame":
         click.echo("note: frame-form artifact: each frame runs alone (no temporal state)", err=True)
@@ -191,7 +198,4 @@ def _report_archive(totals: ArchiveTotals, workers: int, out: Path) -> None:
         f"workers, {before} done before, {len(totals.failed)} failed or incomplete; {rate}"
         f"wrote {out} (summary.csv)"
     )
-    for failure in totals.failed:
-        click.echo(f"failed: {failure}", err=True)
-    if totals.failed:
-        raise SystemExit(PARTIAL_EXIT)
+    _exit_if_failed(totals.failed)
