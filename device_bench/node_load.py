@@ -15,7 +15,7 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from pydicom import dcmread
@@ -42,6 +42,12 @@ class Series:
     done: float | None = None
     seg: int = 0
     sr: int = 0
+
+    def count_results(self, client: DicomWebClient) -> None:
+        """Count the SEG and SR series the destination holds in this copy's study."""
+        found = client.search_series(self.study_uid)
+        self.seg = sum(s.modality == "SEG" for s in found)
+        self.sr = sum(s.modality == "SR" for s in found)
 
     @property
     def latency_s(self) -> float | None:
@@ -135,9 +141,7 @@ def wait_for_results(root: str, series: list[Series], timeout_s: float) -> None:
     pending = list(series)
     while pending and time.monotonic() < deadline:
         for item in list(pending):
-            found = client.search_series(item.study_uid)
-            item.seg = sum(s.modality == "SEG" for s in found)
-            item.sr = sum(s.modality == "SR" for s in found)
+            item.count_results(client)
             if item.seg and item.sr:
                 item.done = time.monotonic()
                 pending.remove(item)
@@ -159,7 +163,7 @@ def run_load(
     target = parse_destination(node, "--node")
     if not isinstance(target, DicomNodeDestination):
         raise ProjectError(f"--node {node!r}: a DICOM node (AE@HOST:PORT)")
-    target = DicomNodeDestination(target.ae_title, target.host, target.port, calling_ae_title)
+    target = replace(target, calling_ae_title=calling_ae_title)
     with tempfile.TemporaryDirectory(prefix="bas-load-") as folder:
         series = make_copies(template, loops, Path(folder))
         push_s = push(target, series, associations)
@@ -167,9 +171,7 @@ def run_load(
     time.sleep(settle_s)  # then count again: a result sent twice would show now
     client = DicomWebClient(results_root)
     for item in series:
-        found = client.search_series(item.study_uid)
-        item.seg = sum(s.modality == "SEG" for s in found)
-        item.sr = sum(s.modality == "SR" for s in found)
+        item.count_results(client)
     return LoadRun(loops, associations, len(series), push_s, series)
 
 
