@@ -24,7 +24,7 @@ $(ARM64_STAMP): $(STAMP) runtimes/arm64/sysroot.py runtimes/arm64/requirements.t
 
 arm64: $(ARM64_STAMP)
 
-# Orthanc with its DICOMweb plugin (tests/pacs.py starts its own on free ports), dciodvfy and
+# Orthanc with its DICOMweb plugin (tests/support/pacs.py starts its own on free ports), dciodvfy and
 # dcmtk, installed with apt where missing (root). Checked on every run, no stamp: a stamp
 # would outlive a removed package. A service the install started (systemd, or an init that
 # runs it) is stopped again, by its unit or its pid file only, never by the program's name.

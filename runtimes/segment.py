@@ -2,7 +2,7 @@
 the segmentation application (``python -m segmentation``, :mod:`segmentation.cli`).
 
 The one module of ``runtimes`` that names the floor above it: an entry point, nothing
-else (tests/test_layers.py holds it to that).
+else (tests/test_import_order.py holds it to that).
 """
 
 from segmentation.cli import main

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ("pytester",)  # tests/test_apple_runtime.py runs this hook in a scratch session
+pytest_plugins = ("pytester",)  # tests/runtimes/test_apple_runtime.py runs this hook in a scratch session
 
 APPLE_RUNTIME_REASON = "Apple's Core ML runtime predicts only on macOS"
 

@@ -1,6 +1,6 @@
 """Loading checkpoints of the public BaS code: numerics against an independent reference, errors.
 
-The reference (``tests/public_reference.py``) restates the authors' ``src/bas.py`` module by
+The reference (``tests/support/public_reference.py``) restates the authors' ``src/bas.py`` module by
 module with their state-dict keys, so the random "public" checkpoints here are made from it,
 in the authors' layout, and not from our own network.
 """
@@ -17,7 +17,7 @@ from torch import nn
 from model import BaS, CheckpointError, build_bas, get_config, load_public_checkpoint
 from model.checkpoint import save_weights
 from model.legacy import canonical_to_public_key
-from tests.public_reference import PUBLIC_BLOCKS, Swish, public_bas, public_bas_for
+from tests.support.public_reference import PUBLIC_BLOCKS, Swish, public_bas, public_bas_for
 
 SIZE = 64
 # (image size, batch, clip length): the authors' 240x240 and a small size, kept light for CI.

@@ -21,10 +21,10 @@ from pydicom import examples
 from device_bench.cli import main as device_bench_main
 from device_bench.records import read_records
 from segmentation.cli import main
-from tests import pacs
-from tests.dciodvfy import ALLOWED_WARNINGS, assert_dciodvfy_clean
-from tests.pacs import Orthanc, free_port
-from tests.synthetic_dicom import MM_PER_PX, write_breast_loop
+from tests.support import pacs
+from tests.support.dciodvfy import ALLOWED_WARNINGS, assert_dciodvfy_clean
+from tests.support.pacs import Orthanc, free_port
+from tests.support.synthetic_dicom import MM_PER_PX, write_breast_loop
 
 orthanc = pacs.orthanc  # the fixture: a real Orthanc shared by this module's tests
 

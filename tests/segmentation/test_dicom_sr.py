@@ -27,8 +27,8 @@ from segmentation.dicom_sr import (
 )
 from segmentation.regions import ImageRegion, bbox_size
 from segmentation.report import FrameRecord
-from tests.dciodvfy import ALLOWED_WARNINGS, ANONYMISED_WARNINGS, assert_dciodvfy_clean
-from tests.test_dicom_seg import single_frame_series
+from tests.support.dciodvfy import ALLOWED_WARNINGS, ANONYMISED_WARNINGS, assert_dciodvfy_clean
+from tests.segmentation.test_dicom_seg import single_frame_series
 
 LOOP = Path(examples.get_path("ybr_color"))  # 30 frames of 240 x 320, no Frame of Reference
 STILL = Path(examples.get_path("rgb_color"))  # one frame, 240 x 320

@@ -23,14 +23,14 @@ from pynetdicom.sop_class import Verification
 from device_bench.node_load import run_load
 from segmentation.node import main as node_main
 from segmentation.spool import Job, Spool
-from tests import pacs
-from tests.dciodvfy import ALLOWED_WARNINGS, assert_dciodvfy_clean
-from tests.pacs import Orthanc, free_port
-from tests.synthetic_dicom import write_breast_loop
+from tests.support import pacs
+from tests.support.dciodvfy import ALLOWED_WARNINGS, assert_dciodvfy_clean
+from tests.support.pacs import Orthanc, free_port
+from tests.support.synthetic_dicom import write_breast_loop
 
 orthanc = pacs.orthanc  # the fixture: a real Orthanc shared by this module's tests
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 NODE_AE = "BASNODE"
 CUT_AFTER_PDUS = 20  # of a C-STORE's P-DATA PDUs: the data set is cut well before its end
 SCANNER = "SCANNER"

@@ -18,7 +18,7 @@ import pytest
 from model import signals
 from model.atomic import atomic_path, staged_folder
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _start(args: list[str], tmp_path: Path) -> subprocess.Popen:

@@ -145,7 +145,7 @@ def test_low_contrast_calibration_clips_carry_their_own_state() -> None:
 
 def test_the_converter_digest_covers_what_writes_an_artifact_only(tmp_path: Path) -> None:
     """Editing an evaluation table keeps cached artifacts; editing the network does not."""
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     for package in ("model", "runtimes", "converters"):
         shutil.copytree(
             root / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__")

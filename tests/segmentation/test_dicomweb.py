@@ -1,4 +1,4 @@
-"""segmentation.dicomweb against a real Orthanc (tests/pacs.py) and, for answers Orthanc never
+"""segmentation.dicomweb against a real Orthanc (tests/support/pacs.py) and, for answers Orthanc never
 gives (a response cut off mid-instance, a server ignoring a filter), a loopback HTTP server
 of the test's own that sends exactly the bytes each test asks for."""
 
@@ -23,8 +23,8 @@ from segmentation.dicomweb import (
     is_dicomweb_url,
     parse_resource,
 )
-from tests import pacs
-from tests.pacs import Orthanc, free_port
+from tests.support import pacs
+from tests.support.pacs import Orthanc, free_port
 
 orthanc = pacs.orthanc  # the fixture: a real Orthanc shared by this module's tests
 

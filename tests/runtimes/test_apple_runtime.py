@@ -39,7 +39,7 @@ Runner = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
 MATRIX = [
     (v, p, f) for v in ("S", "L") for p in coreml.CoreMLTarget.precisions for f in EXPORT_FORMS
 ]
-FRAMES = 60  # as in tests/test_parity.py (the reference evaluator: ~0.06 s a BaS-S frame)
+FRAMES = 60  # as in tests/converters/test_parity.py (the reference evaluator: ~0.06 s a BaS-S frame)
 APPLE = coreml_runtime.apple_runtime_available()
 
 
@@ -94,7 +94,7 @@ def compare_runners(
 
 
 def judge(record: ParityRecord) -> None:
-    """Every gate holds, as in tests/test_parity.py."""
+    """Every gate holds, as in tests/converters/test_parity.py."""
     if not record.passed:
         where = f"{record.label} on Apple's runtime"
         pytest.fail(f"parity failed for {where}: {'; '.join(record.failures)}")
@@ -145,7 +145,7 @@ def test_marker_is_registered(pytestconfig: pytest.Config) -> None:
 def test_marker_skips_only_where_core_ml_cannot_predict(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, available: bool
 ) -> None:
-    pytester.makeconftest(Path(__file__).with_name("conftest.py").read_text())
+    pytester.makeconftest(Path(__file__).parents[1].joinpath("conftest.py").read_text())
     pytester.makeini("[pytest]\nmarkers =\n    apple_runtime: needs Apple's runtime\n")
     pytester.makepyfile(
         "import pytest\n\n@pytest.mark.apple_runtime\ndef test_on_apple():\n    pass\n"

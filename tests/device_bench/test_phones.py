@@ -42,7 +42,7 @@ from runtimes.manifest import (
     write_manifest,
 )
 
-FIXTURES = Path(__file__).parent / "fixtures" / "device_bench"
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "device_bench"
 SERIAL = "SER123"
 REMOTE = "/data/local/tmp/bas-deploy"
 

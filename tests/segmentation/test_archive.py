@@ -48,9 +48,9 @@ from segmentation.archive import (
 from segmentation.cli import PARTIAL_EXIT, main
 from segmentation.run import RunOptions, run_segment
 from segmentation.video import open_sources
-from tests import pacs
-from tests.pacs import Orthanc
-from tests.synthetic_dicom import write_breast_loop
+from tests.support import pacs
+from tests.support.pacs import Orthanc
+from tests.support.synthetic_dicom import write_breast_loop
 
 orthanc = pacs.orthanc  # the fixture, started only by the PACS test
 OPEN_SESSION = partial(load_pytorch, "S", "shipped", "stream")

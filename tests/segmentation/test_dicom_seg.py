@@ -25,7 +25,7 @@ from pydicom.uid import (
 
 from model.errors import ProjectError
 from segmentation.dicom_seg import PATIENT_STUDY_TYPE2, check_segmentation, write_segmentation
-from tests.dciodvfy import ALLOWED_WARNINGS, ANONYMISED_WARNINGS, assert_dciodvfy_clean
+from tests.support.dciodvfy import ALLOWED_WARNINGS, ANONYMISED_WARNINGS, assert_dciodvfy_clean
 
 VERSION = "BaS-S stream fp32 via litert, bas_s_stream_240_fp32.tflite sha256 " + "1a2b" * 16
 LOOP = Path(examples.get_path("ybr_color"))

@@ -10,7 +10,7 @@ import pytest
 
 from model.train import TrainConfig, load_config
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 # The fields by which configs/cpu/ may differ from the GPU recipe: how a step runs on the
 # CPU (its fast paths, lower-resolution epochs, loading in-process) and where it writes.
