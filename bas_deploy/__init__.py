@@ -1,0 +1,1 @@
+"""``bas-deploy``: one command over every job of the toolkit (``bas_deploy.cli``)."""
