@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,11 +35,21 @@ class ArtifactError(ProjectError):
     """An artifact or manifest that cannot be trusted or run here; one line, naming the file."""
 
 
+def bounds(**keywords: float) -> dict[str, Any]:
+    """A number field's range (of each item, for a tuple) as JSON Schema keywords: minimum,
+    exclusiveMinimum, maximum. Stated once: :func:`check_ranges` refuses a value outside it
+    and ``runtimes.schema`` publishes it."""
+    return {"bounds": keywords}
+
+
+FRACTION = bounds(minimum=0, maximum=1)
+
+
 @dataclass(frozen=True)
 class Quantization:
     """real = scale * (stored - zero_point)."""
 
-    scale: float
+    scale: float = field(metadata=bounds(exclusiveMinimum=0))
     zero_point: int
 
 
@@ -49,7 +59,8 @@ class TensorSpec:
 
     canonical: str  # frame | state | logits | new_state
     name: str  # the runtime's own name; "" where the format has none (ExecuTorch)
-    index: int  # position among the inputs/outputs, or LiteRT's tensor index
+    # position among the inputs/outputs, or LiteRT's tensor index
+    index: int = field(metadata=bounds(minimum=0))
     shape: tuple[int, ...]
     dtype: str  # numpy dtype name: float32, float16, int8, uint8
     layout: str  # axis letters of the file's tensor, e.g. NHWC
@@ -61,7 +72,7 @@ class TensorSpec:
 class ArtifactFile:
     file: str
     sha256: str
-    bytes: int
+    bytes: int = field(metadata=bounds(minimum=0))
 
 
 @dataclass(frozen=True)
@@ -76,7 +87,7 @@ class StateSpec:
 
     input: str
     output: str
-    shape: tuple[int, ...]
+    shape: tuple[int, ...] = field(metadata=bounds(minimum=0))
     initial: str = "zeros"
     meaning: str = "stem features of the previous temporal_window - 1 frames, oldest first"
 
@@ -133,11 +144,12 @@ WorstFrame = tuple[int, int, int, int, float]
 class MaskAgreement:
     """The artifact's masks against PyTorch's (None: not scored)."""
 
-    pooled_dice: float | None = None  # every lesion pixel of the set counted once
+    # every lesion pixel of the set counted once
+    pooled_dice: float | None = field(default=None, metadata=FRACTION)
     missed_findings: int | None = None  # PyTorch's lesions the target's masks do not touch
     false_findings: int | None = None  # the target's lesions PyTorch's masks do not touch
-    dice: float | None = None  # mean of per-frame Dice
-    iou: float | None = None
+    dice: float | None = field(default=None, metadata=FRACTION)  # mean of per-frame Dice
+    iou: float | None = field(default=None, metadata=FRACTION)
     hd95_px: float | None = None
     dice_per_video: tuple[float | None, ...] = ()
     worst_frames: tuple[WorstFrame, ...] = ()  # the frames whose masks differ most
@@ -147,8 +159,8 @@ class MaskAgreement:
 class GroundTruthDice:
     """Mean Dice against the synthetic ground truth, of the artifact's masks and PyTorch's."""
 
-    target: float | None = None
-    pytorch: float | None = None
+    target: float | None = field(default=None, metadata=FRACTION)
+    pytorch: float | None = field(default=None, metadata=FRACTION)
 
 
 @dataclass(frozen=True)
@@ -198,8 +210,8 @@ class Manifest:
     variant: str
     form: str  # frame | stream
     precision: str
-    image_size: int
-    temporal_window: int
+    image_size: int = field(metadata=bounds(exclusiveMinimum=0))
+    temporal_window: int = field(metadata=bounds(minimum=1))
     artifact: ArtifactFile
     weights: WeightsRef
     inputs: tuple[TensorSpec, ...]
@@ -210,7 +222,7 @@ class Manifest:
     export_transforms: tuple[str, ...] = ()
     tools: dict[str, str] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
-    conversion_seconds: float = 0.0
+    conversion_seconds: float = field(default=0.0, metadata=bounds(minimum=0))
     created: str = ""
     parity: ParityRecord | None = None
     graph: GraphSummary | None = None
@@ -341,6 +353,39 @@ def _require(ok: bool, field_name: str, value: Any, rule: str) -> None:
         raise _OutOfRange(f"{field_name} is {value!r}, {rule}")
 
 
+def _check_bounds(value: Any, where: str = "") -> None:
+    """Every field of ``value`` (a dataclass), nested ones too, within its :func:`bounds`."""
+    for spec in fields(value):
+        item = getattr(value, spec.name)
+        name = f"{where}.{spec.name}" if where else spec.name
+        limits = spec.metadata.get("bounds")
+        if limits and item is not None:
+            numbers = item if isinstance(item, tuple) else (item,)
+            _require(all(_within(n, limits) for n in numbers), name, item, _rule(limits, item))
+        if is_dataclass(item):
+            _check_bounds(item, name)
+        elif isinstance(item, tuple):
+            for i, element in enumerate(item):
+                if is_dataclass(element):
+                    _check_bounds(element, f"{name}[{i}]")
+
+
+def _within(number: float, limits: dict[str, float]) -> bool:
+    return (
+        number >= limits.get("minimum", -math.inf)
+        and number > limits.get("exclusiveMinimum", -math.inf)
+        and number <= limits.get("maximum", math.inf)
+    )
+
+
+def _rule(limits: dict[str, float], value: Any) -> str:
+    if limits == FRACTION["bounds"]:
+        return "must be a fraction in [0, 1]"
+    words = {"minimum": ">=", "exclusiveMinimum": ">", "maximum": "<="}
+    rule = " and ".join(f"{words[key]} {limit}" for key, limit in limits.items())
+    return f"{'each item ' if isinstance(value, tuple) else ''}must be {rule}"
+
+
 def _check_tensor(spec: TensorSpec, where: str) -> None:
     """Shape, dtype, permutation and quantisation of one tensor, as the session uses them."""
     smallest = 0 if spec.canonical in ("state", "new_state") else 1  # a window of 1: no history
@@ -350,7 +395,6 @@ def _check_tensor(spec: TensorSpec, where: str) -> None:
         spec.shape,
         f"each dimension must be >= {smallest}",
     )
-    _require(spec.index >= 0, f"{where}.index", spec.index, "must be >= 0")
     _require(
         sorted(spec.from_canonical) == list(range(len(spec.shape))),
         f"{where}.from_canonical",
@@ -376,7 +420,6 @@ def _check_tensor(spec: TensorSpec, where: str) -> None:
         spec.dtype,
         "must be an integer dtype for a quantized tensor",
     )
-    _require(q.scale > 0, f"{where}.quantization.scale", q.scale, "must be > 0")
     info = np.iinfo(dtype)
     _require(
         info.min <= q.zero_point <= info.max,
@@ -386,55 +429,13 @@ def _check_tensor(spec: TensorSpec, where: str) -> None:
     )
 
 
-# The figures of a parity record that are fractions, by group: what consumers read.
-PARITY_FRACTIONS = {
-    "masks_vs_pytorch": ("pooled_dice", "dice", "iou"),
-    "dice_vs_ground_truth": ("target", "pytorch"),
-}
-
-
-def _check_parity(record: ParityRecord, where: str = "parity") -> None:
-    """The Dice fractions consumers read are in [0, 1] (the verdict is typed: a bool)."""
-    for group, names in PARITY_FRACTIONS.items():
-        figures = getattr(record, group)
-        for name in names:
-            value = getattr(figures, name)
-            _require(
-                value is None or 0 <= value <= 1,
-                f"{where}.{group}.{name}",
-                value,
-                "must be a fraction in [0, 1]",
-            )
-    if record.arm64 is not None:
-        _check_parity(record.arm64, f"{where}.arm64")
-
-
 def check_ranges(manifest: Manifest) -> None:
     """Refuse numbers outside what the runtimes assume (a manifest edited, or damaged):
     each would run, and turn into a wrong mask or a crash far from its cause."""
-    _require(manifest.image_size > 0, "image_size", manifest.image_size, "must be > 0")
-    _require(
-        manifest.temporal_window >= 1, "temporal_window", manifest.temporal_window, "must be >= 1"
-    )
-    _require(
-        manifest.artifact.bytes >= 0, "artifact.bytes", manifest.artifact.bytes, "must be >= 0"
-    )
-    _require(
-        manifest.conversion_seconds >= 0,
-        "conversion_seconds",
-        manifest.conversion_seconds,
-        "must be >= 0",
-    )
+    _check_bounds(manifest)
     for group in ("inputs", "outputs"):
         for i, spec in enumerate(getattr(manifest, group)):
             _check_tensor(spec, f"{group}[{i}]")
-    if manifest.state is not None:
-        _require(
-            all(d >= 0 for d in manifest.state.shape),
-            "state.shape",
-            manifest.state.shape,
-            "each dimension must be >= 0",
-        )
     low, high = manifest.preprocessing.range
     _require(
         low < high,
@@ -449,5 +450,3 @@ def check_ranges(manifest: Manifest) -> None:
         std,
         "must be > 0 in every channel",
     )
-    if manifest.parity is not None:
-        _check_parity(manifest.parity)
