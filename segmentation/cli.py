@@ -35,6 +35,7 @@ from model.errors import ProjectError
 from model.options import (
     PIPELINE_THREADS,
     command,
+    default_threads,
     existing_path,
     out_option,
     runtime_option,
@@ -45,7 +46,7 @@ from runtimes import load, load_pytorch
 from runtimes.registry import RUNTIME_NAMES
 
 from .archive import DONE_BEFORE, ArchiveTotals, run_archive
-from .run import RunOptions, default_threads, run_segment
+from .run import RunOptions, run_segment
 
 PARTIAL_EXIT = 1  # some loops or outputs were not done; the rest was written
 

@@ -60,6 +60,7 @@ from model.errors import ProjectError, one_line
 from model.options import (
     PIPELINE_THREADS,
     command,
+    default_threads,
     existing_path,
     threads_option_saying,
     variant_option,
@@ -69,7 +70,7 @@ from runtimes.session import Session
 
 from .destinations import Destination, parse_destination
 from .dicom import SECONDARY_CAPTURE, ULTRASOUND_STORAGE, scan_dicom
-from .run import RunOptions, default_threads, run_segment
+from .run import RunOptions, run_segment
 from .spool import Job, Spool
 
 SUCCESS = 0x0000

@@ -12,7 +12,6 @@ off, nothing in it could be segmented) is listed in ``summary.json`` and in
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -200,13 +199,6 @@ def segment_source(
     loop.written.update(placement.describe(source))
     loop.written["seconds"] = {k: round(v, 3) for k, v in loop.seconds.items()}
     return loop
-
-
-def default_threads() -> int:
-    """Inference threads when none are asked for: one core less than the machine has, the
-    other decoding ahead and writing behind (measured on 2 cores: 1 thread overlapped
-    runs a loop faster end to end than 2 threads, in line or overlapped)."""
-    return max(1, (os.cpu_count() or 2) - 1)
 
 
 def _segment_frame(
