@@ -49,6 +49,7 @@ from runtimes.manifest import (
 )
 from runtimes.registry import RUNTIME_NAMES, get_backend
 from runtimes.session import NonFiniteOutput, to_input, to_native
+from runtimes.targets import get_target_spec
 
 from .spec import ConversionError
 
@@ -112,15 +113,17 @@ def _weights(manifest: Manifest) -> str:
 
 
 def parity_runtime(manifest: Manifest) -> str:
-    """The artifact's own runtime; for Core ML where Apple's cannot run, the reference evaluator;
-    for a TFLite file that allows FP16 inference, LiteRT with FP16 forced.
+    """The artifact's own runtime; where it cannot run here, its target's reference (Core ML's
+    evaluator on Linux); for a file that allows FP16 inference, its target's FP16 runtime
+    (LiteRT with FP16 forced, the arithmetic ARMv8.2+ phones run).
 
     Parity is the one place these stand in, and the record says so (``runtime``).
     """
-    if manifest.target == "coreml" and not get_backend(manifest.runtime).is_available():
-        return "mil_reference"
-    if manifest.target == "tflite" and manifest.accumulation == "fp16":
-        return "litert-fp16"  # the FP16 arithmetic the file allows, as ARMv8.2+ phones run it
+    spec = get_target_spec(manifest.target)
+    if spec.reference is not None and not get_backend(manifest.runtime).is_available():
+        return spec.reference
+    if spec.fp16_runtime is not None and manifest.accumulation == "fp16":
+        return spec.fp16_runtime
     return manifest.runtime
 
 
@@ -361,10 +364,9 @@ def check_gates(record: ParityRecord, gate: Gate) -> list[str]:
     return failures
 
 
-# The emulated ARM64 runtime of each target that has one (runtimes.arm64), and how many
-# frames of each parity video it sees: emulation is 85x (int8) to 300x (float) slower, so
-# float files are checked on the first frames of every video, integer files on all of them.
-ARM64_RUNTIMES = {"tflite": "litert-arm64", "onnx": "onnxruntime-arm64"}
+# How many frames of each parity video the emulated ARM64 runtime sees (runtimes.arm64):
+# emulation is 85x (int8) to 300x (float) slower, so float files are checked on the first
+# frames of every video, integer files on all of them.
 ARM64_FRAMES_PER_VIDEO = {"fp32": 1, "fp16": 1, "int8": VIDEO_LENGTH, "int16x8": 1}
 
 
@@ -376,7 +378,8 @@ arm64_option = click.option(
 
 
 def arm64_runtime(manifest: Manifest) -> str | None:
-    return ARM64_RUNTIMES.get(manifest.target)
+    """The target's emulated ARM64 runtime, if it has one."""
+    return get_target_spec(manifest.target).arm64_runtime
 
 
 def record_parity(

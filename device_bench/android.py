@@ -323,6 +323,12 @@ def default_tool(target: str) -> str:
     return f"{TOOL_DIR}/{tool_name(target)}"
 
 
+def phone_runtime(target: str, delegate: str) -> str:
+    """What a phone's records name as their runtime: the target's, its tool and the delegate."""
+    spec = get_target_spec(target)
+    return f"{spec.runtime} {spec.phone_tool} ({delegate})"
+
+
 def timed_on_phone(
     adb: Adb, tool: str, remote: str, manifest: Manifest, request: RunRequest, delegate: str
 ) -> tuple[ToolTiming, str]:
@@ -332,10 +338,10 @@ def timed_on_phone(
             tool, remote, request.threads, request.warmup, request.iters, delegate
         )
         timing = parse_benchmark_model(adb.run_tool(command))
-        return timing, f"litert benchmark_model ({delegate})"
+        return timing, phone_runtime(manifest.target, delegate)
     command = executor_runner_command(tool, remote, request.threads, request.warmup + request.iters)
     timing = parse_executor_runner(adb.run_tool(command), request.warmup)
-    return timing, "executorch executor_runner (xnnpack)"
+    return timing, phone_runtime(manifest.target, "xnnpack")  # the delegate the .pte holds
 
 
 def run_android(

@@ -60,7 +60,7 @@ def _torch_cuda(
                 lambda _, i=inputs: module(*i), iters, warmup, sync=torch.cuda.synchronize
             )
         results.append((batch, summarise(latencies)))
-    return CudaTiming(manifest, "pytorch", torch.cuda.get_device_name(), tuple(results))
+    return CudaTiming(manifest, manifest.runtime, torch.cuda.get_device_name(), tuple(results))
 
 
 def _onnx_cuda(
@@ -85,8 +85,9 @@ def _onnx_cuda(
     if manifest.state is not None:
         feed[manifest.tensor("state").name] = np.zeros(manifest.state.shape, np.float32)
     latencies = time_calls(lambda _: session.run(None, feed), iters, warmup)  # run blocks
+    runtime = manifest.runtime  # its CUDA execution provider does not name the GPU
     return CudaTiming(
-        manifest, "onnxruntime-cuda", "CUDA (onnxruntime)", ((1, summarise(latencies)),)
+        manifest, f"{runtime}-cuda", f"CUDA ({runtime})", ((1, summarise(latencies)),)
     )
 
 

@@ -194,10 +194,10 @@ def run_ios(
     for unit in timings:
         machine = {**unit.device, "udid": device.id}
         name = f"{unit.device.get('model', 'iOS device')} ({device.id})"
-        runtime = f"coreml ({unit.compute_units})"
+        runtime = f"{manifest.runtime} ({unit.compute_units})"
         records += phone_records(unit.timing, manifest, f"ios: {name}", runtime, None, machine)
         lines.append(f"{unit.compute_units} median {unit.timing.median_ms:.2f} ms")
-    head = f"coreml BaS-{manifest.variant} {manifest.precision} {manifest.form} on ios "
+    head = f"{manifest.target} BaS-{manifest.variant} {manifest.precision} {manifest.form} on ios "
     return DeviceRun(tuple(records), head + f"{device.id}: " + ", ".join(lines))
 
 

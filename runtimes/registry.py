@@ -1,6 +1,6 @@
-"""Every runtime plug-in by name: adding one is a module in backends/, its name in its
-target's row of ``runtimes.targets`` and a line here. The libraries each runs on are
-imported inside it, when it opens a file."""
+"""Every runtime plug-in by name: adding one is a module in backends/, its name in the role
+it plays in its target's row of ``runtimes.targets`` and a line here. The libraries each runs
+on are imported inside it, when it opens a file."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from .backends.litert import LiteRTBackend, LiteRTFP16Backend
 from .backends.onnxruntime import OnnxRuntimeBackend
 from .backends.pytorch import PyTorchBackend
 from .manifest import ArtifactError
-from .targets import TARGETS, get_target_spec
+from .targets import RUNTIME_NAMES, get_target_spec
 
 BACKENDS: dict[str, type[Backend]] = {
     backend.name: backend
@@ -30,7 +30,6 @@ BACKENDS: dict[str, type[Backend]] = {
         ExecuTorchBackend,
     )
 }
-RUNTIME_NAMES = tuple(name for spec in TARGETS.values() for name in spec.runtimes)
 
 
 def get_backend(name: str) -> Backend:

@@ -1,7 +1,20 @@
 """The one table of targets: what each writes, what it builds, what opens it, where it runs.
 
-Converters, runtimes and device_bench all read this table; a new target is one converter
-file (``converters/``), one runtime file (``runtimes/backends/``) and one row here.
+Each row names its runtimes by the role each plays, and converters, runtimes and device_bench
+read those roles here rather than keep lists of their own. ``runtime`` is the default: the
+runtime plug-in users run, and the one an artifact's manifest names. ``reference`` stands in
+on a host where the default cannot run, reading the same file with the same library (Core ML's
+MIL reference evaluator on Linux, where Apple's runtime is missing); parity checks the file
+with it there, and its record names the runtime that ran. ``fp16_runtime`` computes the FP16
+arithmetic a file allows (LiteRT with XNNPACK's FP16 forced, as an ARMv8.2+ phone runs an fp16
+``.tflite``); parity measures such files with it. ``arm64_runtime`` runs the file on the
+runtime's own ARM64 kernels, emulated under QEMU (``make arm64``; the ``--arm64`` option of
+``converters.parity`` and ``converters.all``). ``phone`` is the platform that
+``device_bench run --device PLATFORM:ID`` times the files on, and ``phone_tool`` the standard
+tool it runs them with there. ``runtimes`` lists every role that is filled, the default
+first, in the order above: the choices of each ``--runtime`` option. A new target is one
+converter file (``converters/``), one file per runtime (``runtimes/backends/``) and one row
+here.
 """
 
 from __future__ import annotations
@@ -21,32 +34,39 @@ QUANTIZED = ("int8", "int16x8")  # calibrated on frames
 
 @dataclass(frozen=True)
 class TargetSpec:
-    """One deployment target, as every package sees it."""
+    """One deployment target, as every package sees it; its runtimes by role (see above)."""
 
     name: str
     suffix: str  # the artifact's file (or folder) ending
     precisions: tuple[str, ...]
-    runtimes: tuple[str, ...]  # the runtimes plug-ins that open its files, the default first
+    runtime: str  # the default, which users run
+    reference: str | None = None  # stands in where the default cannot run
+    fp16_runtime: str | None = None  # computes the FP16 arithmetic a file allows
+    arm64_runtime: str | None = None  # the runtime's ARM64 kernels, under QEMU
     phone: str | None = None  # the phone platform whose tool runs it (device_bench)
     phone_tool: str | None = None
     forms: tuple[str, ...] = EXPORT_FORMS
     converts: bool = True  # False: the network itself (PyTorch), never written to a file
 
     @property
-    def runtime(self) -> str:
-        return self.runtimes[0]
+    def runtimes(self) -> tuple[str, ...]:
+        """Every runtime plug-in that opens its files, the default first."""
+        roles = (self.runtime, self.reference, self.fp16_runtime, self.arm64_runtime)
+        return tuple(name for name in roles if name is not None)
 
 
 TARGETS: dict[str, TargetSpec] = {
     spec.name: spec
     for spec in (
-        TargetSpec("pytorch", ".safetensors", ("fp32", "fp16"), ("pytorch",), converts=False),
-        TargetSpec("onnx", ".onnx", ("fp32",), ("onnxruntime", "onnxruntime-arm64")),
+        TargetSpec("pytorch", ".safetensors", ("fp32", "fp16"), "pytorch", converts=False),
+        TargetSpec("onnx", ".onnx", ("fp32",), "onnxruntime", arm64_runtime="onnxruntime-arm64"),
         TargetSpec(
             "tflite",
             ".tflite",
             PRECISIONS,
-            ("litert", "litert-fp16", "litert-arm64"),
+            "litert",
+            fp16_runtime="litert-fp16",
+            arm64_runtime="litert-arm64",
             phone="android",
             phone_tool="benchmark_model",
         ),
@@ -54,7 +74,8 @@ TARGETS: dict[str, TargetSpec] = {
             "coreml",
             ".mlpackage",
             ("fp32", "fp16", "int8"),
-            ("coreml", "mil_reference"),
+            "coreml",
+            reference="mil_reference",
             phone="ios",
             phone_tool="xcodebuild",  # an XCTest harness (device_bench/harness/ios)
         ),
@@ -62,13 +83,14 @@ TARGETS: dict[str, TargetSpec] = {
             "executorch",
             ".pte",
             ("fp32", "fp16", "int8"),
-            ("executorch",),
+            "executorch",
             phone="android",
             phone_tool="executor_runner",
         ),
     )
 }
 CONVERTED = tuple(name for name, spec in TARGETS.items() if spec.converts)
+RUNTIME_NAMES = tuple(name for spec in TARGETS.values() for name in spec.runtimes)
 
 
 class TargetError(ProjectError):
@@ -86,9 +108,7 @@ def target_of_runtime(runtime: str) -> str:
     for spec in TARGETS.values():
         if runtime in spec.runtimes:
             return spec.name
-    raise TargetError(
-        unknown_choice("runtime", runtime, [r for s in TARGETS.values() for r in s.runtimes])
-    )
+    raise TargetError(unknown_choice("runtime", runtime, RUNTIME_NAMES))
 
 
 def phone_targets(platform: str) -> tuple[str, ...]:

@@ -14,8 +14,11 @@ import pytest
 
 from runtimes.manifest import read_manifest
 from runtimes.registry import get_backend, runtimes_for
+from runtimes.targets import TARGETS
 
 pytest.importorskip("ai_edge_litert")
+
+TFLITE = TARGETS["tflite"]
 
 
 def _metadata(path: Path) -> dict[str, bytes]:
@@ -63,8 +66,8 @@ def test_reader_finds_the_declaration(tmp_path: Path) -> None:
 
 def test_litert_fp16_is_offered_for_tflite_but_not_the_default() -> None:
     names = runtimes_for("tflite")
-    assert names[0] == "litert"
-    assert "litert-fp16" in names
+    assert names[0] == TFLITE.runtime != TFLITE.fp16_runtime
+    assert TFLITE.fp16_runtime in names
 
 
 @pytest.mark.slow
@@ -90,8 +93,8 @@ def test_litert_fp16_computes_in_fp16(built_artifact) -> None:
     artifact = built_artifact("tflite", "S", "fp16", "frame")
     manifest = read_manifest(artifact)
     frame = np.random.default_rng(0).random(manifest.inputs[0].shape, dtype=np.float32)
-    (fp32,) = get_backend("litert").open(artifact, manifest, 2)([frame])
-    (fp16,) = get_backend("litert-fp16").open(artifact, manifest, 2)([frame])
+    (fp32,) = get_backend(TFLITE.runtime).open(artifact, manifest, 2)([frame])
+    (fp16,) = get_backend(TFLITE.fp16_runtime).open(artifact, manifest, 2)([frame])
     assert fp16.shape == fp32.shape and fp16.dtype == np.float32
     assert 1e-4 < np.abs(fp16 - fp32).max() < 0.05
 
@@ -101,7 +104,7 @@ def test_litert_fp16_matches_pytorch(built_artifact) -> None:
     from converters.parity import measure
 
     artifact = built_artifact("tflite", "S", "fp16", "frame")
-    record = measure(artifact, 6, runtime="litert-fp16")
-    assert record.runtime == "litert-fp16"
+    record = measure(artifact, 6, runtime=TFLITE.fp16_runtime)
+    assert record.runtime == TFLITE.fp16_runtime
     assert record.masks_vs_pytorch.dice >= 0.99
     assert record.logits.max_abs_err < 0.1

@@ -29,9 +29,11 @@ from model.drawing import draw_mask_overlay
 from model.evaluate import evaluate
 from model.hub import build_bas
 from runtimes.session import to_input, to_native
+from runtimes.targets import TARGETS
 from segmentation.cli import main
 from segmentation.report import CSV_COLUMNS
 from segmentation.video import open_sources
+from tests.support.matrix import PORTABLE_RUNTIMES
 
 CLIP_FRAMES = 8  # mil_reference runs ~0.1 s a frame: keep every runtime's clip this short
 
@@ -190,13 +192,7 @@ def test_pytorch_run_writes_every_output(
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["mp4", "frames"])
 @pytest.mark.parametrize(
-    ("target", "runtime"),
-    [
-        pytest.param("onnx", "onnxruntime", id="onnxruntime"),
-        pytest.param("tflite", "litert", id="litert"),
-        pytest.param("executorch", "executorch", id="executorch"),
-        pytest.param("coreml", "mil_reference", id="mil_reference"),
-    ],
+    ("target", "runtime"), PORTABLE_RUNTIMES, ids=[runtime for _, runtime in PORTABLE_RUNTIMES]
 )
 def test_runtime_agrees_with_pytorch(
     target: str,
@@ -218,7 +214,7 @@ def test_runtime_agrees_with_pytorch(
     path, fps = clip_inputs[kind]
     out = tmp_path / "out"
     args = ["--artifact", artifact, "--input", path, "--out", out, "--fps", fps]
-    if runtime == "mil_reference":
+    if runtime != TARGETS[target].runtime:
         args += ["--runtime", runtime]
     masks = _check_run(_segment(*args), out, _decoded(path, fps), fps, runtime)
 

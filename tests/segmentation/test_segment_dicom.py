@@ -17,6 +17,7 @@ from PIL import Image
 from pydicom import examples
 
 from segmentation.cli import main
+from tests.support.matrix import PORTABLE_RUNTIMES
 
 SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
 CINE = Path(examples.ybr_color.filename)  # US multi-frame, 30 x 240 x 320, JPEG YBR_FULL_422
@@ -161,15 +162,7 @@ def test_a_study_folder_is_one_series_in_instance_order(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    ("target", "runtime"),
-    [
-        ("onnx", "onnxruntime"),
-        ("tflite", "litert"),
-        ("executorch", "executorch"),
-        ("coreml", "mil_reference"),
-    ],
-)
+@pytest.mark.parametrize(("target", "runtime"), PORTABLE_RUNTIMES)
 def test_every_runtime_segments_the_loop(
     built_artifact, tmp_path: Path, target: str, runtime: str
 ) -> None:
