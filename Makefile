@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 ARM64_ROOT := $(or $(BAS_ARM64_SYSROOT),.arm64)
 ARM64_STAMP := $(ARM64_ROOT)/.bas-arm64-ready
 
-.PHONY: demo test lint venv arm64 pacs parity-arm64 data train train-bench train-cpu clean
+.PHONY: demo test test-quick lint venv arm64 pacs parity-arm64 data train train-bench train-cpu clean
 
 $(STAMP): pyproject.toml constraints.txt requirements-nodeps.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -79,9 +79,14 @@ demo: $(STAMP)
 	@$(VENV)/bin/device_bench report reports/demo/bench.jsonl --short \
 		--chart reports/demo/fps.png
 
+# The whole suite; BAS_REQUIRE_* turn a missing sysroot or PACS into failures, not skips.
 test: $(STAMP) $(ARM64_STAMP) pacs
 	$(PY) -m ruff check .
-	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 --durations=15
+	BAS_REQUIRE_ARM64=1 BAS_REQUIRE_PACS=1 OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 --durations=15
+
+# The edit-and-test loop (under two minutes on two cores): every test not marked slow, .venv only.
+test-quick: $(STAMP)
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 -m "not slow" --durations=10
 
 # The data the shipped weights were trained (seed 0) and tested (seed 1) on.
 data: $(STAMP)

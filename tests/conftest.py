@@ -1,7 +1,10 @@
-"""Markers that decide by themselves where their tests run.
+"""Markers and fixtures that decide by themselves where their tests run.
 
 ``apple_runtime``: the test needs Apple's Core ML runtime. It runs wherever coremltools can
 predict (no ``-m`` needed) and is skipped, with the reason, everywhere else.
+
+``arm64_sysroot``: the test runs under QEMU in the sysroot of ``make arm64``; skipped, with
+the reason, where it is missing, and failed under ``make test`` (``tests.support.external``).
 """
 
 from __future__ import annotations
@@ -11,7 +14,10 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ("pytester",)  # tests/runtimes/test_apple_runtime.py runs this hook in a scratch session
+from tests.support.external import require_arm64
+
+# tests/runtimes/test_apple_runtime.py runs this hook in a scratch session
+pytest_plugins = ("pytester",)
 
 APPLE_RUNTIME_REASON = "Apple's Core ML runtime predicts only on macOS"
 
@@ -26,6 +32,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if not coreml.apple_runtime_available():
         for item in marked:
             item.add_marker(pytest.mark.skip(reason=APPLE_RUNTIME_REASON))
+
+
+@pytest.fixture
+def arm64_sysroot() -> None:
+    """Only for its skip, or its failure under ``make test``, where ARM64 cannot run here."""
+    require_arm64()
 
 
 @pytest.fixture(scope="session")

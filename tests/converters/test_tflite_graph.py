@@ -111,6 +111,7 @@ def test_int16x8_has_no_float_compute(built_artifact) -> None:
     assert summary.partitions == 1
 
 
+@pytest.mark.slow
 def test_onnx_fp32_graph_counts_every_compute_op_as_float(built_artifact) -> None:
     import onnx
 

@@ -148,6 +148,7 @@ def test_window_one_has_no_temporal_parameters() -> None:
     assert model.initial_state(1).shape[1] == 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("form", sorted(FORMS))
 def test_every_form_exports_with_static_shapes(form: str) -> None:
     """torch.export (strict) rejects data-dependent control flow and custom autograd functions."""

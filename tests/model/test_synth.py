@@ -56,6 +56,7 @@ def test_lesions_are_hypoechoic_and_move() -> None:
     assert moved >= 5
 
 
+@pytest.mark.slow
 def test_some_frames_have_no_lesion() -> None:
     """The probe slides and sweeps, so the lesion leaves the view in some videos."""
     empty = sum(not m.any() for i in range(12) for _, m in _video(3, i, frames=30)[::3])

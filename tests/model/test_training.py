@@ -159,6 +159,7 @@ def test_templp_trains_at_its_own_rate_and_the_weights_say_which_templp(
     assert not (tmp_path / "refused").exists()
 
 
+@pytest.mark.slow
 def test_evaluate_without_history_in_screens_and_with_lost_contact(tiny_data: Path) -> None:
     model = build_bas("S", image_size=32)
     with torch.no_grad():  # a TempLP that uses the past, so history changes the masks

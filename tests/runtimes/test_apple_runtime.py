@@ -39,7 +39,8 @@ Runner = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
 MATRIX = [
     (v, p, f) for v in ("S", "L") for p in coreml.CoreMLTarget.precisions for f in EXPORT_FORMS
 ]
-FRAMES = 60  # as in tests/converters/test_parity.py (the reference evaluator: ~0.06 s a BaS-S frame)
+# as in tests/converters/test_parity.py (the reference evaluator: ~0.06 s a BaS-S frame)
+FRAMES = 60
 APPLE = coreml_runtime.apple_runtime_available()
 
 

@@ -23,12 +23,10 @@ from runtimes.backends.arm64 import (
 )
 from runtimes.manifest import ArtifactError, ArtifactFile, Manifest, TensorSpec, WeightsRef
 from runtimes.registry import get_backend, runtimes_for
+from runtimes.targets import TARGETS
 
 SHAPE = (1, 2, 4, 4)
-needs_sysroot = pytest.mark.skipif(
-    not (arm64.is_ready() and arm64.qemu()),
-    reason=f"no arm64 sysroot at {arm64.sysroot()} or no {arm64.QEMU}: run make arm64",
-)
+needs_sysroot = pytest.mark.usefixtures("arm64_sysroot")  # skipped without it, see conftest
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +89,7 @@ def _manifest(path: Path, target: str, specs: list[tuple], accumulation: str = "
     ]
     return Manifest(
         target=target,
-        runtime={"onnx": "onnxruntime", "tflite": "litert"}[target],
+        runtime=TARGETS[target].runtime,
         variant="S",
         form="frame",
         precision="fp32",
@@ -195,12 +193,15 @@ def test_a_collected_runner_ends_its_worker(conv_add: Path) -> None:
 
 
 def test_registered_after_each_default(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    assert runtimes_for("tflite")[0] == "litert" and "litert-arm64" in runtimes_for("tflite")
-    assert runtimes_for("onnx") == ("onnxruntime", "onnxruntime-arm64")
+    emulated = {name: spec.arm64_runtime for name, spec in TARGETS.items() if spec.arm64_runtime}
+    assert emulated, "no target has an ARM64 runtime"
     monkeypatch.setenv(arm64.SYSROOT_ENV, str(tmp_path))
-    backend = get_backend("litert-arm64")
-    assert not backend.is_available()
-    assert "make arm64" in backend.unavailable_reason()
+    for target, runtime in emulated.items():
+        names = runtimes_for(target)
+        assert names[0] == TARGETS[target].runtime and runtime in names[1:]
+        backend = get_backend(runtime)
+        assert not backend.is_available()
+        assert "make arm64" in backend.unavailable_reason()
 
 
 @needs_sysroot

@@ -83,6 +83,7 @@ def _passed_copy(built: Path, folder: Path) -> Path:
     return artifact
 
 
+@pytest.mark.slow
 def test_each_runtime_runs_at_the_segmentation_default_threads(
     built_artifact, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -111,6 +112,7 @@ def test_each_runtime_runs_at_the_segmentation_default_threads(
     assert opened == [2]
 
 
+@pytest.mark.slow
 def test_a_modified_artifact_is_named_and_the_others_still_timed(
     built_artifact, tmp_path: Path
 ) -> None:

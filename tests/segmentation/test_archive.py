@@ -52,6 +52,7 @@ from tests.support import pacs
 from tests.support.pacs import Orthanc
 from tests.support.synthetic_dicom import write_breast_loop
 
+pytestmark = pytest.mark.slow  # every test shares the embedded Ray the module starts
 orthanc = pacs.orthanc  # the fixture, started only by the PACS test
 OPEN_SESSION = partial(load_pytorch, "S", "shipped", "stream")
 OURS = {ARCHIVE_FILE, LOCK_FILE, OUTPUT_MARKER, "summary.json", "summary.csv"}

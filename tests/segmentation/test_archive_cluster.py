@@ -13,11 +13,14 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 
+import pytest
+
 from model.cluster import import_ray
 from model.data.synth import write_dataset
 from runtimes import load_pytorch
 from segmentation.archive import LOOP_MARKER, OK, PARTIAL, run_archive
 
+pytestmark = pytest.mark.slow  # a Ray cluster of three nodes
 LOOPS = 8
 
 

@@ -183,6 +183,7 @@ def seg_of(out: Path, source: Path, frames: list[int]) -> Path:
     return write_segmentation(out, [(source, f) for f in frames], masks, algorithm_version="v1")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "kind",
     [
@@ -230,6 +231,7 @@ def anonymised(path: Path, dropped: tuple[str, ...] = PATIENT_STUDY_TYPE2) -> Pa
     return path
 
 
+@pytest.mark.slow
 def test_anonymised_source_gets_a_seg_with_empty_type2_attributes(tmp_path: Path) -> None:
     source = anonymised(tmp_path / "anonymised.dcm")
     before = source.read_bytes()
@@ -246,6 +248,7 @@ def test_anonymised_source_gets_a_seg_with_empty_type2_attributes(tmp_path: Path
     assert_seg_matches(out, [original] * 3, [1, 2, 3], moving_disc((240, 320), 3))
 
 
+@pytest.mark.slow
 def test_partly_anonymised_source_keeps_what_is_left(tmp_path: Path) -> None:
     dropped = ("PatientBirthDate", "PatientSex", "ReferringPhysicianName", "AccessionNumber")
     source = anonymised(tmp_path / "anonymised.dcm", dropped)

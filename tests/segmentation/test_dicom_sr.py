@@ -27,8 +27,8 @@ from segmentation.dicom_sr import (
 )
 from segmentation.regions import ImageRegion, bbox_size
 from segmentation.report import FrameRecord
-from tests.support.dciodvfy import ALLOWED_WARNINGS, ANONYMISED_WARNINGS, assert_dciodvfy_clean
 from tests.segmentation.test_dicom_seg import single_frame_series
+from tests.support.dciodvfy import ALLOWED_WARNINGS, ANONYMISED_WARNINGS, assert_dciodvfy_clean
 
 LOOP = Path(examples.get_path("ybr_color"))  # 30 frames of 240 x 320, no Frame of Reference
 STILL = Path(examples.get_path("rgb_color"))  # one frame, 240 x 320
@@ -100,6 +100,7 @@ def texts(group, name) -> list[str]:
     return [i.TextValue for i in hd.sr.utils.find_content_items(group[0], name=name)]
 
 
+@pytest.mark.slow
 def test_loop_in_pixels_round_trip(tmp_path: Path) -> None:
     """Every second frame of the loop segmented, frame 2 skipped, no calibration."""
     frames = [0, 4, 6, 8, 10]  # loop indexes: source frames 1, 5, 7, 9, 11
@@ -180,6 +181,7 @@ def test_loop_in_pixels_round_trip(tmp_path: Path) -> None:
     check_measurement_report(sr_path, seg_path, origins, m, VERSION)
 
 
+@pytest.mark.slow
 def test_calibrated_loop_in_mm(tmp_path: Path) -> None:
     region = ImageRegion(0, 0, 320, 240, "test region", (0.1, 0.2))
     frames = [0, 1, 3]
@@ -204,6 +206,7 @@ def test_calibrated_loop_in_mm(tmp_path: Path) -> None:
     assert "Areas in mm2, lengths in mm; calibration: test region" in comments(largest)
 
 
+@pytest.mark.slow
 def test_loop_without_lesion_says_so(tmp_path: Path) -> None:
     masks = [np.zeros((240, 320), bool)] * 3
     m = LoopMeasurements.from_records(run([3, 4, 5], masks), LOOP_ORIGINS, NO_REGION)
@@ -218,6 +221,7 @@ def test_loop_without_lesion_says_so(tmp_path: Path) -> None:
     assert any(c.startswith("No lesion found in any of the 3 segmented") for c in comments(largest))
 
 
+@pytest.mark.slow
 def test_single_still_and_long_version(tmp_path: Path) -> None:
     """A single-frame source: no frame numbers in its references; a version longer than
     an LO is cut as in the SEG, the whole of it kept as an Algorithm Parameter."""
@@ -238,6 +242,7 @@ def test_single_still_and_long_version(tmp_path: Path) -> None:
     assert texts(largest, codes.DCM.AlgorithmParameters) == [version]
 
 
+@pytest.mark.slow
 def test_series_of_single_frame_files(tmp_path: Path) -> None:
     files = single_frame_series(tmp_path / "series", 4)
     origins = [(f, 1) for f in files]
@@ -256,6 +261,7 @@ def test_series_of_single_frame_files(tmp_path: Path) -> None:
     assert [s.referenced_sop_instance_uid for s in sources] == uids
 
 
+@pytest.mark.slow
 def test_anonymised_source(tmp_path: Path) -> None:
     """An anonymiser dropped the Type 2 identifiers: the report has them, empty."""
     ds = dcmread(LOOP)

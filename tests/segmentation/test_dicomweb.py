@@ -1,6 +1,6 @@
-"""segmentation.dicomweb against a real Orthanc (tests/support/pacs.py) and, for answers Orthanc never
-gives (a response cut off mid-instance, a server ignoring a filter), a loopback HTTP server
-of the test's own that sends exactly the bytes each test asks for."""
+"""segmentation.dicomweb against a real Orthanc (tests/support/pacs.py) and, for answers
+Orthanc never gives (a response cut off mid-instance, a server ignoring a filter), a loopback
+HTTP server of the test's own that sends exactly the bytes each test asks for."""
 
 from __future__ import annotations
 
@@ -119,6 +119,7 @@ def pacs(orthanc: Orthanc) -> Orthanc:
     return orthanc
 
 
+@pytest.mark.slow
 def test_search_finds_the_ultrasound_series(pacs: Orthanc) -> None:
     client = DicomWebClient(pacs.dicomweb_root)
     pair, cine, ct = (_dataset(name) for name in (US_PAIR[0], US_CINE, "ct"))
@@ -137,6 +138,7 @@ def test_search_finds_the_ultrasound_series(pacs: Orthanc) -> None:
     assert client.search_series(ct.StudyInstanceUID)[0].modality == "CT"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("names", [US_PAIR, (US_CINE,)], ids=["two-images", "cine"])
 def test_retrieve_series_writes_each_instance_as_stored(
     pacs: Orthanc, tmp_path: Path, names: tuple[str, ...]
@@ -159,6 +161,7 @@ def test_retrieve_series_writes_each_instance_as_stored(
         assert data == Path(originals[uid]).read_bytes()  # Orthanc keeps the file as sent
 
 
+@pytest.mark.slow
 def test_retrieve_of_a_missing_study_names_the_server(pacs: Orthanc, tmp_path: Path) -> None:
     client = DicomWebClient(pacs.dicomweb_root)
     with pytest.raises(DicomWebError) as excinfo:
@@ -167,6 +170,7 @@ def test_retrieve_of_a_missing_study_names_the_server(pacs: Orthanc, tmp_path: P
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_store_lands_in_orthanc(pacs: Orthanc, tmp_path: Path) -> None:
     copies = []
     for n in range(2):

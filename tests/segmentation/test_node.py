@@ -5,7 +5,6 @@ real Orthanc; Orthanc's own REST API says what arrived, dciodvfy whether it is v
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -25,6 +24,7 @@ from segmentation.node import main as node_main
 from segmentation.spool import Job, Spool
 from tests.support import pacs
 from tests.support.dciodvfy import ALLOWED_WARNINGS, assert_dciodvfy_clean
+from tests.support.external import require_program
 from tests.support.pacs import Orthanc, free_port
 from tests.support.synthetic_dicom import write_breast_loop
 
@@ -139,14 +139,14 @@ def _loop(folder: Path, name: str, frames: int = 4, index: int = 0) -> tuple[Pat
     return path, str(pydicom.dcmread(path, stop_before_pixels=True).StudyInstanceUID)
 
 
+@pytest.mark.slow
 def test_a_push_by_storescu_and_by_pynetdicom_comes_back_in_orthanc(
     orthanc: Orthanc, node_factory, tmp_path: Path
 ) -> None:
     node = node_factory(f"BASTEST@127.0.0.1:{orthanc.dicom_port}", "--quiet", "1").start()
     first, first_study = _loop(tmp_path, "first")
     second, second_study = _loop(tmp_path, "second", index=1)
-    storescu = shutil.which("storescu")
-    assert storescu, "dcmtk's storescu: run make pacs"
+    storescu = require_program("storescu", "dcmtk")
     pushed = subprocess.run(
         [storescu, "-aet", SCANNER, "-aec", NODE_AE, "127.0.0.1", str(node.port), str(first)],
         capture_output=True,
@@ -167,6 +167,7 @@ def test_a_push_by_storescu_and_by_pynetdicom_comes_back_in_orthanc(
     assert node.log_tail().count(": sent 2 objects to BASTEST@127.0.0.1") == 2
 
 
+@pytest.mark.slow
 def test_results_go_by_stow_to_a_dicomweb_root(
     orthanc: Orthanc, node_factory, tmp_path: Path
 ) -> None:
@@ -196,6 +197,7 @@ def _fewer_bytes_than_a_frame(folder: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_what_the_node_refuses_gets_a_failure_status_and_stays_out(
     orthanc: Orthanc, node_factory, tmp_path: Path
 ) -> None:
@@ -217,6 +219,7 @@ def test_what_the_node_refuses_gets_a_failure_status_and_stays_out(
     node.wait_for("sent", 1)
 
 
+@pytest.mark.slow
 def test_a_destination_that_is_down_is_retried_then_failed_with_the_reason(
     node_factory, tmp_path: Path
 ) -> None:
@@ -230,6 +233,7 @@ def test_a_destination_that_is_down_is_retried_then_failed_with_the_reason(
     assert "(after 3 tries)" in log
 
 
+@pytest.mark.slow
 # The aborting sender's own pynetdicom thread complains of the events after its abort.
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 def test_an_association_dropped_mid_transfer_leaves_no_instance(

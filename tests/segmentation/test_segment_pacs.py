@@ -26,6 +26,7 @@ from tests.support.dciodvfy import ALLOWED_WARNINGS, assert_dciodvfy_clean
 from tests.support.pacs import Orthanc, free_port
 from tests.support.synthetic_dicom import MM_PER_PX, write_breast_loop
 
+pytestmark = pytest.mark.slow  # a real Orthanc, and PyTorch BaS on every loop it holds
 orthanc = pacs.orthanc  # the fixture: a real Orthanc shared by this module's tests
 
 CINE = Path(examples.get_path("ybr_color"))  # pydicom's US cine loop: 30 frames, no calibration

@@ -8,19 +8,21 @@ comes on a line of its own, one word, after the checks of the file as a whole an
 those of the IOD's modules. A message whose value holds line breaks (a private XML blob)
 goes on over the following lines. The exit status is 0 with warnings only.
 
-Debian package ``dicom3tools``; ``make pacs`` installs it.
+Debian package ``dicom3tools``; ``make pacs`` installs it. A test that runs it is skipped
+where it is missing (failed under ``make test``: ``tests.support.external``).
 """
 
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
+from tests.support.external import require_program
 
 # "Error - ...", "Warning - ...", "Abort - ...", alone or after "(0xGGGG,0xEEEE) VR - ".
 _MESSAGE = re.compile(
@@ -64,14 +66,6 @@ class Verdict:
     output: str = ""
 
 
-def dciodvfy_program() -> str:
-    """The dciodvfy program, or a test failure saying how to install it."""
-    program = shutil.which("dciodvfy")
-    if program is None:
-        pytest.fail("dciodvfy (dicom3tools) is not installed: run make pacs", pytrace=False)
-    return program
-
-
 def parse(path: Path, output: str) -> Verdict:
     """dciodvfy's output split into the IOD line and its Error and Warning messages."""
     iod, messages = "", []
@@ -91,7 +85,7 @@ def parse(path: Path, output: str) -> Verdict:
 def dciodvfy(path: Path) -> Verdict:
     """Run ``dciodvfy path`` and split what it says."""
     done = subprocess.run(
-        [dciodvfy_program(), str(path)],
+        [require_program("dciodvfy", "dicom3tools"), str(path)],
         capture_output=True,
         text=True,
         errors="replace",

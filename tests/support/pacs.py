@@ -1,16 +1,18 @@
 """A real Orthanc, with its DICOMweb plugin, for tests that talk to a PACS (no mocks).
 
 Nothing is installed here: ``make pacs`` installs Debian's ``orthanc`` and
-``orthanc-dicomweb`` where they are missing, and the ``orthanc`` fixture fails (never skips)
-without them. Each server gets a temporary folder (configuration, storage, log) and free
-ports. Orthanc (1.10 to 1.12) has no option binding it to one address: it listens on every
-interface, and ``RemoteAccessAllowed: false`` makes its HTTP server answer this machine
-only. The helpers use Orthanc's native REST API, never DICOMweb, so that tests check the
-project's DICOMweb client against code it shares nothing with.
+``orthanc-dicomweb`` where they are missing. Without them the ``orthanc`` fixture skips its
+tests, naming ``make pacs``, and fails them under ``make test`` (``tests.support.external``);
+an Orthanc that is installed but does not start always fails them. Each server gets a
+temporary folder (configuration, storage, log) and free ports. Orthanc (1.10 to 1.12) has
+no option binding it to one address: it listens on every interface, and
+``RemoteAccessAllowed: false`` makes its HTTP server answer this machine only. The helpers
+use Orthanc's native REST API, never DICOMweb, so that tests check the project's DICOMweb
+client against code it shares nothing with.
 
-A test module takes the ``orthanc`` fixture with ``orthanc = pacs.orthanc`` (``from tests
-import pacs``; importing the name itself would trip ruff's F811), or runs its own with
-``with Orthanc(folder) as server:``.
+A test module takes the ``orthanc`` fixture with ``orthanc = pacs.orthanc`` (``from
+tests.support import pacs``; importing the name itself would trip ruff's F811), or runs its
+own with ``with Orthanc(folder) as server:``.
 """
 
 from __future__ import annotations
@@ -26,13 +28,21 @@ from typing import Any
 import pytest
 import requests
 
+from tests.support.external import REQUIRE_PACS, missing
+
 ORTHANC = Path("/usr/sbin/Orthanc")
 DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
-INSTALL_HINT = "run `make pacs` (as root) to install Debian's orthanc and orthanc-dicomweb"
+INSTALL_HINT = "run make pacs (root once) to install Debian's orthanc and orthanc-dicomweb"
 
 
 class OrthancUnavailable(RuntimeError):
     """Orthanc is not installed here, or did not start."""
+
+
+def orthanc_missing() -> str | None:
+    """What of Orthanc is not installed here, with how to install it; None if nothing."""
+    absent = [str(path) for path in (ORTHANC, DICOMWEB_PLUGIN) if not path.exists()]
+    return f"{', '.join(absent)} missing: {INSTALL_HINT}" if absent else None
 
 
 def free_port() -> int:
@@ -89,9 +99,9 @@ class Orthanc:
 
     def start(self) -> Orthanc:
         """Start Orthanc and wait until ``/system`` answers (fresh ports if one was taken)."""
-        missing = [str(path) for path in (ORTHANC, DICOMWEB_PLUGIN) if not path.exists()]
-        if missing:
-            raise OrthancUnavailable(f"{', '.join(missing)} missing: {INSTALL_HINT}")
+        absent = orthanc_missing()
+        if absent is not None:
+            raise OrthancUnavailable(absent)
         self.folder.mkdir(parents=True, exist_ok=True)
         for _ in range(3):  # another process may take a port between the check and its use
             self.http_port, self.dicom_port = free_port(), free_port()
@@ -211,7 +221,11 @@ class Orthanc:
 
 @pytest.fixture(scope="module")
 def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orthanc]:
-    """A running Orthanc shared by a module's tests; fails, with how to install it, if absent."""
+    """A running Orthanc shared by a module's tests; skipped, with how to install it, if absent
+    (failed under ``make test``)."""
+    absent = orthanc_missing()
+    if absent is not None:
+        missing(absent, REQUIRE_PACS)
     server = Orthanc(tmp_path_factory.mktemp("orthanc"))
     try:
         server.start()
