@@ -7,10 +7,11 @@ Each list option takes comma-separated values, repeats, or both: ``--variants S,
 ``--variants S --variants L``.
 
 Prints a Markdown table (and writes it, with a verdict line, as ``parity.md`` and
-``parity.json`` in ``--out``, each atomically). Every option, the output folder and each
-cell's request are checked before any work; a combination that leaves no cell to build
-is refused. Exits non-zero if any conversion failed or any artifact missed its parity
-gate, naming each (and the reports say FAILED).
+``parity.json`` in ``--out``, each atomically; ``--results PATH`` writes ``parity.json``'s
+document there too, with the run's provenance, ``model.provenance``). Every option, the
+output folder and each cell's request are checked before any work; a combination that
+leaves no cell to build is refused. Exits non-zero if any conversion failed or any
+artifact missed its parity gate, naming each (and the reports say FAILED).
 
 With ``--workers`` the cells run as Ray tasks (:mod:`converters.distributed`), N at a
 time, on an embedded Ray or the cluster ``--ray-address`` (or ``RAY_ADDRESS``) names; the
@@ -24,12 +25,15 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
+import click
+
 from model.atomic import atomic_path
 from model.cluster import cluster_address, ray_address_option, workers_option
 from model.config import VARIANTS
 from model.errors import ProjectError
 from model.forms import EXPORT_FORMS
 from model.options import command, frames_option, list_option, out_option, weights_option
+from model.provenance import write_results
 from model.tables import markdown_table
 from runtimes.manifest import ParityRecord, write_json_atomic
 from runtimes.targets import CONVERTED, PRECISIONS, Cell, Status, matrix
@@ -162,6 +166,12 @@ def summary(results: list[MatrixResult], bad: list[MatrixResult]) -> str:
 @out_option("artifacts", "Folder for the artifacts, parity.md and parity.json.")
 @workers_option
 @ray_address_option
+@click.option(
+    "--results",
+    "results_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Also write parity.json, with its provenance, here (results/parity.json).",
+)
 def main(
     variants: list[str],
     targets: list[str],
@@ -173,11 +183,14 @@ def main(
     out: Path,
     workers: int | None,
     ray_address: str | None,
+    results_file: Path | None,
 ) -> None:
     """Build the matrix of artifacts and check each one's parity; exit 1 if any failed."""
     if workers is None and ray_address is not None:
         raise ProjectError("--ray-address needs --workers")
     cells = check_matrix(variants, targets, precisions, forms, out, weights)
+    if results_file is not None and results_file.is_dir():
+        raise ConversionError(f"--results {results_file} is a folder; name a file")
     if workers is None:
         with quiet_toolchains():
             results = build_matrix(cells, out, weights, frames, arm64)
@@ -189,15 +202,16 @@ def main(
     verdict = summary(results, bad)
     with atomic_path(out / "parity.md") as tmp:
         tmp.write_text(f"{table}\n\n{verdict}\n")
-    write_json_atomic(
-        out / "parity.json",
-        {
-            "passed": not bad,
-            "summary": verdict,
-            "failed": [r.label for r in bad],
-            "results": [asdict(r) for r in results],
-        },
-    )
+    report = {
+        "passed": not bad,
+        "summary": verdict,
+        "failed": [r.label for r in bad],
+        "results": [asdict(r) for r in results],
+    }
+    write_json_atomic(out / "parity.json", report)
+    if results_file is not None:
+        libraries = sorted({d for name in targets for d in get_target(name).distributions})
+        write_results(results_file, report, libraries)
     print(table)
     for r in bad:
         print(f"FAILED {r.label}: {r.status}: {r.error}", file=sys.stderr)

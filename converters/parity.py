@@ -30,11 +30,11 @@ from scipy import ndimage
 from model.bas import BaS
 from model.checkpoint import CheckpointError, sha256
 from model.data.synth import HELD_OUT_SEED, render_video
+from model.host import cpu_model
 from model.hub import build_bas, resolve_weights
 from model.metrics import FrameScores, frame_scores, overlap_scores
 from model.options import command, existing_path, frames_option, runtime_option
 from runtimes import open_model
-from runtimes.host import cpu_model
 from runtimes.manifest import (
     Gate,
     GroundTruthDice,

@@ -14,7 +14,6 @@ import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 
 from tqdm import tqdm
@@ -26,17 +25,18 @@ from converters.spec import ConvertRequest
 from model.checkpoint import sha256
 from model.data.synth import HELD_OUT_SEED, render_video
 from model.errors import ProjectError
+from model.host import cores_available, cpu_model
 from model.hub import build_bas, resolve_weights
 from model.info import describe
+from model.provenance import library_versions
 from runtimes import load, load_pytorch
-from runtimes.host import cores_available, cpu_model
 from runtimes.manifest import Manifest, read_manifest, verify
 from runtimes.session import Session, to_input
 from runtimes.targets import Status, get_target_spec
 from runtimes.timing import LatencyStats, summarise, time_calls, timed_call
 
 from .peak import Peak, cores_used, measure_peak
-from .records import BenchRecord
+from .records import RUNTIME_LIBRARIES, BenchRecord
 
 HOST_PYTORCH_PRECISIONS = ("fp32",)  # PyTorch eager is timed on a CPU in fp32 only
 Figure = tuple[str, float, str]  # metric, value, unit
@@ -60,19 +60,14 @@ class Measurement:
 @functools.cache
 def machine() -> dict[str, str | int | float]:
     """What the figures were measured on: CPU model, cores, clock, fp32 peak, OS, libraries."""
-    found: dict[str, str | int | float] = {
+    return {
         "cpu": cpu_model(),
         "cores": cores_available(),
         **asdict(measure_peak()),
         "os": platform.platform(),
         "python": platform.python_version(),
+        **library_versions(RUNTIME_LIBRARIES),
     }
-    for dist in ("torch", "onnxruntime", "ai-edge-litert", "executorch", "coremltools"):
-        try:
-            found[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            continue
-    return found
 
 
 def peak_rss_mb() -> float:

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-from runtimes.host import cores_available, cpu_clock_ghz, cpu_flags
+from model.host import cores_available, cpu_clock_ghz, cpu_flags
 from runtimes.timing import time_calls
 
 # fp32 FMA lanes issued per core and cycle: 2 x 256-bit FMA pipes on AVX2 cores (Zen 2-4,

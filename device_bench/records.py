@@ -2,18 +2,21 @@
 
 Fields: name, target, variant, precision, form, metric, value, unit, device, timestamp;
 plus the runtime, the artifact's sha256 and the machine, so a figure says what it measured,
-and a status: a cell a sweep could not time is one ``status`` record saying why.
+and a status: a cell a sweep could not time is one ``status`` record saying why. Each record
+carries the provenance of the command that appended it (``model.provenance``: command line,
+date, machine, versions), so a results file can be rendered into the docs as it stands.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from model.errors import ProjectError
+from model.provenance import provenance
 from model.typed import FieldError, from_data
 from runtimes.targets import Status
 
@@ -21,6 +24,8 @@ RESULTS = Path("reports/bench/results.jsonl")
 # device_bench's names for targets before the targets table named them: still read in old
 # records and still accepted on the command line (``--target torch``)
 TARGET_ALIASES = {"torch": "pytorch"}
+# The libraries a figure may have run on, whose versions every record names.
+RUNTIME_LIBRARIES = ("torch", "onnxruntime", "ai-edge-litert", "executorch", "coremltools")
 
 
 @dataclass(frozen=True)
@@ -43,14 +48,18 @@ class BenchRecord:
     status: Status = Status.PASSED  # written as its word; REFERENCE for PyTorch eager
     batch: int = 1  # frames per call; fps counts all of them
     note: str = ""  # why a cell was not timed
+    provenance: dict[str, Any] = field(default_factory=dict)  # set when appended
 
 
 def append_records(path: Path, records: list[BenchRecord]) -> None:
-    """Append whole lines in one write, so a crash never leaves half a record."""
+    """Append whole lines in one write, so a crash never leaves half a record; each record
+    without a provenance block gets this command's."""
     path = Path(path)
     if path.exists() and not path.is_file():
         raise ProjectError(f"results file {path} is not a file")
     path.parent.mkdir(parents=True, exist_ok=True)
+    stamp = provenance(RUNTIME_LIBRARIES)
+    records = [r if r.provenance else replace(r, provenance=stamp) for r in records]
     text = "".join(json.dumps(asdict(r), allow_nan=False) + "\n" for r in records)
     with open(path, "a", encoding="utf-8") as handle:
         handle.write(text)

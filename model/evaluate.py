@@ -2,6 +2,7 @@
 
     python -m model.evaluate [--variant S] [--weights shipped|PATH] --data DIR
         [--no-history] [--screen letterbox --screen annotated ...] [--lost-contact 5]
+        [--results results/evaluation.json]
 
 Prints a Markdown table (per-frame, per-video and pooled aggregation) and, as its last
 line, one JSON record. Unlabelled frames are streamed (they carry the temporal state)
@@ -13,7 +14,9 @@ against the unplaced run (the screen's prediction cropped back to the image).
 of its width (``model.data.contact``) and scores the darkened frames on their own: what
 the history is worth where a frame's own evidence is gone. A converted artifact is scored,
 through its runtime, by ``python -m runtimes.evaluate --artifact PATH`` (the same command
-one layer up).
+one layer up). ``--results FILE`` adds the JSON record, with its provenance
+(``model.provenance``), to FILE's runs, replacing an earlier run of the same variant,
+weights, window, history and data: the file the docs' tables are rendered from.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from .options import (
     variant_option,
     weights_option,
 )
+from .provenance import add_run
 from .tables import markdown_table
 
 F = TypeVar("F", bound=Callable[..., object])
@@ -58,6 +62,9 @@ class ScreenResult:
     def summary(self) -> dict[str, object]:
         return {**self.meter.summary(), "agreement_dice": float(np.mean(self.agreement))}
 
+
+# What one run of a results file is: a re-run with these the same replaces it.
+RUN_KEY = ("variant", "weights", "temporal_window", "history", "data")
 
 # Rows of the lost-contact table: the frame set each meter scores.
 LOST_CONTACT_ROWS = {
@@ -184,6 +191,7 @@ class EvaluationRequest:
     split: Path | None
     subset: str | None
     artifact: Path | None
+    results: Path | None
 
 
 @dataclass(frozen=True)
@@ -249,6 +257,12 @@ def evaluation_options(function: F) -> F:
             help="Score this converted artifact, through its runtime, instead of PyTorch BaS "
             "(python -m runtimes.evaluate).",
         ),
+        click.option(
+            "--results",
+            type=click.Path(path_type=Path, dir_okay=False),
+            help="Also add the JSON record, with its provenance, to this file's runs "
+            "(results/evaluation.json).",
+        ),
     )
     for option in reversed(options):
         function = option(function)
@@ -294,6 +308,8 @@ def run_evaluation(
         "lost_contact": {"every": condition.every, **lost} if condition else None,
     }
     print(json.dumps(record, allow_nan=False))
+    if request.results is not None:
+        add_run(request.results, record, RUN_KEY)
 
 
 def _print_tables(

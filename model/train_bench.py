@@ -10,7 +10,8 @@ it on a CPU, every frame decoded).
 Then the CPU cost of the data per scored frame, and, for each ``--recipe`` stage, the
 frames it scores and the compute time today's step and the stage's own (its network,
 compiled or not, at each size it trains) project for them.
-Figures, not a test: nothing here passes or fails.
+Figures, not a test: nothing here passes or fails. ``--results FILE`` writes them as JSON,
+with their provenance (``model.provenance``): the file the docs' tables are rendered from.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import click
 import torch
@@ -33,6 +35,7 @@ from .data import ClipDataset, discover, split_videos
 from .hub import build_bas
 from .losses import SegmentationLoss
 from .options import command, config_file_option
+from .provenance import write_results
 from .tables import markdown_table
 from .train import TrainConfig, clip_loss, load_config, training_clips
 
@@ -166,20 +169,35 @@ def scored_frames_per_epoch(config: TrainConfig) -> int:
     return steps * config.batch_size * (config.clip_length - config.warm_frames)
 
 
-def _step_table(timings: list[StepTiming]) -> str:
+def step_results(timings: list[StepTiming]) -> list[dict[str, Any]]:
+    """Each row's figures, the ratio against today's loop (the second row) included."""
     today = timings[1].ms_per_frame
-    rows = [
-        (
-            t.setup.name,
-            t.setup.image_size,
-            f"{t.ms_per_frame:.1f}",
-            f"{today / t.ms_per_frame:.2f}",
-            f"{t.first_step_s:.0f}",
-        )
+    return [
+        {
+            "step": t.setup.name,
+            "image_size": t.setup.image_size,
+            "ms_per_scored_frame": t.ms_per_frame,
+            "x_today": today / t.ms_per_frame,
+            "first_step_s": t.first_step_s,
+        }
         for t in timings
     ]
+
+
+def step_table(rows: list[dict[str, Any]]) -> str:
+    """Markdown: ``step_results``' rows, as printed and as the docs render them."""
+    cells = [
+        (
+            r["step"],
+            r["image_size"],
+            f"{r['ms_per_scored_frame']:.1f}",
+            f"{r['x_today']:.2f}",
+            f"{r['first_step_s']:.0f}",
+        )
+        for r in rows
+    ]
     header = ("training step", "size", "ms / scored frame", "x today", "first step s")
-    return markdown_table(header, rows, "lrrrr")
+    return markdown_table(header, cells, "lrrrr")
 
 
 def _stage_minutes(stage: TrainConfig, ms: dict[int, float]) -> float:
@@ -199,23 +217,42 @@ def _recipe_step(timings: list[StepTiming], stage: TrainConfig) -> dict[int, flo
     }
 
 
-def _recipe_table(recipe: list[TrainConfig], timings: list[StepTiming]) -> str:
+def recipe_results(recipe: list[TrainConfig], timings: list[StepTiming]) -> list[dict[str, Any]]:
     """Each stage's scored frames and compute minutes with today's step and its own."""
     today = timings[1].ms_per_frame
-    rows, totals = [], [0.0, 0.0]
+    rows = []
     for stage in recipe:
-        frames = scored_frames_per_epoch(stage) * stage.epochs
         full_size = replace(stage, low_res=0, low_res_epochs=0)  # as today's loop ran it
-        minutes = (
-            _stage_minutes(full_size, {stage.image_size: today}),
-            _stage_minutes(stage, _recipe_step(timings, stage)),
-        )
-        totals = [a + b for a, b in zip(totals, minutes, strict=True)]
         low = f"{stage.low_res_epochs} at {stage.low_res}" if stage.low_res_epochs else "none"
-        rows.append((stage.out, stage.epochs, low, f"{frames:,}", *(f"{m:.0f}" for m in minutes)))
-    rows.append(("whole recipe", "", "", "", *(f"{m:.0f}" for m in totals)))
+        rows.append(
+            {
+                "stage": stage.out,
+                "epochs": stage.epochs,
+                "low_res_epochs": low,
+                "scored_frames": scored_frames_per_epoch(stage) * stage.epochs,
+                "today_min": _stage_minutes(full_size, {stage.image_size: today}),
+                "its_step_min": _stage_minutes(stage, _recipe_step(timings, stage)),
+            }
+        )
+    return rows
+
+
+def recipe_table(rows: list[dict[str, Any]]) -> str:
+    """Markdown: ``recipe_results``' rows and the whole recipe's total."""
+    cells: list[tuple[object, ...]] = [
+        (
+            r["stage"],
+            r["epochs"],
+            r["low_res_epochs"],
+            f"{r['scored_frames']:,}",
+            *(f"{r[k]:.0f}" for k in ("today_min", "its_step_min")),
+        )
+        for r in rows
+    ]
+    totals = (sum(r[k] for r in rows) for k in ("today_min", "its_step_min"))
+    cells.append(("whole recipe", "", "", "", *(f"{m:.0f}" for m in totals)))
     header = ("stage", "epochs", "low-res epochs", "scored frames", "today min", "its step min")
-    return markdown_table(header, rows, "lrrrrr")
+    return markdown_table(header, cells, "lrrrrr")
 
 
 @command("python -m model.train_bench")
@@ -240,7 +277,20 @@ def _recipe_table(recipe: list[TrainConfig], timings: list[StepTiming]) -> str:
     show_default=True,
     help="Also time the steps of the recipe's lower-resolution epochs at this side (0: not).",
 )
-def main(config: Path, recipe: tuple[Path, ...], batch: int, steps: int, low_res: int) -> None:
+@click.option(
+    "--results",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Also write the figures, with their provenance, to this JSON file "
+    "(results/train_bench.json).",
+)
+def main(
+    config: Path,
+    recipe: tuple[Path, ...],
+    batch: int,
+    steps: int,
+    low_res: int,
+    results: Path | None,
+) -> None:
     """Time the training step with each fast path, as ratios to today's loop."""
     train_config = load_config(config, [])
     stages = [load_config(path, []) for path in recipe]
@@ -252,20 +302,38 @@ def main(config: Path, recipe: tuple[Path, ...], batch: int, steps: int, low_res
         f"torch {torch.__version__}; median of {steps} steps",
         flush=True,
     )
+    started = time.perf_counter()
     timings = []
     for setup in loop_setups(train_config.image_size, low_res):
         timings.append(time_step_alone(train_config, setup, batch, steps))
         print(f"  {setup.name}: {timings[-1].ms_per_frame:.1f} ms", flush=True)
-    print(_step_table(timings))
+    rows = step_results(timings)
+    print(step_table(rows))
     sizes = sorted({t.setup.image_size for t in timings})
     data = {size: data_ms_per_frame(train_config, size, 4, batch) for size in sizes}
     print(
         "\ndata (loading and augmenting, one process): "
         + ", ".join(f"{ms:.2f} ms of CPU per scored frame at {size}" for size, ms in data.items())
     )
+    projected = recipe_results(stages, timings)
     if stages:
         print()
-        print(_recipe_table(stages, timings))
+        print(recipe_table(projected))
+    if results is not None:
+        figures = {
+            "variant": train_config.variant,
+            "config": str(config),
+            "batch": batch,
+            "clip_length": train_config.clip_length,
+            "warm_frames": train_config.warm_frames,
+            "threads": torch.get_num_threads(),
+            "timed_steps": steps,
+            "seconds": round(time.perf_counter() - started, 1),
+            "steps": rows,
+            "data_ms_per_scored_frame": {str(size): ms for size, ms in data.items()},
+            "recipe": projected,
+        }
+        write_results(results, figures)
 
 
 if __name__ == "__main__":

@@ -20,10 +20,10 @@ from device_bench.gpu import run_cuda
 from device_bench.peak import Peak, cores_used
 from device_bench.records import BenchRecord, append_records, read_records
 from device_bench.report import chart, markdown
+from model import host
 from model.data.synth import render_video
 from model.data.video_writer import write_video
 from model.errors import ProjectError
-from runtimes import host
 from runtimes.manifest import manifest_path
 from runtimes.targets import Status
 from runtimes.timing import summarise, time_calls

@@ -1,7 +1,8 @@
 """This host's CPU, read once: its model, its vector flags, its clock, the cores we may use.
 
-Benchmarks record these beside every figure (device_bench), and parity records the CPU a
-host runtime ran on (XNNPACK picks its kernels by it).
+Benchmarks record these beside every figure (device_bench), parity records the CPU a host
+runtime ran on (XNNPACK picks its kernels by it), and every results file names the machine
+that made it (``model.provenance``).
 """
 
 from __future__ import annotations
