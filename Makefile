@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 ARM64_ROOT := $(or $(BAS_ARM64_SYSROOT),.arm64)
 ARM64_STAMP := $(ARM64_ROOT)/.bas-arm64-ready
 
-.PHONY: demo test test-quick lint venv arm64 pacs parity-arm64 data train train-bench train-cpu clean
+.PHONY: demo test test-quick docs lint venv arm64 pacs parity-arm64 data train train-bench train-cpu clean
 
 $(STAMP): pyproject.toml constraints.txt requirements-nodeps.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -83,6 +83,7 @@ demo: $(STAMP)
 test: $(STAMP) $(ARM64_STAMP) pacs
 	$(PY) -m ruff check .
 	BAS_REQUIRE_ARM64=1 BAS_REQUIRE_PACS=1 OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 --durations=15
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --quiet --site-dir reports/site
 
 # The edit-and-test loop (under two minutes on two cores): every test not marked slow, .venv only.
 test-quick: $(STAMP)
@@ -116,6 +117,58 @@ train-cpu: data
 	$(PY) -m model.train --config configs/cpu/bas_$(shell echo $(VARIANT) | tr SL sl)_1.yml --resume
 	$(PY) -m model.train --config configs/cpu/bas_$(shell echo $(VARIANT) | tr SL sl)_2.yml --resume
 	$(PY) -m model.train --config configs/cpu/bas_$(shell echo $(VARIANT) | tr SL sl)_3.yml --resume
+
+# The figures of the docs: each producer writes its file in results/ (with the command, date,
+# machine and versions that made it) and `make render` turns them into docs/generated/,
+# docs/img/speed.png and the README's status table. `make results` re-runs the accuracy,
+# parity and DICOM producers; `make results-speed` the speed ones, apart: run it on a quiet
+# machine only. RESULTS_DIR, DOCS_DIR and README_FILE send everything elsewhere (a trial run).
+RESULTS_DIR ?= results
+DOCS_DIR ?= docs
+README_FILE ?= README.md
+RESULTS_WORK ?= reports/results
+EVALUATE := $(PY) -m model.evaluate --data data/synth_test --lost-contact 5 \
+	--results $(RESULTS_DIR)/evaluation.json
+SCREENS := --screen letterbox --screen annotated --screen small
+# int16x8 is left out: on a CPU LiteRT runs it on reference kernels (it is meant for NPUs).
+SPEED_SWEEP ?= --precisions fp32,fp16,int8 --iters 60 --rounds 3 --warmup 10
+TRAIN_BENCH_CONFIG ?= configs/bas_s.yml
+TRAIN_BENCH_ARGS ?= --recipe configs/cpu/bas_s_1.yml --recipe configs/cpu/bas_s_2.yml \
+	--recipe configs/cpu/bas_s_3.yml
+RENDER := $(PY) -m bas_deploy.results --results $(RESULTS_DIR) --docs $(DOCS_DIR) \
+	--readme $(README_FILE)
+.PHONY: results results-speed render
+
+results: data
+	$(EVALUATE) --variant S $(SCREENS)
+	$(EVALUATE) --variant S --no-history
+	$(EVALUATE) --variant L $(SCREENS)
+	$(EVALUATE) --variant L --no-history
+	$(PY) -m converters.all --out $(RESULTS_WORK)/artifacts --results $(RESULTS_DIR)/parity.json \
+		|| [ $$? -eq 1 ]  # a cell that fails parity is a result too: the status table shows it
+	$(PY) -m bas_deploy.results dicom-examples --results $(RESULTS_DIR)/dicom_examples.json \
+		--artifact $(RESULTS_WORK)/artifacts/bas_s_stream_240_fp32.tflite
+	$(RENDER)
+
+# Every cell's artifact comes from `make results`' folder where it is there (converted and
+# checked otherwise); the sweep is written whole, then put in place.
+results-speed: data
+	mkdir -p $(RESULTS_WORK) $(RESULTS_DIR) && rm -f $(RESULTS_WORK)/speed.jsonl.new
+	$(VENV)/bin/device_bench sweep --cache $(RESULTS_WORK)/artifacts $(SPEED_SWEEP) \
+		--threads "$$($(PY) -c 'import os; print(os.cpu_count())')" \
+		--results $(RESULTS_WORK)/speed.jsonl.new > $(RESULTS_WORK)/speed.md
+	mv $(RESULTS_WORK)/speed.jsonl.new $(RESULTS_DIR)/speed.jsonl
+	$(PY) -m model.train_bench --config $(TRAIN_BENCH_CONFIG) $(TRAIN_BENCH_ARGS) \
+		--results $(RESULTS_DIR)/train_bench.json
+	$(RENDER)
+
+render: $(STAMP)
+	$(RENDER)
+
+# The docs site (docs/, mkdocs.yml) into site/; a broken link, anchor or snippet, or a page
+# missing from the nav, fails it. `.venv/bin/mkdocs serve` shows it while you edit.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
 
 lint: $(STAMP)
 	$(PY) -m ruff check . && $(PY) -m ruff format --check .
