@@ -89,6 +89,22 @@ def test_a_missing_results_file_is_named_and_the_others_are_rendered(tmp_path: P
     assert readme.endswith("<!-- status:end -->\n\nafter\n")
 
 
+def test_missing_speed_files_alone_are_a_note_not_an_error(tmp_path: Path) -> None:
+    """The speed files are measured apart, on a quiet machine: a checkout without them
+    renders the rest and says what it left out."""
+    results = tmp_path / "results"
+    results.mkdir()
+    for name in ("evaluation.json", "parity.json", "dicom_examples.json"):
+        shutil.copy(RESULTS / name, results)
+    lines = _render(results, tmp_path)
+    assert lines[0] == "exit 0"
+    assert lines[-1] == (
+        f"note: results file missing: {results / 'speed.jsonl'} (make results-speed, on a "
+        f"quiet machine), {results / 'train_bench.json'} (make results-speed, on a quiet "
+        "machine); its tables are not rendered"
+    )
+
+
 def test_a_readme_without_the_status_markers_stops_the_renderer(tmp_path: Path) -> None:
     lines = _render(RESULTS, tmp_path, readme="# x\n\nno markers\n")
     assert lines == [
