@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import json
 import os
 import platform
@@ -54,25 +55,34 @@ def library_versions(distributions: Iterable[str]) -> dict[str, str]:
     return found
 
 
+@functools.cache
 def git_commit() -> str | None:
-    """The checkout's commit, ``-dirty`` when tracked files differ from it; None outside a
-    git checkout (an installed copy) or without git."""
+    """The commit of the checkout this code was loaded from, ``-dirty`` when tracked files
+    differ from it; None for an installed copy (not a checkout's top) or without git.
+
+    Read once, when this module is first imported: a long run names the commit of the code
+    it loaded, not one made while it ran."""
     try:
-        head = subprocess.run(
-            ["git", "-C", str(REPOSITORY), "rev-parse", "HEAD"],
+        top, head = subprocess.run(
+            ["git", "-C", str(REPOSITORY), "rev-parse", "--show-toplevel", "HEAD"],
             capture_output=True,
             text=True,
             check=True,
-        ).stdout.strip()
+        ).stdout.split()
         changed = subprocess.run(
             ["git", "-C", str(REPOSITORY), "status", "--porcelain", "--untracked-files=no"],
             capture_output=True,
             text=True,
             check=True,
         ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
+    except (OSError, ValueError, subprocess.CalledProcessError):
         return None
+    if Path(top).resolve() != REPOSITORY:
+        return None  # a copy inside another project's checkout (its site-packages)
     return f"{head}-dirty" if changed else head
+
+
+git_commit()
 
 
 def machine() -> dict[str, str | int]:
