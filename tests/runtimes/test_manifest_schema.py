@@ -26,6 +26,7 @@ from runtimes.manifest import (
 )
 from runtimes.schema import SHIPPED, main
 from runtimes.targets import matrix
+from tests.support.records import set_field
 
 CELLS = list(matrix(("S", "L")))
 
@@ -114,33 +115,24 @@ def _drop(key: str) -> Callable[[dict[str, Any]], None]:
     return lambda r: r.pop(key)
 
 
-def _set(path: str, value: object) -> Callable[[dict[str, Any]], None]:
-    """A change of one field, by dotted path (list items by number)."""
-
-    def change(record: dict[str, Any]) -> None:
-        *parents, last = path.split(".")
-        for part in parents:
-            record = record[int(part)] if part.isdigit() else record[part]
-        record[int(last) if last.isdigit() else last] = value
-
-    return change
-
-
 BROKEN = [
     (_drop("image_size"), r"'image_size' is a required property"),
     (_drop("schema"), r"'schema' is a required property"),
-    (_set("image_size", "240"), r"'240' is not of type 'integer'"),
-    (_set("inputs.0.shape", [1, 3, 240.5, 240]), r"240\.5 is not of type 'integer'"),
+    (set_field("image_size", "240"), r"'240' is not of type 'integer'"),
+    (set_field("inputs.0.shape", [1, 3, 240.5, 240]), r"240\.5 is not of type 'integer'"),
     (lambda r: r["state"].pop("output"), r"'output' is a required property"),
-    (_set("tools", {"onnx": 1}), r"1 is not of type 'string'"),
-    (_set("preprocessing.range", [0.0]), r"\[0\.0\] is too short"),
-    (_set("preprocessing.color", "BGR"), r"'RGB' was expected"),
-    (_set("colour", "RGB"), r"Additional properties are not allowed \('colour' was unexpected\)"),
-    (_set("schema", "bas-deploy-manifest/1"), r"'bas-deploy-manifest/2' was expected"),
-    (_set("image_size", 0), r"0 is less than or equal to the minimum of 0"),
-    (_set("inputs.0.index", -1), r"-1 is less than the minimum of 0"),
+    (set_field("tools", {"onnx": 1}), r"1 is not of type 'string'"),
+    (set_field("preprocessing.range", [0.0]), r"\[0\.0\] is too short"),
+    (set_field("preprocessing.color", "BGR"), r"'RGB' was expected"),
     (
-        _set("parity", {"masks_vs_pytorch": {"pooled_dice": 1.5}}),
+        set_field("colour", "RGB"),
+        r"Additional properties are not allowed \('colour' was unexpected\)",
+    ),
+    (set_field("schema", "bas-deploy-manifest/1"), r"'bas-deploy-manifest/2' was expected"),
+    (set_field("image_size", 0), r"0 is less than or equal to the minimum of 0"),
+    (set_field("inputs.0.index", -1), r"-1 is less than the minimum of 0"),
+    (
+        set_field("parity", {"masks_vs_pytorch": {"pooled_dice": 1.5}}),
         r"1\.5 is greater than the maximum of 1",
     ),
 ]

@@ -25,6 +25,7 @@ from model.hub import build_bas, shipped_weights
 from runtimes.backends.pytorch import model_runner, pytorch_manifest
 from runtimes.manifest import ArtifactError, Manifest, read_manifest, write_manifest
 from runtimes.session import ArtifactModel, NonFiniteOutput, Session
+from tests.support.records import set_field
 
 # --- weights -----------------------------------------------------------------------------
 
@@ -90,26 +91,14 @@ def _quantized(record: dict[str, Any], scale: float = 0.004, zero_point: int = -
     record["inputs"][0]["quantization"]["zero_point"] = zero_point
 
 
-def _set(path: str, value: object) -> Callable[[dict[str, Any]], None]:
-    """A change of one field, by dotted path (list items by number)."""
-
-    def change(record: dict[str, Any]) -> None:
-        *parents, last = path.split(".")
-        for part in parents:
-            record = record[int(part)] if part.isdigit() else record[part]
-        record[int(last) if last.isdigit() else last] = value
-
-    return change
-
-
 MANIFEST_CASES = [
-    (_set("image_size", 0), r"image_size is 0, must be > 0"),
-    (_set("temporal_window", 0), r"temporal_window is 0, must be >= 1"),
-    (_set("inputs.0.shape", [1, 3, -240, 240]), r"inputs\[0\]\.shape is \(1, 3, -240, 240\)"),
-    (_set("outputs.0.shape", [1, 1, 0, 240]), r"outputs\[0\]\.shape .* must be >= 1"),
-    (_set("inputs.0.from_canonical", [0, 1, 1, 3]), r"inputs\[0\]\.from_canonical .*permutat"),
-    (_set("inputs.0.index", -1), r"inputs\[0\]\.index is -1"),
-    (_set("inputs.0.dtype", "object"), r"inputs\[0\]\.dtype is 'object'"),
+    (set_field("image_size", 0), r"image_size is 0, must be > 0"),
+    (set_field("temporal_window", 0), r"temporal_window is 0, must be >= 1"),
+    (set_field("inputs.0.shape", [1, 3, -240, 240]), r"inputs\[0\]\.shape is \(1, 3, -240, 240\)"),
+    (set_field("outputs.0.shape", [1, 1, 0, 240]), r"outputs\[0\]\.shape .* must be >= 1"),
+    (set_field("inputs.0.from_canonical", [0, 1, 1, 3]), r"inputs\[0\]\.from_canonical .*permutat"),
+    (set_field("inputs.0.index", -1), r"inputs\[0\]\.index is -1"),
+    (set_field("inputs.0.dtype", "object"), r"inputs\[0\]\.dtype is 'object'"),
     (lambda r: _quantized(r, scale=0.0), r"inputs\[0\]\.quantization\.scale is 0\.0"),
     (lambda r: _quantized(r, scale=-1.0), r"inputs\[0\]\.quantization\.scale is -1\.0"),
     (
@@ -117,19 +106,19 @@ MANIFEST_CASES = [
         r"inputs\[0\]\.quantization\.zero_point is 128, outside int8's range",
     ),
     (lambda r: _quantized(r, scale=math.nan), r"inputs\[0\]\.quantization\.scale is nan"),
-    (_set("preprocessing.range", [1.0, 0.0]), r"preprocessing\.range is \(1\.0, 0\.0\)"),
-    (_set("preprocessing.std", [0.2, 0.0, 0.2]), r"preprocessing\.std .* must be > 0"),
-    (_set("conversion_seconds", -3), r"conversion_seconds is -3\.0"),
-    (_set("artifact.bytes", -1), r"artifact\.bytes is -1"),
+    (set_field("preprocessing.range", [1.0, 0.0]), r"preprocessing\.range is \(1\.0, 0\.0\)"),
+    (set_field("preprocessing.std", [0.2, 0.0, 0.2]), r"preprocessing\.std .* must be > 0"),
+    (set_field("conversion_seconds", -3), r"conversion_seconds is -3\.0"),
+    (set_field("artifact.bytes", -1), r"artifact\.bytes is -1"),
     (
-        _set("parity", {"passed": "yes"}),
+        set_field("parity", {"passed": "yes"}),
         r"does not match schema \S+: parity\.passed must be true or false, got 'yes'",
     ),
     (
-        _set("parity", {"passed": True, "masks_vs_pytorch": {"pooled_dice": 1.5}}),
+        set_field("parity", {"passed": True, "masks_vs_pytorch": {"pooled_dice": 1.5}}),
         r"parity\.masks_vs_pytorch\.pooled_dice is 1\.5, must be a fraction",
     ),
-    (_set("options", {"x": [1.0, math.inf]}), r"options\.x\[1\] is inf, not a finite number"),
+    (set_field("options", {"x": [1.0, math.inf]}), r"options\.x\[1\] is inf, not a finite number"),
 ]
 
 
