@@ -3,9 +3,9 @@
     python -m model.train --config configs/bas_s.yml [--resume] [--set key=value ...]
 
 Runs on the CPU as is and unchanged under ``accelerate launch`` on several GPUs. The
-run folder holds ``last.pt`` (everything needed to resume, written atomically after
-each epoch), ``best.safetensors`` (the weights with the best validation Dice), the
-split file and a JSON log of every epoch.
+run folder holds ``last.safetensors`` (everything needed to resume, written atomically
+after each epoch, read without unpickling: ``model.resume``), ``best.safetensors`` (the
+weights with the best validation Dice), the split file and a JSON log of every epoch.
 """
 
 from __future__ import annotations
@@ -45,6 +45,8 @@ from .errors import ConfigError
 from .hub import build_bas
 from .losses import LossWeights, SegmentationLoss
 from .options import command, config_file_option
+from .resume import FILE_NAME as RESUME_FILE
+from .resume import EpochRecord, Progress, read_resume_point, refuse_pickled, write_resume_point
 from .typed import FieldError, from_data
 
 
@@ -367,13 +369,10 @@ def _optimizer(
 
 def _resume(run: _Run, last: Path) -> int:
     """Load the resume point into ``run``; the epoch to start from."""
-    saved = torch.load(last, map_location="cpu", weights_only=False)
-    _network(run).load_state_dict(saved["model"])
-    run.optimizer.load_state_dict(saved["optimizer"])
-    run.scheduler.load_state_dict(saved["scheduler"])
-    run.best, run.history = saved["best"], saved["history"]
-    run.accelerator.print(f"resumed from {last} at epoch {saved['epoch']}")
-    return saved["epoch"]
+    progress = read_resume_point(last, _network(run), run.optimizer, run.scheduler)
+    run.best, run.history = progress.best, [asdict(record) for record in progress.history]
+    run.accelerator.print(f"resumed from {last} at epoch {progress.epoch}")
+    return progress.epoch
 
 
 def _weights_metadata(config: TrainConfig) -> dict[str, str]:
@@ -438,17 +437,11 @@ def _save_epoch(run: _Run, epoch: int, dice: float) -> None:
             run.out / "best.safetensors",
             {**run.metadata, "epoch": str(epoch + 1), "val_dice": f"{dice:.4f}"},
         )
-    resume_point = {
-        "model": net.state_dict(),
-        "optimizer": run.optimizer.state_dict(),
-        "scheduler": run.scheduler.state_dict(),
-        "epoch": epoch + 1,
-        "best": run.best,
-        "history": run.history,
-    }
-    with atomic_path(run.out / "last.pt") as tmp:
-        torch.save(resume_point, tmp)
-    (run.out / "history.json").write_text(json.dumps(run.history, indent=1))
+    history = tuple(EpochRecord(**record) for record in run.history)
+    progress = Progress(epoch=epoch + 1, best=run.best, history=history)
+    write_resume_point(run.out / RESUME_FILE, net, run.optimizer, run.scheduler, progress)
+    with atomic_path(run.out / "history.json") as tmp:
+        tmp.write_text(json.dumps(run.history, indent=1))
 
 
 def _prepared_run(
@@ -494,7 +487,9 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
     check_output_folder(out, marker="split.json", what="run folder", error=ConfigError)
     index, split, fresh_split = _prepare_split(config, out)
     run, data = _prepared_run(config, out, index, split)
-    last = out / "last.pt"
+    if resume:
+        refuse_pickled(out)
+    last = out / RESUME_FILE
     start_epoch = _resume(run, last) if resume and last.exists() else 0
     out.mkdir(parents=True, exist_ok=True)  # only now: a refused run leaves no folder behind
     if fresh_split:
@@ -520,7 +515,7 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
 
 @command("python -m model.train")
 @config_file_option("--config", "YAML file of TrainConfig fields.")
-@click.option("--resume", is_flag=True, help="Continue from OUT/last.pt.")
+@click.option("--resume", is_flag=True, help=f"Continue from OUT/{RESUME_FILE}.")
 @click.option(
     "--set",
     "overrides",

@@ -83,7 +83,7 @@ def test_config_file_and_overrides(tmp_path: Path) -> None:
 def test_trains_resumes_and_the_weights_evaluate(tiny_data: Path, tmp_path: Path) -> None:
     config = _tiny_config(tiny_data, tmp_path, variant="L", lr=1e-3, clip_stride=2)
     best = train(config)
-    assert best.is_file() and (tmp_path / "run" / "last.pt").is_file()
+    assert best.is_file() and (tmp_path / "run" / "last.safetensors").is_file()
     train(replace(config, epochs=2), resume=True)
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2]
@@ -149,8 +149,8 @@ def test_templp_trains_at_its_own_rate_and_the_weights_say_which_templp(
     config = _tiny_config(tiny_data, tmp_path, temporal_gate=False, temporal_lr_scale=10)
     best = train(config)
     assert read_metadata(best)["temporal_gate"] == "false"
-    groups = torch.load(tmp_path / "run" / "last.pt", weights_only=False)["optimizer"]
-    others, temporal = groups["param_groups"]
+    state = json.loads(read_metadata(tmp_path / "run" / "last.safetensors")["state"])
+    others, temporal = state["param_groups"]
     assert len(temporal["params"]) == 2  # the plain TempLP: frame weights and P
     assert temporal["lr"] == pytest.approx(10 * others["lr"])
     assert build_bas("S", image_size=32, weights=best).temporal.gated  # loads, gate closed
