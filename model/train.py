@@ -30,7 +30,7 @@ from tqdm import tqdm
 from .allocator import keep_freed_memory
 from .atomic import atomic_path, check_output_folder
 from .bas import BaS
-from .checkpoint import save_weights
+from .checkpoint import save_weights, sha256
 from .config import get_config
 from .data import (
     Augment,
@@ -95,6 +95,13 @@ class TrainConfig:
     # embedding to them, and validation stays at ``image_size``.
     low_res: int = 0
     low_res_epochs: int = 0
+    # Stop early: before an epoch that would take the training time (over every session
+    # of the run) past ``minutes``, or after ``patience`` epochs with no better validation
+    # Dice (0: neither). ``score_initial`` validates the starting weights first, so that a
+    # fine-tune keeps them when no epoch beats them.
+    minutes: float = 0.0
+    patience: int = 0
+    score_initial: bool = False
     out: str = "runs/bas_s"
 
     def side_of_epoch(self, epoch: int) -> int:
@@ -132,11 +139,14 @@ def _read_yaml(path: Path) -> dict:
     return values
 
 
-def load_config(path: Path | None, overrides: list[str]) -> TrainConfig:
-    """The run's config: the YAML file's fields over the defaults, then each ``--set``."""
+def load_config(
+    path: Path | None, overrides: list[str], base: TrainConfig | None = None
+) -> TrainConfig:
+    """The run's config: the YAML file's fields over ``base`` (the defaults), then each
+    ``--set``."""
     values = _read_yaml(path) if path else {}
     try:
-        config = _typed(TrainConfig, values)
+        config = _typed(TrainConfig, {**(asdict(base) if base else {}), **values})
     except ConfigError as err:
         raise ConfigError(f"config file {path}: {err}" if path else str(err)) from err
     kinds = typing.get_type_hints(TrainConfig)
@@ -213,7 +223,7 @@ def _check(config: TrainConfig) -> None:
     for name in ("epochs", "batch_size", "clip_length", "clip_stride"):
         if getattr(config, name) < 1:
             raise ConfigError(f"{name} must be >= 1, got {getattr(config, name)}")
-    for name in ("warmup_epochs", "restart_epochs", "threads", "workers"):
+    for name in ("warmup_epochs", "restart_epochs", "threads", "workers", "patience"):
         if getattr(config, name) < 0:
             raise ConfigError(f"{name} must be >= 0, got {getattr(config, name)}")
     if not config.lr > 0 or not 0 <= config.min_lr <= config.lr or config.weight_decay < 0:
@@ -221,6 +231,8 @@ def _check(config: TrainConfig) -> None:
             f"need lr > 0, 0 <= min_lr <= lr and weight_decay >= 0, got lr {config.lr}, "
             f"min_lr {config.min_lr}, weight_decay {config.weight_decay}"
         )
+    if not (config.minutes >= 0 and math.isfinite(config.minutes)):
+        raise ConfigError(f"minutes must be >= 0 (0: no time limit), got {config.minutes}")
     if not config.temporal_lr_scale > 0:
         raise ConfigError(f"temporal_lr_scale must be > 0, got {config.temporal_lr_scale}")
     if config.init_weights and not Path(config.init_weights).is_file():
@@ -376,8 +388,8 @@ def _resume(run: _Run, last: Path) -> int:
 
 
 def _weights_metadata(config: TrainConfig) -> dict[str, str]:
-    """What the weights file says of how it was made."""
-    return {
+    """What the weights file says of how it was made (and from which weights it started)."""
+    metadata = {
         "variant": config.variant,
         "image_size": str(config.image_size),
         "temporal_window": str(config.temporal_window),
@@ -385,6 +397,9 @@ def _weights_metadata(config: TrainConfig) -> dict[str, str]:
         "recipe": json.dumps(asdict(config), default=list),
         "trained_on": _hardware(),
     }
+    if config.init_weights:
+        metadata["init_weights_sha256"] = sha256(Path(config.init_weights))
+    return metadata
 
 
 def clip_loss(
@@ -427,16 +442,21 @@ def _train_epoch(run: _Run, loader: DataLoader, epoch: int, cold: np.random.Gene
     return total / max(count, 1)
 
 
-def _save_epoch(run: _Run, epoch: int, dice: float) -> None:
-    """The best weights (if this epoch's are), the resume point and the history (main process)."""
-    net = _network(run)
+def _keep_if_best(run: _Run, epochs_done: int, dice: float) -> None:
+    """Write the network as ``best.safetensors`` if its validation Dice is the best yet."""
     if dice > run.best:
         run.best = dice
         save_weights(
-            net,
+            _network(run),
             run.out / "best.safetensors",
-            {**run.metadata, "epoch": str(epoch + 1), "val_dice": f"{dice:.4f}"},
+            {**run.metadata, "epoch": str(epochs_done), "val_dice": f"{dice:.4f}"},
         )
+
+
+def _save_epoch(run: _Run, epoch: int, dice: float) -> None:
+    """The best weights (if this epoch's are), the resume point and the history (main process)."""
+    net = _network(run)
+    _keep_if_best(run, epoch + 1, dice)
     history = tuple(EpochRecord(**record) for record in run.history)
     progress = Progress(epoch=epoch + 1, best=run.best, history=history)
     write_resume_point(run.out / RESUME_FILE, net, run.optimizer, run.scheduler, progress)
@@ -468,6 +488,12 @@ def _prepared_run(
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     steps_per_epoch = len(next(iter(data.train_loaders.values())))  # the same at every side
+    if not steps_per_epoch:
+        clips = len(next(iter(data.train_sets.values())))
+        raise ConfigError(
+            f"{clips} training clips, fewer than batch_size {config.batch_size}: "
+            "lower batch_size, or give more or longer videos"
+        )
     optimizer, scheduler = _optimizer(model, config, steps_per_epoch)
     sides = list(data.train_loaders)
     model, optimizer, data.val_loader, scheduler, *loaders = accelerator.prepare(
@@ -478,6 +504,23 @@ def _prepared_run(
     metadata = _weights_metadata(config)
     run = _Run(config, out, accelerator, model, optimizer, scheduler, criterion, metadata)
     return run, data
+
+
+def _stop_reason(config: TrainConfig, history: list[dict[str, float]], best: float) -> str:
+    """Why the run stops before its next epoch ("" to go on): time budget or patience."""
+    if not history:
+        return ""
+    spent = sum(record["seconds"] for record in history)
+    if config.minutes and spent + history[-1]["seconds"] > 60 * config.minutes:
+        return (
+            f"another epoch (the last took {history[-1]['seconds']:.0f} s) would take the "
+            f"training time past {config.minutes:g} min ({spent / 60:.1f} min so far)"
+        )
+    improved = [i for i, record in enumerate(history) if record["val_dice"] >= best]
+    since = len(history) - 1 - improved[-1] if improved else len(history)
+    if config.patience and since >= config.patience:
+        return f"no better validation Dice in {config.patience} epochs"
+    return ""
 
 
 def train(config: TrainConfig, resume: bool = False) -> Path:
@@ -495,7 +538,16 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
     if fresh_split:
         write_split(out / "split.json", split, seed=config.seed, fractions=config.split_fractions)
     cold = np.random.default_rng([config.seed, 1])
+    if config.score_initial and start_epoch == 0:
+        dice = validation_dice(_network(run), data.val_loader, run.accelerator)
+        run.accelerator.print(json.dumps({"epoch": 0, "val_dice": dice}))
+        if run.accelerator.is_main_process:
+            _keep_if_best(run, 0, dice)
     for epoch in range(start_epoch, config.epochs):
+        reason = _stop_reason(config, run.history, run.best)
+        if reason:
+            run.accelerator.print(f"stopped before epoch {epoch + 1}: {reason}")
+            break
         started = time.time()
         loss = _train_epoch(run, data.for_epoch(config, epoch), epoch, cold)
         dice = validation_dice(_network(run), data.val_loader, run.accelerator)
