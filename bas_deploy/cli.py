@@ -45,6 +45,10 @@ COMMANDS: dict[str, Entry] = {
     "info": Entry("model.info:main", "Parameters and FLOPs of a BaS network."),
     "demo": Entry("model.demo:main", "Segment a synthetic clip with shipped BaS; write a report."),
     "train": Entry("model.train:main", "Train BaS from a YAML config."),
+    "finetune": Entry(
+        "model.finetune:main", "Fine-tune BaS on your labelled videos; before/after table."
+    ),
+    "look": Entry("model.data.looks:main", "Give a dataset's frames another scanner's look."),
     "train-bench": Entry("model.train_bench:main", "Time the training step's fast paths."),
     "convert": Entry("bas_deploy.convert:main", "Convert BaS to one target (convert TARGET)."),
     "convert-all": Entry(
