@@ -7,7 +7,8 @@ STAMP := $(VENV)/.installed
 ARM64_ROOT := $(or $(BAS_ARM64_SYSROOT),.arm64)
 ARM64_STAMP := $(ARM64_ROOT)/.bas-arm64-ready
 
-.PHONY: demo test test-quick docs lint venv arm64 pacs parity-arm64 data train train-bench train-cpu clean
+.PHONY: demo test test-quick docs lint venv arm64 pacs parity-arm64 data train train-bench train-cpu \
+	finetune finetune-deploy clean
 
 $(STAMP): pyproject.toml constraints.txt requirements-nodeps.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -117,6 +118,28 @@ train-cpu: data
 	$(PY) -m model.train --config configs/cpu/bas_$(shell echo $(VARIANT) | tr SL sl)_1.yml --resume
 	$(PY) -m model.train --config configs/cpu/bas_$(shell echo $(VARIANT) | tr SL sl)_2.yml --resume
 	$(PY) -m model.train --config configs/cpu/bas_$(shell echo $(VARIANT) | tr SL sl)_3.yml --resume
+
+# Fine-tune the shipped weights on your own labelled videos (any layout model.data reads),
+# a quarter held out by video: make finetune DATA=DIR [VARIANT=S] [RUN=DIR] [MINUTES=10].
+# Run again, it resumes the run in RUN (the time budget counts every session).
+DATA ?=
+RUN ?= runs/finetune_$(shell echo $(VARIANT) | tr SL sl)
+MINUTES ?= 10
+finetune: $(STAMP)
+	@test -n "$(DATA)" || { echo "make finetune: name your videos: DATA=DIR" >&2; exit 2; }
+	$(PY) -m model.finetune --variant $(VARIANT) --data "$(DATA)" --out "$(RUN)" \
+		--minutes $(MINUTES) $(if $(wildcard $(RUN)/split.json),--resume)
+
+# From labelled videos to checked phone files: fine-tune, convert the best weights for
+# TARGETS x PRECISIONS (stream form; int8 calibrated on DATA), and check each artifact's
+# parity on the fine-tune's held-out videos of DATA. Artifacts and parity.md in RUN/artifacts.
+TARGETS ?= tflite,executorch
+PRECISIONS ?= fp32,int8
+finetune-deploy: finetune
+	$(PY) -m converters.all --variants $(VARIANT) --weights "$(RUN)/best.safetensors" \
+		--targets $(TARGETS) --precisions $(PRECISIONS) --forms stream \
+		--calibration "$(DATA)" --data "$(DATA)" --split "$(RUN)/split.json" --subset val \
+		--out "$(RUN)/artifacts"
 
 # The figures of the docs: each producer writes its file in results/ (with the command, date,
 # machine and versions that made it) and `make render` turns them into docs/generated/,

@@ -32,19 +32,26 @@ from model.cluster import cluster_address, ray_address_option, workers_option
 from model.config import VARIANTS
 from model.errors import ProjectError
 from model.forms import EXPORT_FORMS
-from model.options import command, frames_option, list_option, out_option, weights_option
+from model.options import (
+    command,
+    existing_path,
+    frames_option,
+    list_option,
+    out_option,
+    weights_option,
+)
 from model.provenance import write_results
 from model.tables import markdown_table
 from runtimes.manifest import ParityRecord, write_json_atomic
 from runtimes.targets import CONVERTED, PRECISIONS, Cell, Status, matrix
 
 from .build import check_replaceable
-from .cell import MatrixResult, build_cell
+from .cell import SHIPPED, MatrixOptions, MatrixResult, build_cell
 from .command import quiet_toolchains
 from .distributed import build_matrix_on_ray
-from .parity import DEFAULT_FRAMES, arm64_option
+from .parity import FRAMES_HELP, arm64_option, parity_data_of, parity_data_options
 from .registry import get_target
-from .spec import ConversionError, ConvertRequest, validate
+from .spec import ConversionError, validate
 
 
 def matrix_cells(
@@ -61,7 +68,7 @@ def check_matrix(
     precisions: list[str],
     forms: list[str],
     out: Path,
-    weights: str = "shipped",
+    options: MatrixOptions = SHIPPED,
 ) -> list[Cell]:
     """The cells to build, each request refused by name before any work; never none."""
     cells = matrix_cells(variants, targets, precisions, forms)
@@ -75,7 +82,7 @@ def check_matrix(
         )
     for cell in cells:
         target = get_target(cell.target)
-        request = ConvertRequest(cell.variant, weights, cell.precision, cell.form, out=out)
+        request = options.request(cell, out)
         validate(request, target.precisions, cell.target, target.calibrates)
         check_replaceable(out / f"{request.stem}{target.suffix}")
     for report in ("parity.md", "parity.json"):
@@ -85,17 +92,13 @@ def check_matrix(
 
 
 def build_matrix(
-    cells: list[Cell],
-    out: Path,
-    weights: str = "shipped",
-    frames: int = DEFAULT_FRAMES,
-    arm64: bool = False,
+    cells: list[Cell], out: Path, options: MatrixOptions = SHIPPED
 ) -> list[MatrixResult]:
     """Convert and check each cell of ``check_matrix``, in order.
 
-    ``arm64``: cells whose target has an emulated ARM64 runtime are checked there too.
+    ``options.arm64``: cells whose target has an emulated ARM64 runtime are checked there too.
     """
-    return [build_cell(cell, out, weights, frames, arm64) for cell in cells]
+    return [build_cell(cell, out, options) for cell in cells]
 
 
 def _fmt(value: float | None, spec: str) -> str:
@@ -161,8 +164,14 @@ def summary(results: list[MatrixResult], bad: list[MatrixResult]) -> str:
 @list_option("--precisions", PRECISIONS, "Precisions (each target builds those it supports).")
 @list_option("--forms", EXPORT_FORMS, "Forms.")
 @weights_option
-@frames_option(DEFAULT_FRAMES, "Frames each parity check compares (whole videos of 20).")
+@click.option(
+    "--calibration",
+    type=existing_path,
+    help="Dataset folder of int8 calibration frames (the targets whose int8 calibrates).",
+)
+@frames_option(None, FRAMES_HELP)
 @arm64_option
+@parity_data_options
 @out_option("artifacts", "Folder for the artifacts, parity.md and parity.json.")
 @workers_option
 @ray_address_option
@@ -178,8 +187,12 @@ def main(
     precisions: list[str],
     forms: list[str],
     weights: str,
-    frames: int,
+    calibration: Path | None,
+    frames: int | None,
     arm64: bool,
+    data: Path | None,
+    split: Path | None,
+    subset: str | None,
     out: Path,
     workers: int | None,
     ray_address: str | None,
@@ -188,15 +201,18 @@ def main(
     """Build the matrix of artifacts and check each one's parity; exit 1 if any failed."""
     if workers is None and ray_address is not None:
         raise ProjectError("--ray-address needs --workers")
-    cells = check_matrix(variants, targets, precisions, forms, out, weights)
+    parity_data = parity_data_of(data, split, subset)
+    options = MatrixOptions(weights, frames, arm64, calibration, parity_data)
+    cells = check_matrix(variants, targets, precisions, forms, out, options)
+    parity_data.check()
     if results_file is not None and results_file.is_dir():
         raise ConversionError(f"--results {results_file} is a folder; name a file")
     if workers is None:
         with quiet_toolchains():
-            results = build_matrix(cells, out, weights, frames, arm64)
+            results = build_matrix(cells, out, options)
     else:
         address = cluster_address(ray_address)
-        results = build_matrix_on_ray(cells, out, weights, frames, arm64, workers, address)
+        results = build_matrix_on_ray(cells, out, options, workers, address)
     table = markdown(results)
     bad = [r for r in results if r.status not in (Status.PASSED, Status.NOT_RUN_HERE)]
     verdict = summary(results, bad)

@@ -11,10 +11,10 @@ from pathlib import Path
 
 from model.checkpoint import CheckpointError
 from runtimes.manifest import ParityRecord, read_manifest
-from runtimes.targets import Cell, Status
+from runtimes.targets import QUANTIZED, Cell, Status
 
 from .build import convert
-from .parity import arm64_runtime, record_parity
+from .parity import DEFAULT_FRAMES, ParityData, arm64_runtime, record_parity
 from .registry import get_target
 from .spec import ConversionError, ConvertRequest
 
@@ -37,20 +37,43 @@ class MatrixResult:
         return f"{self.target} BaS-{self.variant} {self.precision} {self.form}"
 
 
-def build_cell(cell: Cell, out: Path, weights: str, frames: int, arm64: bool) -> MatrixResult:
-    """Convert one cell into ``out`` and check its parity on ``frames`` frames (and on
-    ARM64 kernels too, with ``arm64``, where its target has an emulated runtime)."""
+@dataclass(frozen=True)
+class MatrixOptions:
+    """What every cell of one matrix shares: the weights, the int8 calibration frames, and
+    what parity runs on (``frames`` of ``parity_data``'s videos; ARM64 kernels too)."""
+
+    weights: str = "shipped"
+    frames: int | None = DEFAULT_FRAMES
+    arm64: bool = False
+    calibration: Path | None = None  # used by the cells that calibrate their int8
+    parity_data: ParityData = ParityData()
+
+    def request(self, cell: Cell, out: Path) -> ConvertRequest:
+        """The cell's conversion request; the calibration folder only where it is used."""
+        calibrates = cell.precision in QUANTIZED and get_target(cell.target).calibrates
+        calibration = self.calibration if calibrates else None
+        return ConvertRequest(
+            cell.variant, self.weights, cell.precision, cell.form, calibration=calibration, out=out
+        )
+
+
+SHIPPED = MatrixOptions()  # the shipped weights, parity on the synthetic held-out videos
+
+
+def build_cell(cell: Cell, out: Path, options: MatrixOptions) -> MatrixResult:
+    """Convert one cell into ``out`` and check its parity (on ARM64 kernels too, with
+    ``options.arm64``, where its target has an emulated runtime)."""
     key = (cell.target, cell.variant, cell.precision, cell.form)
     target = get_target(cell.target)
     if not target.is_available():
         return MatrixResult(*key, status=Status.NOT_RUN_HERE)
-    request = ConvertRequest(cell.variant, weights, cell.precision, cell.form, out=out)
     try:
-        artifact = convert(target, request)
+        artifact = convert(target, options.request(cell, out))
     except (ConversionError, CheckpointError) as err:
         return MatrixResult(*key, status=Status.FAILED_TO_CONVERT, error=str(err))
-    on_arm64 = arm64 and arm64_runtime(read_manifest(artifact)) is not None
-    return result_of(artifact, record_parity(artifact, frames, arm64=on_arm64))
+    on_arm64 = options.arm64 and arm64_runtime(read_manifest(artifact)) is not None
+    record = record_parity(artifact, options.frames, arm64=on_arm64, data=options.parity_data)
+    return result_of(artifact, record)
 
 
 def result_of(artifact: Path, record: ParityRecord) -> MatrixResult:

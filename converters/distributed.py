@@ -15,7 +15,7 @@ from pathlib import Path
 from model.cluster import ray_cluster
 from runtimes.targets import Cell
 
-from .cell import MatrixResult, build_cell
+from .cell import MatrixOptions, MatrixResult, build_cell
 from .command import quiet_toolchains
 
 RETRIES = 3  # runs of a cell after its worker or node died
@@ -24,9 +24,7 @@ RETRIES = 3  # runs of a cell after its worker or node died
 def build_matrix_on_ray(
     cells: list[Cell],
     out: Path,
-    weights: str,
-    frames: int,
-    arm64: bool,
+    options: MatrixOptions,
     workers: int,
     address: str | None = None,
 ) -> list[MatrixResult]:
@@ -40,14 +38,14 @@ def build_matrix_on_ray(
         while pending or running:
             while pending and len(running) < workers:
                 index, cell = pending.pop(0)
-                running[task.remote(cell, out, weights, frames, arm64)] = index
+                running[task.remote(cell, out, options)] = index
             done, _ = ray.wait(list(running), num_returns=1)
             for ref in done:
                 results[running.pop(ref)] = ray.get(ref)
     return [results[index] for index in range(len(cells))]
 
 
-def _build_quietly(cell: Cell, out: Path, weights: str, frames: int, arm64: bool) -> MatrixResult:
+def _build_quietly(cell: Cell, out: Path, options: MatrixOptions) -> MatrixResult:
     """One cell, with the toolchains' chatter hidden as the local run hides it."""
     with quiet_toolchains():
-        return build_cell(cell, out, weights, frames, arm64)
+        return build_cell(cell, out, options)

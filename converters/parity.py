@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from importlib.metadata import PackageNotFoundError, packages_distributions, version
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 import numpy as np
@@ -29,7 +29,9 @@ from scipy import ndimage
 
 from model.bas import BaS
 from model.checkpoint import CheckpointError, sha256
+from model.data import discover, native_frames
 from model.data.synth import HELD_OUT_SEED, render_video
+from model.evaluate import split_videos_of
 from model.host import cpu_model
 from model.hub import build_bas, resolve_weights
 from model.metrics import FrameScores, frame_scores, overlap_scores
@@ -53,7 +55,10 @@ from runtimes.targets import get_target_spec
 
 from .spec import ConversionError
 
+F = TypeVar("F", bound=Callable[..., object])
+
 VIDEO_LENGTH = 20
+Video = list[tuple[np.ndarray, np.ndarray | None]]  # (frame, ground truth mask), in order
 MIN_FRAMES = 2 * VIDEO_LENGTH  # videos 0 and 1 at least: video 1 is the hard one
 DEFAULT_FRAMES = 3 * VIDEO_LENGTH
 # A lesion is at least this fraction of the frame: smaller than 99 % of the lesion masks in
@@ -85,6 +90,51 @@ def parity_videos(
         for video in range(math.ceil(count / VIDEO_LENGTH))
     ]
     return [list(render_video(HELD_OUT_SEED, video, n)) for video, n in enumerate(lengths)]
+
+
+@dataclass(frozen=True)
+class ParityData:
+    """The videos parity runs on: our held-out synthetic ones (no ``folder``), or a folder of
+    one's own (any layout ``model.data`` reads): all its videos, or ``videos`` of it (a fine-
+    tune's held-out ones). Each video is a continuous clip from its first frame; frames
+    without a mask are compared with PyTorch but not scored against ground truth."""
+
+    folder: Path | None = None
+    videos: tuple[str, ...] = ()
+
+    def check(self) -> None:
+        """Refuse a folder with no videos, or a video it lacks, before any work."""
+        if self.folder is not None:
+            index = discover(self.folder)
+            for name in self.videos:
+                index.video(name)
+
+    def load(self, frames: int | None, per_video: int | None = None) -> tuple[list[Video], str]:
+        """The videos (whole, in order, the last cut at ``frames`` frames in all, each cut at
+        ``per_video`` frames if given) and the record's words for them."""
+        if self.folder is None:
+            videos = parity_videos(frames or DEFAULT_FRAMES, per_video or VIDEO_LENGTH)
+            return videos, (
+                f"synthetic ultrasound, seed {HELD_OUT_SEED} (held out): videos "
+                f"{', '.join(str(i) for i in range(len(videos)))}, the first "
+                f"{', '.join(str(len(v)) for v in videos)} frames of each, each a continuous clip"
+            )
+        index = discover(self.folder)
+        names = list(self.videos or index.names)
+        left = frames
+        videos: list[Video] = []
+        for name in names:
+            if left is not None and left <= 0:
+                break
+            take = min((n for n in (left, per_video) if n is not None), default=None)
+            frames_of = native_frames(index.video(name))
+            videos.append([(image, mask) for _, image, mask in itertools.islice(frames_of, take)])
+            left = None if left is None else left - len(videos[-1])
+        shown = names[: len(videos)]
+        return videos, (
+            f"{self.folder} ({index.layout} layout): videos {', '.join(shown)}, the first "
+            f"{', '.join(str(len(v)) for v in videos)} frames of each, each a continuous clip"
+        )
 
 
 def unmatched_findings(mask: np.ndarray, other: np.ndarray) -> int:
@@ -145,7 +195,6 @@ def runtime_platform(runtime: str) -> dict[str, Any]:
 
 
 Runner = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
-Video = list[tuple[np.ndarray, np.ndarray]]  # (frame, ground truth mask), in order
 
 
 @torch.no_grad()
@@ -193,7 +242,7 @@ class _Tally:
         got: np.ndarray,
         expected: np.ndarray,
         shape: tuple[int, ...],
-        truth: np.ndarray,
+        truth: np.ndarray | None,
         position: int,
     ) -> None:
         diff = np.abs(got.astype(np.float64) - expected)
@@ -212,8 +261,9 @@ class _Tally:
         ]
         self.missed += unmatched_findings(mask_torch, mask_target)
         self.false += unmatched_findings(mask_target, mask_torch)
-        self.gt_target.append(frame_scores(mask_target, truth).dice)
-        self.gt_torch.append(frame_scores(mask_torch, truth).dice)
+        if truth is not None:  # an unlabelled frame of one's own videos
+            self.gt_target.append(frame_scores(mask_target, truth).dice)
+            self.gt_torch.append(frame_scores(mask_torch, truth).dice)
 
     def logits(self) -> LogitErrors:
         mse, peak = float(np.mean(self.squared)), float(np.max(self.peaks))
@@ -248,7 +298,7 @@ class _Tally:
         )
 
 
-def compare(model: BaS, run: Runner, form: str, videos: list[Video]) -> ParityRecord:
+def compare(model: BaS, run: Runner, form: str, videos: list[Video], source: str) -> ParityRecord:
     """Logit and mask figures of ``run`` (canonical tensors in and out) against ``model``.
 
     Each video is a continuous clip: the stream form starts it from the initial state, and
@@ -263,11 +313,7 @@ def compare(model: BaS, run: Runner, form: str, videos: list[Video]) -> ParityRe
             tally.add(got, expected, image.shape[:2], truth, position)
     return ParityRecord(
         frames=len(tally.errors),
-        frames_source=(
-            f"synthetic ultrasound, seed {HELD_OUT_SEED} (held out): videos "
-            f"{', '.join(str(i) for i in range(len(videos)))}, the first "
-            f"{', '.join(str(len(v)) for v in videos)} frames of each, each a continuous clip"
-        ),
+        frames_source=source,
         logits=tally.logits(),
         masks_vs_pytorch=tally.masks(videos),
         dice_vs_ground_truth=GroundTruthDice(
@@ -279,9 +325,10 @@ def compare(model: BaS, run: Runner, form: str, videos: list[Video]) -> ParityRe
 
 def measure(
     artifact: Path,
-    frames: int = DEFAULT_FRAMES,
+    frames: int | None = DEFAULT_FRAMES,
     runtime: str | None = None,
-    per_video: int = VIDEO_LENGTH,
+    per_video: int | None = None,
+    data: ParityData = ParityData(),
 ) -> ParityRecord:
     """Parity figures of one artifact against PyTorch, with the gates applied."""
     manifest = read_manifest(artifact)
@@ -291,7 +338,8 @@ def measure(
     ).eval()
     gate = GATES[manifest.precision]
     try:
-        figures = compare(model, runner, manifest.form, parity_videos(frames, per_video))
+        videos, source = data.load(frames, per_video)
+        figures = compare(model, runner, manifest.form, videos, source)
         failures = check_gates(figures, gate)
     except ConversionError as err:
         raise ConversionError(f"{artifact.name}: {err}") from err
@@ -351,7 +399,9 @@ def check_gates(record: ParityRecord, gate: Gate) -> list[str]:
             f"{masks.false_findings} false (at most {gate.max_unmatched_findings})"
         )
     truth = record.dice_vs_ground_truth
-    if gate.max_gt_dice_drop is not None and truth.target < truth.pytorch - gate.max_gt_dice_drop:
+    drop = gate.max_gt_dice_drop
+    scored = truth.target is not None and truth.pytorch is not None  # None: no masks given
+    if scored and drop is not None and truth.target < truth.pytorch - drop:
         failures.append(
             f"Dice vs ground truth {truth.target:.4f} more than {gate.max_gt_dice_drop} "
             f"below PyTorch's {truth.pytorch:.4f}"
@@ -384,9 +434,10 @@ def arm64_runtime(manifest: Manifest) -> str | None:
 
 def record_parity(
     artifact: Path,
-    frames: int = DEFAULT_FRAMES,
+    frames: int | None = DEFAULT_FRAMES,
     runtime: str | None = None,
     arm64: bool = False,
+    data: ParityData = ParityData(),
 ) -> ParityRecord:
     """Measure and write the record into the artifact's manifest.
 
@@ -397,25 +448,76 @@ def record_parity(
     emulated = arm64_runtime(manifest) if arm64 else None
     if arm64 and emulated is None:  # refused before the host's run, not after it
         raise ConversionError(f"{artifact.name}: no ARM64 runtime for {manifest.target}")
-    record = measure(artifact, frames, runtime)
+    record = measure(artifact, frames, runtime, data=data)
     if emulated is not None:
-        arm = measure(artifact, frames, emulated, ARM64_FRAMES_PER_VIDEO[manifest.precision])
+        per_video = ARM64_FRAMES_PER_VIDEO[manifest.precision]
+        arm = measure(artifact, frames, emulated, per_video, data)
         failures = (*record.failures, *(f"ARM64: {f}" for f in arm.failures))
         record = replace(record, arm64=arm, failures=failures, passed=not failures)
     write_manifest(artifact, manifest.with_parity(record))
     return record
 
 
+FRAMES_HELP = (
+    f"Frames to compare, as whole videos in order [default: {DEFAULT_FRAMES} synthetic "
+    "frames, in videos of 20; with --data, every frame of the videos]."
+)
+
+
+def parity_data_options(function: F) -> F:
+    """``--data`` and ``--split``/``--subset``: parity on one's own held-out videos."""
+    options = (
+        click.option(
+            "--data",
+            type=click.Path(path_type=Path, exists=True, file_okay=False),
+            help="Compare on your own videos (a BUV, FLA-Net or plain dataset folder) instead "
+            "of the synthetic held-out ones.",
+        ),
+        click.option(
+            "--split",
+            type=click.Path(path_type=Path, exists=True, dir_okay=False),
+            help="Split file (model.finetune's split.json): only --subset's videos of --data.",
+        ),
+        click.option("--subset", help="Subset of --split [default: val]."),
+    )
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def parity_data_of(data: Path | None, split: Path | None, subset: str | None) -> ParityData:
+    """The ``ParityData`` the options name; refused by name if they do not go together."""
+    if data is None:
+        if split is not None or subset is not None:
+            raise ConversionError("--split and --subset choose videos of --data: give --data")
+        return ParityData()
+    if subset is not None and split is None:
+        raise ConversionError(f"--subset {subset} needs --split (the file that defines it)")
+    videos = tuple(split_videos_of(split, subset or "val")) if split is not None else ()
+    return ParityData(data, videos)
+
+
 @command("python -m converters.parity")
 @click.option(
     "--artifact", type=existing_path, required=True, help="Converted artifact (with its manifest)."
 )
-@frames_option(DEFAULT_FRAMES, "Frames to compare (whole held-out videos of 20 frames).")
+@frames_option(None, FRAMES_HELP)
 @runtime_option(RUNTIME_NAMES)
 @arm64_option
-def main(artifact: Path, frames: int, runtime: str | None, arm64: bool) -> None:
-    """Compare an artifact with PyTorch on synthetic frames; exit 1 if a parity gate fails."""
-    record = record_parity(artifact, frames, runtime, arm64)
+@parity_data_options
+def main(
+    artifact: Path,
+    frames: int | None,
+    runtime: str | None,
+    arm64: bool,
+    data: Path | None,
+    split: Path | None,
+    subset: str | None,
+) -> None:
+    """Compare an artifact with PyTorch on held-out frames; exit 1 if a parity gate fails."""
+    parity_data = parity_data_of(data, split, subset)
+    parity_data.check()
+    record = record_parity(artifact, frames, runtime, arm64, parity_data)
     print(json.dumps(asdict(record)))
     if not record.passed:
         print(f"parity FAILED for {record.label}: {'; '.join(record.failures)}", file=sys.stderr)
