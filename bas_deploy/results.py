@@ -70,6 +70,7 @@ PRODUCERS = {
     "dicom_examples.json": MAKE_RESULTS,
     "speed.jsonl": "make results-speed, on a quiet machine",
     "train_bench.json": "make results-speed, on a quiet machine",
+    "finetune.json": "make results-finetune, on a quiet machine",
 }
 
 
@@ -103,6 +104,7 @@ LOADERS: dict[str, Callable[[Path], Loaded]] = {
     "dicom_examples.json": load_json,
     "speed.jsonl": load_records,
     "train_bench.json": load_json,
+    "finetune.json": load_json,
 }
 
 
@@ -300,6 +302,44 @@ def train_bench_recipe_fragment(loaded: Loaded) -> str | None:
     return fragment(recipe_table(recipe), loaded) if recipe else None
 
 
+def _before_after(before: float | int | None, after: float | int | None, percent: bool) -> str:
+    shown = _pct if percent else (lambda n: "-" if n is None else str(n))
+    return f"{shown(before)} → {shown(after)}"
+
+
+FINETUNE_COUNTS = ("missed_frames", "false_alarm_frames")
+
+
+def finetune_table(loaded: Loaded) -> str:
+    """Each fine-tune: its held-out videos and every test folder, before → after."""
+    header = (
+        *("fine-tune", "scored on", "frames", "per-frame Dice (%)", "pooled Dice (%)"),
+        *("missed lesion frames", "false alarms", "history's gain (points)"),
+    )
+    rows = []
+    for run in loaded.data["runs"]:
+        name = (
+            f"BaS-{run['variant']}, {run['epochs']} epochs, "
+            f"{run['training_minutes']:.1f} min on `{run['data']}`"
+        )
+        scored = [
+            (f"held out: {', '.join(run['held_out_videos'])}", run["before"], run["after"]),
+            *((f"`{t['data']}`", t["before"], t["after"]) for t in run["tests"]),
+        ]
+        for where, before, after in scored:
+            rows.append(
+                [
+                    name,
+                    where,
+                    after["frames"],
+                    *(_before_after(before[k], after[k], True) for k in ("per_frame", "pooled")),
+                    *(_before_after(before[k], after[k], False) for k in FINETUNE_COUNTS),
+                    _before_after(before["history_gain"], after["history_gain"], True),
+                ]
+            )
+    return markdown_table(header, rows)
+
+
 def _area(figures: Mapping[str, Any]) -> str:
     """Mean / largest lesion area, in pixels, and in mm² where the loop is calibrated."""
     text = f"{figures['mean_area_px']:,.0f} / {figures['largest_area_px']:,.0f} px"
@@ -349,6 +389,7 @@ FRAGMENTS: dict[str, tuple[str, Callable[[Loaded], str | None]]] = {
     "train_bench": ("train_bench.json", train_bench_fragment),
     "train_bench_recipe": ("train_bench.json", train_bench_recipe_fragment),
     "dicom_examples": ("dicom_examples.json", dicom_fragment),
+    "finetune": ("finetune.json", lambda d: fragment(finetune_table(d), d)),
 }
 
 

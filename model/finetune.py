@@ -33,7 +33,7 @@ from .evaluate import evaluate
 from .hub import resolve_weights
 from .masks import BaSMasks
 from .options import command, variant_option, weights_option
-from .provenance import provenance
+from .provenance import add_run, provenance
 from .tables import markdown_table
 from .train import TrainConfig, load_config, train
 
@@ -60,6 +60,9 @@ RECIPE = TrainConfig(
     patience=4,
     score_initial=True,
 )
+
+# What one run of a results file is: a re-run with these the same replaces it.
+RUN_KEY = ("variant", "started_from", "data")
 
 ROWS = (
     ("per-frame Dice (%)", "per_frame"),
@@ -94,25 +97,32 @@ def finetune_config(
     return load_config(None, overrides, base=config)
 
 
-def held_out_scores(config: TrainConfig, weights: Path, videos: list[str]) -> dict[str, Any]:
-    """The held-out videos streamed by ``weights`` at native resolution, and without history."""
-    index = discover(Path(config.data))
-    scores: dict[str, Any] = {}
+def scores(
+    config: TrainConfig, weights: Path, data: Path, videos: list[str] | None = None
+) -> dict[str, Any]:
+    """``videos`` of ``data`` (all by default) streamed by ``weights`` at native resolution,
+    and without history."""
+    index = discover(data)
+    summaries: dict[str, Any] = {}
     for form in ("stream", "frame"):
         network = BaSMasks.build(
             config.variant, weights, form, config.image_size, config.temporal_window
         )
         meter, _, _ = evaluate(network, index, videos)
-        scores[form] = meter.summary()
-    stream = scores["stream"]
+        summaries[form] = meter.summary()
+    stream, alone = summaries["stream"], summaries["frame"]
     return {
         "per_frame": stream["per_frame"]["dice"],
         "pooled": stream["pooled"]["dice"],
         "missed_frames": stream["counts"]["missed_frames"],
         "false_alarm_frames": stream["counts"]["false_alarm_frames"],
-        "history_gain": stream["per_frame"]["dice"] - scores["frame"]["per_frame"]["dice"],
+        "history_gain": _difference(stream["per_frame"]["dice"], alone["per_frame"]["dice"]),
         "frames": stream["counts"]["frames"],
     }
+
+
+def _difference(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a - b
 
 
 PERCENT = ("per_frame", "pooled", "history_gain")
@@ -131,19 +141,33 @@ def before_after_table(before: dict[str, Any], after: dict[str, Any]) -> str:
     rows = []
     for label, key in ROWS:
         a, b = before[key], after[key]
-        change = None if a is None or b is None else b - a
+        change = _difference(b, a)
         rows.append([label, _cell(key, a), _cell(key, b), _cell(key, change, signed=True)])
     return markdown_table(("held-out videos, streaming", "before", "after", "change"), rows)
 
 
-def finetune(config: TrainConfig, resume: bool = False) -> dict[str, Any]:
-    """Fine-tune, then score the held-out videos before and after; the report, also written
-    to ``out``/finetune.json and finetune.md."""
+def finetune(
+    config: TrainConfig, resume: bool = False, tests: tuple[Path, ...] = ()
+) -> dict[str, Any]:
+    """Fine-tune, then score the held-out videos (and each folder of ``tests``, videos the
+    fine-tune never saw) before and after; the report, also written to ``out``/finetune.json
+    and finetune.md."""
     out = Path(config.out)
+    for folder in tests:
+        discover(folder)  # a DatasetError before any training, not after it
     best = train(config, resume=resume)
     held_out = read_split(out / "split.json")["val"]
-    before = held_out_scores(config, Path(config.init_weights), held_out)
-    after = held_out_scores(config, best, held_out)
+    start, data = Path(config.init_weights), Path(config.data)
+    before = scores(config, start, data, held_out)
+    after = scores(config, best, data, held_out)
+    tested = [
+        {
+            "data": str(folder),
+            "before": scores(config, start, folder),
+            "after": scores(config, best, folder),
+        }
+        for folder in tests
+    ]
     history = json.loads((out / "history.json").read_text())
     report = {
         "variant": config.variant,
@@ -155,14 +179,20 @@ def finetune(config: TrainConfig, resume: bool = False) -> dict[str, Any]:
         "training_minutes": round(sum(r["seconds"] for r in history) / 60, 2),
         "before": before,
         "after": after,
+        "tests": tested,
         "recipe": asdict(config),
-        "provenance": provenance(),
     }
-    table = before_after_table(before, after)
+    text = "\n\n".join(
+        [
+            _heading(report),
+            before_after_table(before, after),
+            *(f"On {t['data']}:\n\n{before_after_table(t['before'], t['after'])}" for t in tested),
+        ]
+    )
     with atomic_path(out / "finetune.json") as tmp:
-        tmp.write_text(json.dumps(report, indent=1, default=list) + "\n")
+        tmp.write_text(json.dumps({"provenance": provenance(), **report}, indent=1) + "\n")
     with atomic_path(out / "finetune.md") as tmp:
-        tmp.write_text(_heading(report) + "\n\n" + table + "\n")
+        tmp.write_text(text + "\n")
     return report
 
 
@@ -204,6 +234,13 @@ def _heading(report: dict[str, Any]) -> str:
     show_default=True,
     help="Share of the videos held out (by video) to pick the epoch and to score.",
 )
+@click.option(
+    "--test",
+    "tests",
+    type=click.Path(path_type=Path, exists=True, file_okay=False),
+    multiple=True,
+    help="Also score this labelled folder, never trained on, before and after (repeatable).",
+)
 @click.option("--resume", is_flag=True, help="Continue a stopped run in OUT.")
 @click.option(
     "--set",
@@ -212,6 +249,11 @@ def _heading(report: dict[str, Any]) -> str:
     metavar="KEY=VALUE",
     help="Override one TrainConfig field of the recipe (repeatable), e.g. --set lr=1e-4.",
 )
+@click.option(
+    "--results",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Also add the report, with its provenance, to this file's runs (results/finetune.json).",
+)
 def main(
     variant: str,
     weights: str,
@@ -219,8 +261,10 @@ def main(
     out: Path,
     minutes: float,
     val_fraction: float,
+    tests: tuple[Path, ...],
     resume: bool,
     overrides: tuple[str, ...],
+    results: Path | None,
 ) -> None:
     """Fine-tune BaS on your labelled videos; prints the before/after table and the weights."""
     config = finetune_config(variant, weights, data, out, minutes, val_fraction, list(overrides))
@@ -229,7 +273,11 @@ def main(
         raise ConfigError(
             f"{out} holds a run already: add --resume to continue it, or choose another --out"
         )
-    report = finetune(config, resume=resume)
+    if results is not None and results.is_dir():
+        raise ConfigError(f"--results {results} is a folder; name a file")
+    report = finetune(config, resume, tests)
+    if results is not None:
+        add_run(results, report, RUN_KEY)
     print((out / "finetune.md").read_text().rstrip())
     print(report["weights"])
 

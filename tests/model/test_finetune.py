@@ -13,6 +13,7 @@ from model.data.looks import LOOKS, restyle
 from model.data.synth import write_dataset
 from model.finetune import main
 from model.hub import shipped_weights
+from model.provenance import read_results
 
 # 64 x 64 frames, 4-frame clips, batch 2: a fine-tune of seconds on the tiny videos.
 SMALL = ["--set", "image_size=64", "--set", "clip_length=4", "--set", "batch_size=2"]
@@ -33,8 +34,9 @@ def _finetune(*args: str) -> object:
 def test_finetune_writes_weights_split_and_a_before_after_table(
     own_videos: Path, tmp_path: Path
 ) -> None:
-    run = tmp_path / "run"
-    result = _finetune("--data", str(own_videos), "--out", str(run), "--set", "epochs=2")
+    run, results = tmp_path / "run", tmp_path / "results" / "finetune.json"
+    args = ["--data", str(own_videos), "--out", str(run), "--set", "epochs=2"]
+    result = _finetune(*args, "--test", str(own_videos), "--results", str(results))
     assert result.exit_code == 0, result.output
     assert result.stdout.strip().splitlines()[-1] == str(run / "best.safetensors")
     split = json.loads((run / "split.json").read_text())["splits"]
@@ -47,6 +49,11 @@ def test_finetune_writes_weights_split_and_a_before_after_table(
     assert report["held_out_videos"] == split["val"]
     assert report["before"]["frames"] == report["after"]["frames"] == 8
     assert report["provenance"]["command"].startswith("python -m model.finetune")
+    (tested,) = report["tests"]
+    assert tested["data"] == str(own_videos) and tested["after"]["frames"] == 32
+    assert f"On {own_videos}:" in table
+    (stored,) = read_results(results)["runs"]
+    assert stored["tests"] == report["tests"] and stored["provenance"]["command"]
     metadata = read_metadata(run / "best.safetensors")
     assert metadata["init_weights_sha256"] == sha256(shipped_weights("S"))
     assert (run / "last.safetensors").is_file()
