@@ -15,8 +15,9 @@ import math
 import time
 import typing
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, is_dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import click
 import numpy as np
@@ -31,7 +32,7 @@ from .allocator import keep_freed_memory
 from .atomic import atomic_path, check_output_folder
 from .bas import BaS
 from .checkpoint import save_weights, sha256
-from .config import get_config
+from .config import closest, get_config
 from .data import (
     Augment,
     ClipDataset,
@@ -149,26 +150,40 @@ def load_config(
         config = _typed(TrainConfig, {**(asdict(base) if base else {}), **values})
     except ConfigError as err:
         raise ConfigError(f"config file {path}: {err}" if path else str(err)) from err
-    kinds = typing.get_type_hints(TrainConfig)
     for item in overrides:
         key, equals, raw = item.partition("=")
-        key = key.strip()
         if not equals:
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set epochs=10")
-        if key not in kinds:
-            raise ConfigError(f"unknown config key in --set: {key}")
-        if kinds[key] is str:
-            value: object = raw  # text as given: no YAML reading of "no", "1e-3" and the like
-        else:
-            try:
-                value = yaml.safe_load(raw)
-            except yaml.YAMLError as err:
-                raise ConfigError(f"--set {key}: {raw!r} is not a valid YAML value") from err
         try:
-            config = replace(config, **{key: _typed(kinds[key], value, key)})
+            config = _with_field(config, key.strip().split("."), raw, key.strip())
         except ConfigError as err:
             raise ConfigError(f"--set {item}: {err}") from err
     return config
+
+
+def _with_field(config: Any, path: list[str], raw: str, key: str) -> Any:
+    """``config`` (a dataclass) with the field at ``path`` (``augment.weak``: a field of a
+    field) set from the ``--set`` text ``raw``."""
+    head, *rest = path
+    kinds = typing.get_type_hints(type(config))
+    if head not in kinds:
+        raise ConfigError(f"unknown config key {key}{closest(head, list(kinds))}")
+    if rest:
+        inner = getattr(config, head)
+        if not is_dataclass(inner):
+            raise ConfigError(f"{head} has no fields: {key} names none")
+        return replace(config, **{head: _with_field(inner, rest, raw, key)})
+    if kinds[head] is str:
+        value: object = raw  # text as given: no YAML reading of "no", "1e-3" and the like
+    else:
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{raw!r} is not a valid YAML value") from err
+    try:
+        return replace(config, **{head: _typed(kinds[head], value, key)})
+    except (TypeError, ValueError) as err:  # a field's own check
+        raise ConfigError(str(err)) from err
 
 
 def lr_factor(step: int, warmup: int, cycle: int, floor: float) -> float:

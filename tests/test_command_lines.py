@@ -94,7 +94,9 @@ def test_project_error_is_one_line_and_exit_2(command: click.Command, tmp_path: 
 def test_train_refuses_an_unknown_override_in_one_line() -> None:
     result = CliRunner().invoke(train.main, ["--set", "epoch=2"])
     assert result.exit_code == 2
-    assert result.stderr == "error: unknown config key in --set: epoch\n"
+    assert result.stderr == (
+        "error: --set epoch=2: unknown config key epoch (did you mean 'epochs'?)\n"
+    )
 
 
 def test_all_takes_comma_separated_and_repeated_lists() -> None:

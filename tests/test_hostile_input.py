@@ -1315,13 +1315,13 @@ TRAIN_CONFIG = [
         "--set bad YAML value",
         "train",
         lambda s: ["--set", "betas=[0.9,"],
-        r"--set betas: '\[0\.9,' is not a valid YAML value",
+        r"--set betas=\[0\.9,: '\[0\.9,' is not a valid YAML value",
     ),
     case(
         "--set unknown key",
         "train",
         lambda s: ["--set", "epoch=2"],
-        r"^error: unknown config key in --set: epoch$",
+        r"^error: --set epoch=2: unknown config key epoch \(did you mean 'epochs'\?\)$",
     ),
     case(
         "--set wrong type for a flag",

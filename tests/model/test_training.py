@@ -75,6 +75,13 @@ def test_config_file_and_overrides(tmp_path: Path) -> None:
     config = load_config(path, ["epochs=2"])
     assert (config.variant, config.batch_size, config.epochs) == ("L", 3, 2)
     assert config.augment.blur_sigma == (0.5, 1.0) and config.augment.hflip == 0.0
+    nested = load_config(path, ["augment.weak=0.4", "augment.screen.overlay=1.0"])
+    assert nested.augment.weak == 0.4 and nested.augment.screen.overlay == 1.0
+    assert nested.augment.blur_sigma == (0.5, 1.0)  # the file's other augment fields stay
+    with pytest.raises(ValueError, match=r"unknown config key augment.wek \(did you mean 'weak'"):
+        load_config(path, ["augment.wek=0.4"])
+    with pytest.raises(ValueError, match="epochs has no fields: epochs.x names none"):
+        load_config(path, ["epochs.x=1"])
     path.write_text("variant: L\nbatchsize: 3\n")
     with pytest.raises(ValueError, match="unknown TrainConfig keys: batchsize"):
         load_config(path, [])
