@@ -318,8 +318,9 @@ def finetune_table(loaded: Loaded) -> str:
     )
     rows = []
     for run in loaded.data["runs"]:
+        recipe = " ".join(f"`--set {item}`" for item in run["overrides"]) or "the recipe"
         name = (
-            f"BaS-{run['variant']}, {run['epochs']} epochs, "
+            f"BaS-{run['variant']}, {recipe}: {run['epochs']} epochs, "
             f"{run['training_minutes']:.1f} min on `{run['data']}`"
         )
         scored = [

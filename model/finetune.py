@@ -62,7 +62,7 @@ RECIPE = TrainConfig(
 )
 
 # What one run of a results file is: a re-run with these the same replaces it.
-RUN_KEY = ("variant", "started_from", "data")
+RUN_KEY = ("variant", "started_from", "data", "overrides")
 
 ROWS = (
     ("per-frame Dice (%)", "per_frame"),
@@ -147,11 +147,14 @@ def before_after_table(before: dict[str, Any], after: dict[str, Any]) -> str:
 
 
 def finetune(
-    config: TrainConfig, resume: bool = False, tests: tuple[Path, ...] = ()
+    config: TrainConfig,
+    resume: bool = False,
+    tests: tuple[Path, ...] = (),
+    overrides: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Fine-tune, then score the held-out videos (and each folder of ``tests``, videos the
     fine-tune never saw) before and after; the report, also written to ``out``/finetune.json
-    and finetune.md."""
+    and finetune.md. ``overrides``: the ``--set`` items that made ``config``, for the report."""
     out = Path(config.out)
     for folder in tests:
         discover(folder)  # a DatasetError before any training, not after it
@@ -174,6 +177,7 @@ def finetune(
         "started_from": config.init_weights,
         "weights": str(best),
         "data": config.data,
+        "overrides": list(overrides),
         "held_out_videos": held_out,
         "epochs": len(history),
         "training_minutes": round(sum(r["seconds"] for r in history) / 60, 2),
@@ -247,7 +251,8 @@ def _heading(report: dict[str, Any]) -> str:
     "overrides",
     multiple=True,
     metavar="KEY=VALUE",
-    help="Override one TrainConfig field of the recipe (repeatable), e.g. --set lr=1e-4.",
+    help="Override one TrainConfig field of the recipe (repeatable), e.g. --set lr=1e-4 or "
+    "--set augment.weak=0.4.",
 )
 @click.option(
     "--results",
@@ -275,7 +280,7 @@ def main(
         )
     if results is not None and results.is_dir():
         raise ConfigError(f"--results {results} is a folder; name a file")
-    report = finetune(config, resume, tests)
+    report = finetune(config, resume, tests, overrides)
     if results is not None:
         add_run(results, report, RUN_KEY)
     print((out / "finetune.md").read_text().rstrip())

@@ -46,7 +46,7 @@ def test_finetune_writes_weights_split_and_a_before_after_table(
         assert f"| {row}" in table
     assert "| history's gain" in table
     report = json.loads((run / "finetune.json").read_text())
-    assert report["held_out_videos"] == split["val"]
+    assert report["held_out_videos"] == split["val"] and "epochs=2" in report["overrides"]
     assert report["before"]["frames"] == report["after"]["frames"] == 8
     assert report["provenance"]["command"].startswith("python -m model.finetune")
     (tested,) = report["tests"]
