@@ -1,6 +1,12 @@
 """Parameters and FLOPs of a BaS network, in total and per stage.
 
-``python -m model.info [--variant S] [--image-size 240] [--temporal-window 3]``
+``python -m model.info [--variant S] [--image-size 240] [--temporal-window 3]
+[--weights shipped|PATH|none]``
+
+After the table, what the weights file says of how it was made: its recipe, the epoch
+kept and its validation Dice, the weights it started from, the training time, the
+hardware, and (for files trained since the project recorded them) the command, date,
+machine and commit.
 
 FLOPs are counted by ``torch.utils.flop_counter.FlopCounterMode`` on the frame form with batch
 1: two FLOPs per multiply-accumulate of convolutions and matrix products; normalisations,
@@ -9,16 +15,20 @@ activations and additions are not counted (the convention of published FLOP figu
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import click
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from .bas import BaS
+from .checkpoint import read_metadata, sha256
 from .config import get_config
 from .errors import ProjectError
+from .hub import SHIPPED, resolve_weights
 from .layers import BaSBlock
 from .options import command, image_size_option, temporal_window_option, variant_option
 
@@ -208,14 +218,63 @@ def format_info(info: ModelInfo) -> str:
     )
 
 
+def weights_provenance(variant: str, weights: str) -> str:
+    """What the weights file says of how it was made, a line a fact; the shipped registry's
+    recipe file beside it. Facts a file does not hold (older files hold fewer) are left out."""
+    path = resolve_weights(variant, weights)
+    meta = read_metadata(path)
+    if meta.get("variant", variant) != variant:
+        raise ProjectError(f"{path} holds BaS-{meta['variant']} weights, not BaS-{variant}")
+    lines = [f"weights: {path} (sha256 {sha256(path)})"]
+    shipped = SHIPPED.get(variant)
+    if weights == "shipped" and shipped is not None:
+        lines.append(f"  recipe file: {shipped.recipe}")
+    recipe = json.loads(meta.get("recipe", "{}"))
+    if recipe:
+        lines.append(
+            f"  recipe: {recipe.get('epochs')} epochs at lr {recipe.get('lr')}, batch "
+            f"{recipe.get('batch_size')}, on {recipe.get('data')} (split seed {recipe.get('seed')})"
+        )
+    if "epoch" in meta:
+        lines.append(f"  kept: epoch {meta['epoch']}, validation Dice {meta.get('val_dice', '?')}")
+    if "init_weights_sha256" in meta:
+        lines.append(f"  started from: weights with sha256 {meta['init_weights_sha256']}")
+    if "training_seconds" in meta:
+        lines.append(f"  training time: {int(meta['training_seconds']) / 60:.1f} min")
+    if "trained_on" in meta:
+        lines.append(f"  trained on: {meta['trained_on']}")
+    if "provenance" in meta:
+        made = json.loads(meta["provenance"])
+        machine = made.get("machine", {})
+        lines.append(f"  command: {made.get('command')}")
+        lines.append(
+            f"  date: {made.get('date')}; machine: {machine.get('cpu')} "
+            f"({machine.get('cores')} cores, {machine.get('os')})"
+        )
+        commit = made.get("versions", {}).get("git_commit")
+        if commit:
+            lines.append(f"  commit: {commit}")
+    return "\n".join(lines)
+
+
 @command("python -m model.info")
 @variant_option()
 @image_size_option
 @temporal_window_option
-def main(variant: str, image_size: int, temporal_window: int) -> None:
-    """Parameters and FLOPs of a BaS network, in total and per stage."""
+@click.option(
+    "--weights",
+    default="shipped",
+    show_default=True,
+    help="Also say how these weights were made: 'shipped', a .safetensors file, or 'none'.",
+)
+def main(variant: str, image_size: int, temporal_window: int, weights: str) -> None:
+    """Parameters and FLOPs of a BaS network, in total and per stage; how its weights were
+    made."""
     config = get_config(variant, image_size=image_size, temporal_window=temporal_window)
+    provenance = None if weights == "none" else weights_provenance(variant, weights)
     print(format_info(describe(BaS(config))))
+    if provenance is not None:
+        print(f"\n{provenance}")
 
 
 if __name__ == "__main__":

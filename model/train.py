@@ -46,6 +46,7 @@ from .errors import ConfigError
 from .hub import build_bas
 from .losses import LossWeights, SegmentationLoss
 from .options import command, config_file_option
+from .provenance import provenance
 from .resume import FILE_NAME as RESUME_FILE
 from .resume import EpochRecord, Progress, read_resume_point, refuse_pickled, write_resume_point
 from .typed import FieldError, from_data
@@ -458,13 +459,22 @@ def _train_epoch(run: _Run, loader: DataLoader, epoch: int, cold: np.random.Gene
 
 
 def _keep_if_best(run: _Run, epochs_done: int, dice: float) -> None:
-    """Write the network as ``best.safetensors`` if its validation Dice is the best yet."""
+    """Write the network as ``best.safetensors`` if its validation Dice is the best yet, with
+    what made it: the command, date, machine and versions (the commit among them) and the
+    training time so far, over every session of the run."""
     if dice > run.best:
         run.best = dice
+        seconds = sum(record["seconds"] for record in run.history)
         save_weights(
             _network(run),
             run.out / "best.safetensors",
-            {**run.metadata, "epoch": str(epochs_done), "val_dice": f"{dice:.4f}"},
+            {
+                **run.metadata,
+                "epoch": str(epochs_done),
+                "val_dice": f"{dice:.4f}",
+                "training_seconds": f"{seconds:.0f}",
+                "provenance": json.dumps(provenance()),
+            },
         )
 
 

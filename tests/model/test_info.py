@@ -8,7 +8,9 @@ from torch import nn
 
 from model.bas import BaS
 from model.config import get_config
+from model.data.synth import write_dataset
 from model.info import ModelInfo, describe, main
+from model.train import TrainConfig, train
 
 
 def info(variant: str, **overrides: object) -> ModelInfo:
@@ -114,3 +116,39 @@ def test_cli_rejects_bad_config(argv: list[str], message: str) -> None:
     error_lines = [line for line in result.stderr.splitlines() if "error:" in line.lower()]
     assert len(error_lines) == 1
     assert message in error_lines[0]
+
+
+def test_info_says_how_the_shipped_weights_were_made() -> None:
+    result = CliRunner().invoke(main, ["--variant", "S"])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert any(
+        line.startswith("weights: ") and "bas_s.safetensors (sha256 " in line for line in lines
+    )
+    assert "  recipe file: configs/bas_s_stage3.yml" in lines
+    assert any(line.startswith("  kept: epoch ") for line in lines)
+    none = CliRunner().invoke(main, ["--variant", "S", "--weights", "none"])
+    assert none.exit_code == 0 and "weights:" not in none.stdout
+
+
+def test_info_shows_the_provenance_training_writes(tmp_path) -> None:
+    data = write_dataset(tmp_path / "d", videos=2, frames=3, seed=5)
+    config = TrainConfig(
+        variant="L",
+        image_size=32,
+        data=str(data),
+        batch_size=1,
+        epochs=1,
+        warmup_epochs=0,
+        out=str(tmp_path / "run"),
+        split_fractions={"train": 0.5, "val": 0.5},
+    )
+    best = train(config)
+    result = CliRunner().invoke(main, ["--variant", "L", "--weights", str(best)])
+    assert result.exit_code == 0, result.output
+    text = result.stdout
+    assert f"weights: {best} (sha256 " in text and "  kept: epoch 1, validation Dice " in text
+    assert "  training time: " in text and "  command: " in text and "  date: " in text
+    wrong = CliRunner().invoke(main, ["--variant", "S", "--weights", str(best)])
+    assert wrong.exit_code == 2
+    assert wrong.stderr.strip() == f"error: {best} holds BaS-L weights, not BaS-S"
