@@ -35,7 +35,7 @@ from model.tables import markdown_table
 
 from .calibration import calibration_clips
 from .executorch import FLOAT_MODULES, quantize_pt2e
-from .parity import DEFAULT_FRAMES, compare, parity_videos
+from .parity import DEFAULT_FRAMES, ParityData, compare
 from .spec import ConversionError
 
 GRANULARITIES = ("stages", "blocks")
@@ -83,7 +83,7 @@ def sensitivity(
     frame = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0))
     example = (frame,) if form == "frame" else (frame, model.initial_state(1))
     calibration = list(calibration_clips(model, form, None, size))
-    videos = parity_videos(frames, per_video or frames)
+    videos, source = ParityData().load(frames, per_video or frames)
     scores = []
     for unit in ["", *unit_names]:
         quantized = quantize_pt2e(module, example, calibration, (unit,) if unit else ())
@@ -93,7 +93,7 @@ def sensitivity(
             out = out if isinstance(out, tuple) else (out,)
             return dict(zip(("logits", "new_state"), (t.numpy() for t in out), strict=False))
 
-        masks = compare(model, run, form, videos).masks_vs_pytorch
+        masks = compare(model, run, form, videos, source).masks_vs_pytorch
         scores.append(
             UnitScore(
                 unit,

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 import yaml
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from accelerate.utils import TorchDynamoPlugin, set_seed
 from torch.utils.data import DataLoader
 from tqdm import tqdm
@@ -496,6 +497,10 @@ def _prepared_run(
     # Static shapes: a run has four (warm and cold-start clips, at low and full size), and
     # shape-generic kernels would serve all of them more slowly.
     dynamo = TorchDynamoPlugin(backend="inductor", dynamic=False) if config.compile else None
+    # accelerate keeps one state per process and refuses a second mixed precision; a process
+    # may train more than once (a fine-tune after a training, in one session), each run with
+    # its own. The distributed part of the state (PartialState) is kept.
+    AcceleratorState._reset_state()
     accelerator = Accelerator(mixed_precision=config.mixed_precision, dynamo_plugin=dynamo)
     if config.threads:
         torch.set_num_threads(config.threads)
