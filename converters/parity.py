@@ -31,7 +31,7 @@ from model.bas import BaS
 from model.checkpoint import CheckpointError, sha256
 from model.data import discover, native_frames
 from model.data.synth import HELD_OUT_SEED, render_video
-from model.evaluate import split_videos_of
+from model.evaluate import chosen_videos
 from model.host import cpu_model
 from model.hub import build_bas, resolve_weights
 from model.metrics import FrameScores, frame_scores, overlap_scores
@@ -114,11 +114,8 @@ class ParityData:
         ``per_video`` frames if given) and the record's words for them."""
         if self.folder is None:
             videos = parity_videos(frames or DEFAULT_FRAMES, per_video or VIDEO_LENGTH)
-            return videos, (
-                f"synthetic ultrasound, seed {HELD_OUT_SEED} (held out): videos "
-                f"{', '.join(str(i) for i in range(len(videos)))}, the first "
-                f"{', '.join(str(len(v)) for v in videos)} frames of each, each a continuous clip"
-            )
+            where = f"synthetic ultrasound, seed {HELD_OUT_SEED} (held out)"
+            return videos, _described(where, [str(i) for i in range(len(videos))], videos)
         index = discover(self.folder)
         names = list(self.videos or index.names)
         left = frames
@@ -130,11 +127,16 @@ class ParityData:
             frames_of = native_frames(index.video(name))
             videos.append([(image, mask) for _, image, mask in itertools.islice(frames_of, take)])
             left = None if left is None else left - len(videos[-1])
-        shown = names[: len(videos)]
-        return videos, (
-            f"{self.folder} ({index.layout} layout): videos {', '.join(shown)}, the first "
-            f"{', '.join(str(len(v)) for v in videos)} frames of each, each a continuous clip"
-        )
+        where = f"{self.folder} ({index.layout} layout)"
+        return videos, _described(where, names[: len(videos)], videos)
+
+
+def _described(where: str, names: list[str], videos: list[Video]) -> str:
+    """The parity record's words for its frames (``frames_source``)."""
+    return (
+        f"{where}: videos {', '.join(names)}, the first "
+        f"{', '.join(str(len(v)) for v in videos)} frames of each, each a continuous clip"
+    )
 
 
 def unmatched_findings(mask: np.ndarray, other: np.ndarray) -> int:
@@ -491,10 +493,7 @@ def parity_data_of(data: Path | None, split: Path | None, subset: str | None) ->
         if split is not None or subset is not None:
             raise ConversionError("--split and --subset choose videos of --data: give --data")
         return ParityData()
-    if subset is not None and split is None:
-        raise ConversionError(f"--subset {subset} needs --split (the file that defines it)")
-    videos = tuple(split_videos_of(split, subset or "val")) if split is not None else ()
-    return ParityData(data, videos)
+    return ParityData(data, tuple(chosen_videos(split, subset, "val") or ()))
 
 
 @command("python -m converters.parity")

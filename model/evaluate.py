@@ -166,6 +166,14 @@ def screens_table(results: dict[str, dict]) -> str:
     return markdown_table((*header, "Dice vs unplaced run (%)"), rows)
 
 
+def chosen_videos(split: Path | None, subset: str | None, default: str) -> list[str] | None:
+    """The videos ``--split``/``--subset`` choose (``default``: the subset if none is named);
+    None, all of them, without ``--split``."""
+    if subset is not None and split is None:
+        raise ProjectError(f"--subset {subset} needs --split (the file that defines the subsets)")
+    return split_videos_of(split, subset or default) if split is not None else None
+
+
 def split_videos_of(split: Path, subset: str) -> list[str]:
     """The video names of ``subset`` in the split file ``split``."""
     subsets = read_split(split)
@@ -274,12 +282,10 @@ def run_evaluation(
     request: EvaluationRequest,
 ) -> None:
     """Check the options and the data, score what ``open_network`` gives, print the report."""
-    data, split, subset = request.data, request.split, request.subset
-    if subset is not None and split is None:
-        raise ProjectError(f"--subset {subset} needs --split (the file that defines the subsets)")
+    data = request.data
+    videos = chosen_videos(request.split, request.subset, "test")
     network, scored = open_network(request)
     index = discover(data)  # the data and the split are checked before any video is scored
-    videos = split_videos_of(split, subset or "test") if split else None
     for name in videos or ():
         index.video(name)  # a DatasetError naming the video the split lists and data lacks
     started = time.perf_counter()

@@ -24,7 +24,7 @@ from typing import Any
 
 import click
 
-from .atomic import atomic_path, check_output_folder
+from .atomic import atomic_path
 from .data import discover, read_split
 from .data.clips import Augment
 from .data.framing import ScreenAugment
@@ -35,7 +35,7 @@ from .masks import BaSMasks
 from .options import command, variant_option, weights_option
 from .provenance import add_run, provenance
 from .tables import markdown_table
-from .train import TrainConfig, load_config, train
+from .train import TrainConfig, load_config, train, training_seconds
 
 # Stage 3's clips and augmentation (configs/cpu/bas_s_3.yml) at a tenth of its learning
 # rate, held constant: the starting weights are already good, the time budget rather
@@ -180,7 +180,7 @@ def finetune(
         "overrides": list(overrides),
         "held_out_videos": held_out,
         "epochs": len(history),
-        "training_minutes": round(sum(r["seconds"] for r in history) / 60, 2),
+        "training_minutes": round(training_seconds(history) / 60, 2),
         "before": before,
         "after": after,
         "tests": tested,
@@ -273,7 +273,6 @@ def main(
 ) -> None:
     """Fine-tune BaS on your labelled videos; prints the before/after table and the weights."""
     config = finetune_config(variant, weights, data, out, minutes, val_fraction, list(overrides))
-    check_output_folder(out, marker="split.json", what="run folder", error=ConfigError)
     if (out / "split.json").exists() and not resume:
         raise ConfigError(
             f"{out} holds a run already: add --resume to continue it, or choose another --out"

@@ -51,11 +51,6 @@ class Progress:
     best: float
     history: tuple[EpochRecord, ...]
 
-    @property
-    def seconds(self) -> float:
-        """Training time spent so far, over every session of the run."""
-        return sum(record.seconds for record in self.history)
-
 
 def write_resume_point(
     path: Path,

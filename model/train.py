@@ -465,7 +465,7 @@ def _keep_if_best(run: _Run, epochs_done: int, dice: float) -> None:
     training time so far, over every session of the run."""
     if dice > run.best:
         run.best = dice
-        seconds = sum(record["seconds"] for record in run.history)
+        seconds = training_seconds(run.history)
         save_weights(
             _network(run),
             run.out / "best.safetensors",
@@ -536,11 +536,16 @@ def _prepared_run(
     return run, data
 
 
+def training_seconds(history: list[dict[str, float]]) -> float:
+    """A run's training time so far, over every session of it: its epochs' seconds."""
+    return sum(record["seconds"] for record in history)
+
+
 def _stop_reason(config: TrainConfig, history: list[dict[str, float]], best: float) -> str:
     """Why the run stops before its next epoch ("" to go on): time budget or patience."""
     if not history:
         return ""
-    spent = sum(record["seconds"] for record in history)
+    spent = training_seconds(history)
     if config.minutes and spent + history[-1]["seconds"] > 60 * config.minutes:
         return (
             f"another epoch (the last took {history[-1]['seconds']:.0f} s) would take the "

@@ -30,6 +30,7 @@ from model.train_bench import (
 )
 from runtimes import from_model, stream_masks
 from runtimes.session import to_input, to_native
+from tests.support.training import tiny_train_config
 
 
 @pytest.fixture(scope="module")
@@ -38,18 +39,9 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _tiny_config(data: Path, tmp_path: Path, **changes: object) -> TrainConfig:
-    """One epoch at 32 x 32 on the tiny dataset, split 3:1 by video."""
-    base = TrainConfig(
-        variant="S",
-        image_size=32,
-        data=str(data),
-        batch_size=2,
-        epochs=1,
-        warmup_epochs=0,
-        out=str(tmp_path / "run"),
-        split_fractions={"train": 0.75, "val": 0.25},
-    )
-    return replace(base, **changes)
+    """One epoch at 32 x 32 on the tiny dataset, batches of 2, split 3:1 by video."""
+    split = {"train": 0.75, "val": 0.25}
+    return tiny_train_config(data, tmp_path / "run", batch_size=2, split_fractions=split, **changes)
 
 
 def test_schedule_warms_up_then_decays_to_the_floor() -> None:
