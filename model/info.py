@@ -229,6 +229,16 @@ def weights_provenance(variant: str, weights: str) -> str:
     shipped = SHIPPED.get(variant)
     if weights == "shipped" and shipped is not None:
         lines.append(f"  recipe file: {shipped.recipe}")
+    try:
+        lines += _made(meta)
+    except (ValueError, TypeError, AttributeError) as err:  # JSON or numbers that are not
+        raise ProjectError(f"{path}: its metadata is damaged ({err})") from err
+    return "\n".join(lines)
+
+
+def _made(meta: Mapping[str, str]) -> list[str]:
+    """The lines of how the weights were made, from their metadata."""
+    lines = []
     recipe = json.loads(meta.get("recipe", "{}"))
     if recipe:
         lines.append(
@@ -254,7 +264,7 @@ def weights_provenance(variant: str, weights: str) -> str:
         commit = made.get("versions", {}).get("git_commit")
         if commit:
             lines.append(f"  commit: {commit}")
-    return "\n".join(lines)
+    return lines
 
 
 @command("python -m model.info")

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import pytest
 from click.testing import CliRunner
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from model.bas import BaS
+from model.checkpoint import read_metadata
 from model.config import get_config
 from model.data.synth import write_dataset
+from model.hub import shipped_weights
 from model.info import ModelInfo, describe, main
-from model.train import TrainConfig, train
+from model.train import train
+from tests.support.training import tiny_train_config
 
 
 def info(variant: str, **overrides: object) -> ModelInfo:
@@ -133,17 +137,7 @@ def test_info_says_how_the_shipped_weights_were_made() -> None:
 
 def test_info_shows_the_provenance_training_writes(tmp_path) -> None:
     data = write_dataset(tmp_path / "d", videos=2, frames=3, seed=5)
-    config = TrainConfig(
-        variant="L",
-        image_size=32,
-        data=str(data),
-        batch_size=1,
-        epochs=1,
-        warmup_epochs=0,
-        out=str(tmp_path / "run"),
-        split_fractions={"train": 0.5, "val": 0.5},
-    )
-    best = train(config)
+    best = train(tiny_train_config(data, tmp_path / "run", variant="L"))
     result = CliRunner().invoke(main, ["--variant", "L", "--weights", str(best)])
     assert result.exit_code == 0, result.output
     text = result.stdout
@@ -152,3 +146,22 @@ def test_info_shows_the_provenance_training_writes(tmp_path) -> None:
     wrong = CliRunner().invoke(main, ["--variant", "S", "--weights", str(best)])
     assert wrong.exit_code == 2
     assert wrong.stderr.strip() == f"error: {best} holds BaS-L weights, not BaS-S"
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("recipe", "{not json", "Expecting property name"),
+        ("training_seconds", "x", "invalid literal for int()"),
+        ("provenance", "[1, 2]", "'list' object has no attribute 'get'"),
+    ],
+)
+def test_damaged_weights_metadata_is_named_in_one_line(tmp_path, field, value, message) -> None:
+    shipped = shipped_weights("S")
+    damaged = tmp_path / "damaged.safetensors"
+    save_file(load_file(shipped), damaged, {**read_metadata(shipped), field: value})
+    result = CliRunner().invoke(main, ["--variant", "S", "--weights", str(damaged)])
+    assert result.exit_code == 2
+    line = result.stderr.strip()
+    assert line.startswith(f"error: {damaged}: its metadata is damaged (") and message in line
+    assert "\n" not in line
