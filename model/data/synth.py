@@ -12,14 +12,24 @@ deforms, grows, shrinks and at times leaves the view (empty masks).
 Everything is drawn from ``numpy.random.default_rng((seed, video_index))``, so one
 video depends only on the seed and its index.
 
+``widen`` adds what else a scanner changes, each on its own so each can be measured as an
+ablation (WIDENINGS): convex probes, a transmit focus, the dynamic range setting, and the
+probe rocked on the skin. Their settings come from a second stream,
+``default_rng((seed, video_index, 1))``, and are drawn whole for every video, so a video
+without widening is exactly the classic one, and with two widenings it has the same
+settings for each as with either alone.
+
     python -m model.data.synth --videos 20 --frames 60 --seed 0 --out DIR
+    python -m model.data.synth --videos 20 --frames 60 --seed 0 --widen all --out DIR
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import click
@@ -100,12 +110,56 @@ def draw_spec(rng: np.random.Generator) -> VideoSpec:
     )
 
 
+# What else a scanner changes, beyond the classic draws (the probe, its focus, the grey
+# scale's dynamic range, how the probe sits on the skin).
+WIDENINGS = ("convex", "focus", "dynamic-range", "orientation")
+SETTINGS_STREAM = 1
+
+
+@dataclass(frozen=True)
+class ScannerSettings:
+    """The widened settings of one video; a field left at its default draws the classic way."""
+
+    convex_radius: float | None = None  # the curved face's radius, in image heights
+    convex_half_angle: float = 0.0  # radians either side of the centre line
+    focus_depth: float | None = None  # transmit focus, in beam samples
+    focus_width: float = 1.0  # the beam's lateral sigma at the focus, in beam lines
+    focus_range: float = 1.0  # depth over which the beam widens by sqrt(2) (Rayleigh range)
+    dynamic_range_db: float | None = None  # None: the classic log1p compression
+    layer_slope: float = 0.0  # deep layers' depth change per line (probe rocked heel to toe)
+
+
+def draw_settings(seed: int, index: int, widen: frozenset[str]) -> ScannerSettings:
+    """Video ``index``'s settings with ``widen``'s changes on (all drawn, the rest dropped)."""
+    unknown = sorted(set(widen) - set(WIDENINGS))
+    if unknown:
+        raise ProjectError(f"unknown widening {', '.join(unknown)}: one of {', '.join(WIDENINGS)}")
+    rng = np.random.default_rng((seed, index, SETTINGS_STREAM))
+    convex = rng.random() < 1 / 3  # a third of the videos: linear and sector keep the rest
+    radius, half = float(rng.uniform(0.35, 0.7)), float(rng.uniform(0.3, 0.5))
+    focus, width, span = rng.uniform(60, 200), rng.uniform(1.0, 1.6), rng.uniform(30, 70)
+    dynamic_range = float(rng.uniform(30, 70))
+    slope = float(rng.uniform(-0.35, 0.35))
+    settings = ScannerSettings()
+    if "convex" in widen and convex:
+        settings = replace(settings, convex_radius=radius, convex_half_angle=half)
+    if "focus" in widen:
+        settings = replace(
+            settings, focus_depth=float(focus), focus_width=float(width), focus_range=float(span)
+        )
+    if "dynamic-range" in widen:
+        settings = replace(settings, dynamic_range_db=dynamic_range)
+    if "orientation" in widen:
+        settings = replace(settings, layer_slope=slope)
+    return settings
+
+
 def _smooth_field(rng: np.random.Generator, shape: tuple[int, int], sigma: tuple[float, float]):
     field = ndimage.gaussian_filter(rng.standard_normal(shape), sigma, mode="wrap")
     return field / (field.std() + 1e-8)
 
 
-def _tissue(rng: np.random.Generator) -> np.ndarray:
+def draw_tissue(rng: np.random.Generator) -> np.ndarray:
     """Echogenicity of the breast in beam coordinates: skin, fat, gland, muscle layers."""
     depth, lines = BEAM_DEPTH, BEAM_LINES + 2 * MARGIN
     y = np.arange(depth, dtype=np.float64)[:, None]
@@ -129,12 +183,61 @@ def _tissue(rng: np.random.Generator) -> np.ndarray:
     return echo.astype(np.float32)
 
 
+def _complex_white(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
+    """Unit complex Gaussian scatterers, one per beam sample."""
+    real = rng.standard_normal(shape)
+    return real + 1j * rng.standard_normal(shape)
+
+
 def _complex_speckle(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
     """Band-limited complex Gaussian field; its magnitude is Rayleigh speckle."""
-    real = ndimage.gaussian_filter(rng.standard_normal(shape), (0.9, 1.8))
-    imag = ndimage.gaussian_filter(rng.standard_normal(shape), (0.9, 1.8))
+    white = _complex_white(rng, shape)
+    real = ndimage.gaussian_filter(white.real, (0.9, 1.8))
+    imag = ndimage.gaussian_filter(white.imag, (0.9, 1.8))
     field = real + 1j * imag
     return (field / np.sqrt(np.mean(np.abs(field) ** 2))).astype(np.complex64)
+
+
+def _unit_blur(field: np.ndarray, sigma: float, axis: int) -> np.ndarray:
+    """Gaussian blur along ``axis`` that keeps white noise's power (the kernel's energy is 1)."""
+    radius = int(4.0 * sigma + 0.5)  # gaussian_filter1d's own truncation
+    kernel = ndimage.gaussian_filter1d(np.eye(1, 2 * radius + 1, radius)[0], sigma)
+    scale = 1.0 / np.sqrt(np.sum(kernel**2))
+    blur = ndimage.gaussian_filter1d
+    return scale * (blur(field.real, sigma, axis=axis) + 1j * blur(field.imag, sigma, axis=axis))
+
+
+def focused_beam(echoes: np.ndarray, settings: ScannerSettings) -> np.ndarray:
+    """Complex ``echoes`` (depth x lateral, resolved along the beam) as a focused beam
+    receives them across it.
+
+    The beam is a Gaussian whose lateral sigma grows away from the focus as a focused
+    beam does, sigma(d) = w * sqrt(1 + ((d - f) / z)^2); the transmitted energy is spread
+    over that width, so the amplitude falls as 1 / sqrt(sigma(d) / w).
+    """
+    depth = np.arange(BEAM_DEPTH, dtype=np.float64)
+    offset = (depth - settings.focus_depth) / settings.focus_range
+    sigma = settings.focus_width * np.sqrt(1.0 + offset**2)
+    levels = np.geomspace(sigma.min(), sigma.max() + 1e-6, 6)
+    blurred = np.stack([_unit_blur(echoes, level, axis=1) for level in levels])
+    position = np.interp(np.log(sigma), np.log(levels), np.arange(len(levels)))
+    below = np.minimum(position.astype(int), len(levels) - 2)
+    weight = (position - below)[:, None]
+    rows = np.arange(BEAM_DEPTH)
+    field = (1 - weight) * blurred[below, rows] + weight * blurred[below + 1, rows]
+    return field * np.sqrt(settings.focus_width / sigma)[:, None]
+
+
+def _rock(tissue: np.ndarray, slope: float) -> np.ndarray:
+    """The tissue seen by a probe rocked heel to toe: layers slant more the deeper they lie
+    (the skin stays on the probe's face)."""
+    if slope == 0.0:
+        return tissue
+    depth, lines = tissue.shape
+    yy, xx = np.mgrid[0:depth, 0:lines].astype(np.float64)
+    source = yy - slope * (xx - lines / 2) * (yy / depth)
+    coords = np.stack([np.clip(source, 0, depth - 1), xx])
+    return ndimage.map_coordinates(tissue, coords, order=1, mode="nearest").astype(np.float32)
 
 
 def _lesion_mask(spec: VideoSpec, centre: tuple[float, float], radius: float, t: int):
@@ -157,19 +260,27 @@ def _lesion_mask(spec: VideoSpec, centre: tuple[float, float], radius: float, t:
     return rho < radius * border
 
 
-def _fan_mapping(spec: VideoSpec) -> tuple[np.ndarray, np.ndarray]:
+def fan_mapping(spec: VideoSpec, settings: ScannerSettings) -> tuple[np.ndarray, np.ndarray]:
     """For each output pixel, its (depth, lateral) beam coordinate and whether it is in view."""
     h, w = spec.height, spec.width
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
-    if not spec.sector:
+    if settings.convex_radius is not None:
+        # A curved array: beams fan out from the centre of its face's curvature, and the
+        # image starts on the face, its corners just inside the top of the frame.
+        half = settings.convex_half_angle
+        r_min = settings.convex_radius * h
+        apex_y = 0.02 * h - r_min * np.cos(half)
+        r_max = h - 1 - apex_y
+    elif not spec.sector:
         depth = yy * (BEAM_DEPTH - 1) / (h - 1)
         lateral = (xx - 0.1 * w) * (BEAM_LINES - 1) / (0.8 * w - 1)
         valid = (lateral >= 0) & (lateral <= BEAM_LINES - 1)
         return np.stack([depth, lateral]), valid
-    half = spec.sector_half_angle
-    apex_y = -0.18 * h  # virtual apex above the image
-    r_max = h - apex_y
-    r_min = 0.18 * h
+    else:
+        half = spec.sector_half_angle
+        apex_y = -0.18 * h  # virtual apex above the image
+        r_max = h - apex_y
+        r_min = 0.18 * h
     dy, dx = yy - apex_y, xx - w / 2
     radius = np.hypot(dx, dy)
     angle = np.arctan2(dx, dy)
@@ -185,30 +296,57 @@ TRAINING_SEED = 0
 HELD_OUT_SEED = 1
 
 
-def render_video(seed: int, index: int, frames: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Yield ``frames`` (image uint8 (H, W, 3), mask bool (H, W)) pairs of one video."""
+def scan_convert(
+    image: np.ndarray, lesion: np.ndarray, coords: np.ndarray, valid: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The beam-grid image (values in [0, 1]) and lesion as the screen shows them: a grey
+    RGB frame (uint8) and its mask, black outside the field of view."""
+    pixels = ndimage.map_coordinates(image, coords, order=1, mode="constant")
+    mask = ndimage.map_coordinates(lesion.astype(np.uint8), coords, order=0, mode="constant")
+    pixels = np.where(valid, pixels, 0.0)
+    gray = (np.clip(pixels, 0, 1) * 255).astype(np.uint8)
+    return np.repeat(gray[:, :, None], 3, axis=2), (mask > 0) & valid
+
+
+def frame_anatomy(spec: VideoSpec, t: int) -> tuple[int, np.ndarray]:
+    """Where the probe is at frame ``t`` (the first tissue line in view) and the lesion's
+    cross-section in beam coordinates: the probe slides and presses, the plane sweeps."""
+    slide = spec.slide_amplitude * np.sin(2 * np.pi * t / spec.slide_period + spec.slide_phase)
+    press = 1.0 + 0.05 * np.sin(2 * np.pi * t / 50 + spec.slide_phase)
+    elevation = spec.sweep_amplitude * np.sin(2 * np.pi * t / spec.sweep_period + spec.sweep_phase)
+    radius = spec.lesion_radius * np.sqrt(max(0.0, 1.0 - elevation**2)) * press
+    centre = (spec.lesion_depth / press, spec.lesion_lateral + BEAM_LINES / 2 - slide)
+    return int(round(MARGIN + slide)), _lesion_mask(spec, centre, radius, t)
+
+
+def render_video(
+    seed: int, index: int, frames: int, widen: frozenset[str] = frozenset()
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Yield ``frames`` (image uint8 (H, W, 3), mask bool (H, W)) pairs of one video, with
+    ``widen``'s changes (WIDENINGS) on."""
+    settings = draw_settings(seed, index, widen)
     rng = np.random.default_rng((seed, index))
     spec = draw_spec(rng)
-    tissue = _tissue(rng)
-    speckle = _complex_speckle(rng, tissue.shape)
-    coords, valid = _fan_mapping(spec)
+    tissue = _rock(draw_tissue(rng), settings.layer_slope)
+    focused = settings.focus_depth is not None
+    # The same draws either way: a focused beam blurs the scatterers itself, per depth.
+    scatterers = _complex_white(rng, tissue.shape) if focused else None
+    speckle = None if focused else _complex_speckle(rng, tissue.shape)
+    coords, valid = fan_mapping(spec, settings)
     depth_axis = np.arange(BEAM_DEPTH, dtype=np.float32)[:, None]
     attenuation = np.exp(-spec.attenuation * depth_axis)
     tgc_knots = rng.uniform(0.85, 1.2, 4)
     for t in range(frames):
-        slide = spec.slide_amplitude * np.sin(2 * np.pi * t / spec.slide_period + spec.slide_phase)
-        offset = int(round(MARGIN + slide))
-        press = 1.0 + 0.05 * np.sin(2 * np.pi * t / 50 + spec.slide_phase)
+        offset, lesion = frame_anatomy(spec, t)
         view = tissue[:, offset : offset + BEAM_LINES]
-        fresh = _complex_speckle(rng, (BEAM_DEPTH, BEAM_LINES))
-        field = 0.9 * speckle[:, offset : offset + BEAM_LINES] + 0.436 * fresh
+        if focused:  # tissue-locked scatterers, partly renewed each frame, as below
+            fresh = _complex_white(rng, (BEAM_DEPTH, BEAM_LINES))
+            mixed = 0.9 * scatterers[:, offset : offset + BEAM_LINES] + 0.436 * fresh
+            field = mixed / np.sqrt(2.0)  # unit power, as the classic speckle's
+        else:
+            fresh = _complex_speckle(rng, (BEAM_DEPTH, BEAM_LINES))
+            field = 0.9 * speckle[:, offset : offset + BEAM_LINES] + 0.436 * fresh
 
-        elevation = spec.sweep_amplitude * np.sin(
-            2 * np.pi * t / spec.sweep_period + spec.sweep_phase
-        )
-        radius = spec.lesion_radius * np.sqrt(max(0.0, 1.0 - elevation**2)) * press
-        centre = (spec.lesion_depth / press, spec.lesion_lateral + BEAM_LINES / 2 - slide)
-        lesion = _lesion_mask(spec, centre, radius, t)
         soft = ndimage.gaussian_filter(lesion.astype(np.float32), 1.2)
         echo = view * (1.0 - soft * (1.0 - spec.lesion_echo))
         if lesion.any():
@@ -222,36 +360,49 @@ def render_video(seed: int, index: int, frames: int) -> Iterator[tuple[np.ndarra
         degraded = rng.random() < spec.dropout_rate
         if degraded:
             gain *= rng.uniform(0.45, 0.7)
-        beam = echo * np.abs(field) * attenuation * tgc * gain
-        image = np.log1p(12.0 * beam) / np.log1p(12.0 * 2.5)
+        if focused:  # the echo's strength scales the scatterers the beam sums over
+            echoes = _unit_blur(echo * field, 0.9, axis=0)  # the pulse's length, as classic
+            beam = np.abs(focused_beam(echoes, settings)) * attenuation * tgc * gain
+        else:
+            beam = echo * np.abs(field) * attenuation * tgc * gain
+        if settings.dynamic_range_db is None:
+            image = np.log1p(12.0 * beam) / np.log1p(12.0 * 2.5)
+        else:  # the grey scale spans dynamic_range_db decibels around a mid-grey echo
+            decibels = 20.0 * np.log10(np.maximum(beam, 1e-6) / 0.5)
+            image = np.clip(0.55 + decibels / settings.dynamic_range_db, 0.0, 1.0)
         noise = spec.noise * (3.0 if degraded else 1.0)
         image = (
             np.clip(image + noise * rng.standard_normal(image.shape), 0, 1) ** spec.contrast_gamma
         )
 
-        pixels = ndimage.map_coordinates(image, coords, order=1, mode="constant")
-        mask = ndimage.map_coordinates(lesion.astype(np.uint8), coords, order=0, mode="constant")
-        pixels = np.where(valid, pixels, 0.0)
-        gray = (np.clip(pixels, 0, 1) * 255).astype(np.uint8)
-        yield np.repeat(gray[:, :, None], 3, axis=2), (mask > 0) & valid
+        yield scan_convert(image, lesion, coords, valid)
 
 
 MP4_FPS = 25.0  # the synthetic motion is drawn for about this rate
 
 
-def _write_video(staging: Path, seed: int, index: int, frames: int, mp4: bool) -> None:
+Render = Callable[[int, int, int], Iterator[tuple[np.ndarray, np.ndarray]]]
+GENERATOR_FILE = "generator.json"  # how a dataset was drawn: generator, seed, videos, widen
+
+
+def _write_video(staging: Path, render: Render, seed: int, index: int, frames: int, mp4: bool):
     name = f"synth_{seed:04d}_{index:04d}"
     images, labels = staging / "images" / name, staging / "labels" / name
     images.mkdir(parents=True)
     labels.mkdir(parents=True)
     shown = []
-    for t, (image, mask) in enumerate(render_video(seed, index, frames)):
+    for t, (image, mask) in enumerate(render(seed, index, frames)):
         Image.fromarray(image).save(images / f"{t}.jpg", quality=92)
         Image.fromarray(mask.astype(np.uint8) * 255).save(labels / f"{t}.png")
         shown.append(image)
     if mp4:  # the same frames as a recording would come: H.264, a fixed frame rate
         (staging / "videos").mkdir(exist_ok=True)
         write_video(staging / "videos" / f"{name}.mp4", shown, MP4_FPS)
+
+
+def _name_of(render: Render) -> str:
+    function = render.func if isinstance(render, partial) else render
+    return f"{function.__module__}.{function.__qualname__}"
 
 
 def write_dataset(
@@ -262,11 +413,15 @@ def write_dataset(
     first_index: int = 0,
     workers: int = 1,
     mp4: bool = False,
+    widen: frozenset[str] = frozenset(),
+    render: Render | None = None,
 ) -> Path:
     """Render ``videos`` videos into ``out`` in the BUV layout, atomically (temp dir + rename).
 
     With ``mp4``, each video is also written as ``videos/<name>.mp4`` (MP4_FPS frames a
-    second), the form a scanner's recording takes.
+    second), the form a scanner's recording takes. ``render`` draws each video (default:
+    :func:`render_video` with ``widen``'s changes on); GENERATOR_FILE records which, with
+    the seed and the widenings, so training can say what its data was.
 
     ``workers`` processes render videos side by side; a video depends only on (seed,
     index), so the result is the same for any number of workers.
@@ -276,17 +431,57 @@ def write_dataset(
         raise ProjectError(
             f"need at least one video, frame and worker, got {videos} x {frames}, {workers}"
         )
+    draw_settings(seed, first_index, widen)  # an unknown widening: refused before any work
+    render = render or partial(render_video, widen=frozenset(widen))
+    record = {
+        "generator": _name_of(render),
+        "seed": seed,
+        "first_index": first_index,
+        "videos": videos,
+        "frames": frames,
+        "widen": sorted(widen),
+    }
     indices = range(first_index, first_index + videos)
     with staged_folder(out) as staging:
         if workers == 1:
             for v in indices:
-                _write_video(staging, seed, v, frames, mp4)
+                _write_video(staging, render, seed, v, frames, mp4)
         else:
             with ProcessPoolExecutor(workers) as pool:
-                jobs = [pool.submit(_write_video, staging, seed, v, frames, mp4) for v in indices]
+                jobs = [
+                    pool.submit(_write_video, staging, render, seed, v, frames, mp4)
+                    for v in indices
+                ]
                 for job in jobs:
                     job.result()
+        (staging / GENERATOR_FILE).write_text(json.dumps(record, indent=1) + "\n")
     return out
+
+
+def generator_of(root: Path) -> dict[str, object] | None:
+    """The GENERATOR_FILE record of a dataset this module wrote, or None for any other."""
+    path = Path(root) / GENERATOR_FILE
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ProjectError(f"{path}: unreadable ({error})") from None
+    if not isinstance(record, dict) or not isinstance(record.get("generator"), str):
+        raise ProjectError(f"{path}: not a generator record (no 'generator' name)")
+    return record
+
+
+def _widenings(value: str) -> frozenset[str]:
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    if names == ["all"]:
+        return frozenset(WIDENINGS)
+    unknown = [name for name in names if name not in WIDENINGS]
+    if unknown:
+        raise click.BadParameter(
+            f"unknown widening {', '.join(unknown)}: one of {', '.join(WIDENINGS)}, or all"
+        )
+    return frozenset(names)
 
 
 @command("python -m model.data.synth")
@@ -309,11 +504,25 @@ def write_dataset(
     help="Render videos in N processes.",
 )
 @click.option("--mp4", is_flag=True, help="Also write each video as videos/<name>.mp4 (H.264).")
+@click.option(
+    "--widen",
+    default="",
+    metavar="NAMES",
+    help=f"Comma-separated scanner changes to draw too: {', '.join(WIDENINGS)}, or all.",
+)
 def main(
-    videos: int, frames: int, seed: int, first_index: int, out: Path, workers: int, mp4: bool
+    videos: int,
+    frames: int,
+    seed: int,
+    first_index: int,
+    out: Path,
+    workers: int,
+    mp4: bool,
+    widen: str,
 ) -> None:
     """Write synthetic breast-ultrasound videos with lesion masks in the BUV layout."""
-    written = write_dataset(out, videos, frames, seed, first_index, workers, mp4)
+    changes = _widenings(widen)
+    written = write_dataset(out, videos, frames, seed, first_index, workers, mp4, changes)
     print(f"wrote {videos} videos x {frames} frames to {written}")
 
 

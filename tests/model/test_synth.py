@@ -10,7 +10,17 @@ from click.testing import CliRunner
 from scipy import ndimage
 
 from model.data import discover, read_frame
-from model.data.synth import main, render_video, write_dataset
+from model.data.synth import (
+    GENERATOR_FILE,
+    WIDENINGS,
+    ScannerSettings,
+    draw_settings,
+    focused_beam,
+    generator_of,
+    main,
+    render_video,
+    write_dataset,
+)
 from model.errors import ProjectError
 
 
@@ -110,3 +120,103 @@ def test_workers_render_the_same_dataset(tmp_path: Path) -> None:
     files = sorted(p.relative_to(one) for p in one.rglob("*") if p.is_file())
     assert files == sorted(p.relative_to(two) for p in two.rglob("*") if p.is_file())
     assert all((one / f).read_bytes() == (two / f).read_bytes() for f in files)
+
+
+def test_each_widening_has_its_own_draws_and_none_is_the_classic_video() -> None:
+    """A widening's settings are the same whichever others are on, and turning none on
+    draws the classic settings (every field at its default)."""
+    classic = draw_settings(0, 4, frozenset())
+    assert classic == ScannerSettings()
+    everything = draw_settings(0, 4, frozenset(WIDENINGS))
+    for name, fields in [
+        ("convex", ["convex_radius", "convex_half_angle"]),
+        ("focus", ["focus_depth", "focus_width", "focus_range"]),
+        ("dynamic-range", ["dynamic_range_db"]),
+        ("orientation", ["layer_slope"]),
+    ]:
+        alone = draw_settings(0, 4, frozenset([name]))
+        for field in fields:
+            assert getattr(alone, field) == getattr(everything, field)
+    with pytest.raises(ProjectError, match="unknown widening tilt: one of convex, focus"):
+        draw_settings(0, 4, frozenset(["tilt"]))
+
+
+@pytest.mark.parametrize("widening", ["focus", "dynamic-range", "orientation"])
+def test_focus_range_and_orientation_change_the_image_not_the_lesion(widening: str) -> None:
+    for (classic, classic_mask), (wide, wide_mask) in zip(
+        _video(0, 5, frames=3), render_video(0, 5, 3, frozenset([widening])), strict=True
+    ):
+        assert np.array_equal(classic_mask, wide_mask)
+        assert np.abs(classic.astype(int) - wide).mean() > 2
+
+
+def test_a_convex_probe_images_from_its_curved_face_and_lesions_stay_dark() -> None:
+    convex = [i for i in range(30) if draw_settings(0, i, frozenset(["convex"])).convex_radius]
+    assert len(convex) >= 5  # a third of the videos
+    darker = 0
+    for index in convex[:5]:
+        frames = list(render_video(0, index, 6, frozenset(["convex"])))
+        settings = draw_settings(0, index, frozenset(["convex"]))
+        in_view = ndimage.binary_opening(frames[0][0][..., 0] > 0, iterations=2)
+        height, width = in_view.shape
+        first_row = in_view.argmax(axis=0)
+        # The face bulges into the image: its middle starts lower than points out on it.
+        out = int(0.6 * settings.convex_radius * height * np.sin(settings.convex_half_angle))
+        middle = width // 2
+        assert first_row[middle] > max(first_row[middle - out], first_row[middle + out]) + 2
+        for image, mask in frames:
+            if mask.sum() >= 50:
+                ring = ndimage.binary_dilation(mask, iterations=8) & ~mask & (image[..., 0] > 0)
+                darker += image[..., 0][mask].mean() < image[..., 0][ring].mean()
+    assert darker >= 15
+
+
+def test_a_focused_beam_resolves_finest_at_its_focus() -> None:
+    """Speckle from white scatterers is narrowest across the beam at the focus and widens
+    as the beam does, by sqrt(1 + ((d - f) / z)^2)."""
+    settings = ScannerSettings(focus_depth=60.0, focus_width=1.5, focus_range=40.0)
+    rng = np.random.default_rng(0)
+    white = rng.standard_normal((256, 4096)) + 1j * rng.standard_normal((256, 4096))
+    beam = focused_beam(white, settings)
+
+    def lateral_width(rows: slice) -> float:
+        field = beam[rows]  # the beam's own lateral autocorrelation, over many lines
+        spectrum = np.abs(np.fft.fft(field, axis=1)) ** 2
+        correlation = np.fft.ifft(spectrum, axis=1).real.mean(axis=0)
+        return float(np.sum(np.abs(correlation[:40]) / correlation[0]) * 2 - 1)
+
+    at_focus, deep = lateral_width(slice(55, 66)), lateral_width(slice(175, 186))
+    expected = np.sqrt(1 + ((180 - 60) / 40) ** 2)
+    assert deep / at_focus == pytest.approx(expected, rel=0.15)
+    # the energy the beam spreads wider is fainter: amplitude ~ 1 / sqrt(width)
+    power = np.mean(np.abs(beam) ** 2, axis=1)
+    assert power[180] / power[60] == pytest.approx(1 / expected, rel=0.1)
+
+
+def test_the_dataset_says_how_it_was_drawn_and_the_command_takes_widenings(
+    tmp_path: Path,
+) -> None:
+    runner = CliRunner()
+    argv = ["--videos", "1", "--frames", "2", "--seed", "3"]
+    result = runner.invoke(main, [*argv, "--widen", "focus,convex", "--out", str(tmp_path / "w")])
+    assert result.exit_code == 0, result.output
+    assert generator_of(tmp_path / "w") == {
+        "generator": "model.data.synth.render_video",
+        "seed": 3,
+        "first_index": 0,
+        "videos": 1,
+        "frames": 2,
+        "widen": ["convex", "focus"],
+    }
+    result = runner.invoke(main, [*argv, "--widen", "all", "--out", str(tmp_path / "a")])
+    assert generator_of(tmp_path / "a")["widen"] == sorted(WIDENINGS)
+    result = runner.invoke(main, [*argv, "--widen", "focus,gain", "--out", str(tmp_path / "x")])
+    assert result.exit_code == 2
+    assert "unknown widening gain: one of convex, focus, dynamic-range, orientation" in (
+        result.stderr
+    )
+    assert not (tmp_path / "x").exists()
+    (tmp_path / "w" / GENERATOR_FILE).write_text("{not json")
+    with pytest.raises(ProjectError, match="generator.json: unreadable"):
+        generator_of(tmp_path / "w")
+    assert generator_of(tmp_path) is None
