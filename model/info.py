@@ -245,6 +245,13 @@ def _made(meta: Mapping[str, str]) -> list[str]:
             f"  recipe: {recipe.get('epochs')} epochs at lr {recipe.get('lr')}, batch "
             f"{recipe.get('batch_size')}, on {recipe.get('data')} (split seed {recipe.get('seed')})"
         )
+    if "data_generator" in meta:
+        drawn = json.loads(meta["data_generator"])
+        widen = ", ".join(drawn.get("widen", [])) or "none"
+        lines.append(
+            f"  data drawn by: {drawn.get('generator')}, seed {drawn.get('seed')}, "
+            f"{drawn.get('videos')} videos x {drawn.get('frames')} frames, widened: {widen}"
+        )
     if "epoch" in meta:
         lines.append(f"  kept: epoch {meta['epoch']}, validation Dice {meta.get('val_dice', '?')}")
     if "init_weights_sha256" in meta:

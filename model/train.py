@@ -43,6 +43,8 @@ from .data import (
     split_videos,
     write_split,
 )
+from .data.kept_back import refuse_kept_back
+from .data.synth import generator_of
 from .errors import ConfigError
 from .hub import build_bas
 from .losses import LossWeights, SegmentationLoss
@@ -204,6 +206,7 @@ def _prepare_split(
     The third value says whether the split is new (to be written once the run starts).
     """
     index = discover(Path(config.data))
+    refuse_kept_back(index.root)
     split_file = out / "split.json"
     if split_file.exists():
         split, fresh = read_split(split_file), False
@@ -416,6 +419,9 @@ def _weights_metadata(config: TrainConfig) -> dict[str, str]:
     }
     if config.init_weights:
         metadata["init_weights_sha256"] = sha256(Path(config.init_weights))
+    drawn = generator_of(Path(config.data))
+    if drawn is not None:  # synthetic data: its generator, seed and widenings
+        metadata["data_generator"] = json.dumps(drawn)
     return metadata
 
 
@@ -534,6 +540,11 @@ def _prepared_run(
     metadata = _weights_metadata(config)
     run = _Run(config, out, accelerator, model, optimizer, scheduler, criterion, metadata)
     return run, data
+
+
+def read_history(out: Path) -> list[dict[str, float]]:
+    """The epochs a run in ``out`` has trained (its history.json), each with its seconds."""
+    return json.loads((Path(out) / "history.json").read_text())
 
 
 def training_seconds(history: list[dict[str, float]]) -> float:

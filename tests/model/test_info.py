@@ -143,6 +143,8 @@ def test_info_shows_the_provenance_training_writes(tmp_path) -> None:
     text = result.stdout
     assert f"weights: {best} (sha256 " in text and "  kept: epoch 1, validation Dice " in text
     assert "  training time: " in text and "  command: " in text and "  date: " in text
+    drawn = "  data drawn by: model.data.synth.render_video, seed 5, 2 videos x 3 frames"
+    assert f"{drawn}, widened: none" in text
     wrong = CliRunner().invoke(main, ["--variant", "S", "--weights", str(best)])
     assert wrong.exit_code == 2
     assert wrong.stderr.strip() == f"error: {best} holds BaS-L weights, not BaS-S"
@@ -154,6 +156,7 @@ def test_info_shows_the_provenance_training_writes(tmp_path) -> None:
         ("recipe", "{not json", "Expecting property name"),
         ("training_seconds", "x", "invalid literal for int()"),
         ("provenance", "[1, 2]", "'list' object has no attribute 'get'"),
+        ("data_generator", "[1, 2]", "'list' object has no attribute 'get'"),
     ],
 )
 def test_damaged_weights_metadata_is_named_in_one_line(tmp_path, field, value, message) -> None:
