@@ -110,6 +110,53 @@ def evaluate(
     return meter, placed, lost
 
 
+def headline_scores(
+    variant: str,
+    weights: Path,
+    data: Path,
+    image_size: int,
+    temporal_window: int,
+    videos: list[str] | None = None,
+    lost_contact: LostContact | None = None,
+) -> dict[str, Any]:
+    """The figures a comparison of weights turns on: ``videos`` of ``data`` (all by default)
+    streamed by ``weights`` at native resolution, and the same without history.
+
+    Per-frame and pooled Dice, missed lesion frames and false alarms streaming; what history
+    adds to per-frame Dice; with ``lost_contact``, what it adds on the darkened frames.
+    """
+    index = discover(data)
+    summaries: dict[str, Any] = {}
+    darkened: dict[str, Any] = {}
+    for form in ("stream", "frame"):
+        network = BaSMasks.build(variant, weights, form, image_size, temporal_window)
+        meter, _, lost = evaluate(network, index, videos, lost_contact=lost_contact)
+        summaries[form] = meter.summary()
+        if lost_contact is not None:
+            darkened[form] = lost["darkened"].summary()["per_frame"]["dice"]
+    stream, alone = summaries["stream"], summaries["frame"]
+    figures = {
+        "per_frame": stream["per_frame"]["dice"],
+        "pooled": stream["pooled"]["dice"],
+        "missed_frames": stream["counts"]["missed_frames"],
+        "false_alarm_frames": stream["counts"]["false_alarm_frames"],
+        "history_gain": optional_difference(
+            stream["per_frame"]["dice"], alone["per_frame"]["dice"]
+        ),
+        "frames": stream["counts"]["frames"],
+    }
+    if lost_contact is not None:
+        figures["darkened_history_gain"] = optional_difference(
+            darkened["stream"], darkened["frame"]
+        )
+    return figures
+
+
+def optional_difference(a: float | None, b: float | None) -> float | None:
+    """``a - b``, or None where either is undefined (no lesion frame to score)."""
+    return None if a is None or b is None else a - b
+
+
 def _score_lost_contact(
     meters: dict[str, SegmentationMeter],
     network: MaskStream,

@@ -29,13 +29,12 @@ from .data import discover, read_split
 from .data.clips import Augment
 from .data.framing import ScreenAugment
 from .errors import ConfigError
-from .evaluate import evaluate
+from .evaluate import headline_scores, optional_difference
 from .hub import resolve_weights
-from .masks import BaSMasks
 from .options import command, variant_option, weights_option
 from .provenance import add_run, provenance
 from .tables import markdown_table
-from .train import TrainConfig, load_config, train, training_seconds
+from .train import TrainConfig, load_config, read_history, train, training_seconds
 
 # Stage 3's clips and augmentation (configs/cpu/bas_s_3.yml) at a tenth of its learning
 # rate, held constant: the starting weights are already good, the time budget rather
@@ -100,29 +99,10 @@ def finetune_config(
 def scores(
     config: TrainConfig, weights: Path, data: Path, videos: list[str] | None = None
 ) -> dict[str, Any]:
-    """``videos`` of ``data`` (all by default) streamed by ``weights`` at native resolution,
-    and without history."""
-    index = discover(data)
-    summaries: dict[str, Any] = {}
-    for form in ("stream", "frame"):
-        network = BaSMasks.build(
-            config.variant, weights, form, config.image_size, config.temporal_window
-        )
-        meter, _, _ = evaluate(network, index, videos)
-        summaries[form] = meter.summary()
-    stream, alone = summaries["stream"], summaries["frame"]
-    return {
-        "per_frame": stream["per_frame"]["dice"],
-        "pooled": stream["pooled"]["dice"],
-        "missed_frames": stream["counts"]["missed_frames"],
-        "false_alarm_frames": stream["counts"]["false_alarm_frames"],
-        "history_gain": _difference(stream["per_frame"]["dice"], alone["per_frame"]["dice"]),
-        "frames": stream["counts"]["frames"],
-    }
-
-
-def _difference(a: float | None, b: float | None) -> float | None:
-    return None if a is None or b is None else a - b
+    """``evaluate.headline_scores`` of ``weights`` at the run's image size and window."""
+    return headline_scores(
+        config.variant, weights, data, config.image_size, config.temporal_window, videos
+    )
 
 
 PERCENT = ("per_frame", "pooled", "history_gain")
@@ -141,7 +121,7 @@ def before_after_table(before: dict[str, Any], after: dict[str, Any]) -> str:
     rows = []
     for label, key in ROWS:
         a, b = before[key], after[key]
-        change = _difference(b, a)
+        change = optional_difference(b, a)
         rows.append([label, _cell(key, a), _cell(key, b), _cell(key, change, signed=True)])
     return markdown_table(("held-out videos, streaming", "before", "after", "change"), rows)
 
@@ -171,7 +151,7 @@ def finetune(
         }
         for folder in tests
     ]
-    history = json.loads((out / "history.json").read_text())
+    history = read_history(out)
     report = {
         "variant": config.variant,
         "started_from": config.init_weights,
