@@ -8,7 +8,7 @@ ARM64_ROOT := $(or $(BAS_ARM64_SYSROOT),.arm64)
 ARM64_STAMP := $(ARM64_ROOT)/.bas-arm64-ready
 
 .PHONY: demo test test-quick docs lint venv arm64 pacs parity-arm64 data train train-bench train-cpu \
-	finetune finetune-deploy results-finetune clean
+	finetune finetune-deploy results-finetune results-realism clean
 
 $(STAMP): pyproject.toml constraints.txt requirements-nodeps.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -163,6 +163,15 @@ results-finetune: $(STAMP)
 		--test $(FINETUNE_TRIAL)/ours_test --results results/finetune.json \
 		--set augment.weak=0.4 --set patience=6 \
 		$(if $(wildcard $(FINETUNE_TRIAL)/run_s_weak/split.json),--resume)
+	$(PY) -m bas_deploy.results
+
+# B-mode realism (docs/realism.md): stage 3 of the 2-core recipe once per scanner change
+# drawn into its training set, from the same stage-2 weights, each scored on kept-back
+# scanner video, an unseen seed and the held-out set (results/realism.json). Hours on 2
+# cores: a stopped row resumes. REALISM_ROWS picks the rows, in order.
+REALISM_ROWS ?= shipped,none,convex,focus,dynamic-range,orientation,all
+results-realism: data
+	$(PY) -m model.realism --variant $(VARIANT) --rows $(REALISM_ROWS)
 	$(PY) -m bas_deploy.results
 
 # The figures of the docs: each producer writes its file in results/ (with the command, date,

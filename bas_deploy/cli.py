@@ -49,6 +49,12 @@ COMMANDS: dict[str, Entry] = {
         "model.finetune:main", "Fine-tune BaS on your labelled videos; before/after table."
     ),
     "look": Entry("model.data.looks:main", "Give a dataset's frames another scanner's look."),
+    "kept-back": Entry(
+        "model.data.kept_back:main", "Write video formed another way, never trained on."
+    ),
+    "realism": Entry(
+        "model.realism:main", "Which scanner changes in training hold on kept-back video."
+    ),
     "train-bench": Entry("model.train_bench:main", "Time the training step's fast paths."),
     "convert": Entry("bas_deploy.convert:main", "Convert BaS to one target (convert TARGET)."),
     "convert-all": Entry(

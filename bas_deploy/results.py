@@ -71,6 +71,7 @@ PRODUCERS = {
     "speed.jsonl": "make results-speed, on a quiet machine",
     "train_bench.json": "make results-speed, on a quiet machine",
     "finetune.json": "make results-finetune, on a quiet machine",
+    "realism.json": "make results-realism, hours on a quiet machine",
 }
 
 
@@ -105,6 +106,7 @@ LOADERS: dict[str, Callable[[Path], Loaded]] = {
     "speed.jsonl": load_records,
     "train_bench.json": load_json,
     "finetune.json": load_json,
+    "realism.json": load_json,
 }
 
 
@@ -341,6 +343,42 @@ def finetune_table(loaded: Loaded) -> str:
     return markdown_table(header, rows)
 
 
+def _realism_row(run: Mapping[str, Any]) -> list[object]:
+    """One row of the realism ablation: what trained it, then its scores on each test set."""
+    if run["row"] == "shipped":
+        trained = "shipped weights (for reference)"
+    else:
+        changes = ", ".join(run["widen"]) or "none (the recipe)"
+        trained = f"{changes}: {run['epochs']} epochs, {run['training_minutes']:.0f} min"
+    kept, unseen, held = run["kept_back"], run["unseen"], run["held_out"]
+    return [
+        f"BaS-{run['variant']}",
+        trained,
+        f"{_pct(kept['per_frame'])} / {_pct(kept['pooled'])}",
+        f"{kept['missed_frames']} / {kept['false_alarm_frames']}",
+        _pct(unseen["per_frame"]),
+        _points(unseen["history_gain"]),
+        _points(unseen["darkened_history_gain"]),
+        f"{_pct(held['per_frame'])} / {_pct(held['pooled'])}",
+        f"{held['missed_frames']} / {held['false_alarm_frames']}",
+    ]
+
+
+def _points(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:+.2f}"
+
+
+def realism_table(loaded: Loaded) -> str:
+    """Each training set's scanner changes against the scores on video no row trained on."""
+    header = (
+        *("BaS", "scanner changes in training (stage 3)"),
+        *("kept back: per-frame / pooled Dice (%)", "kept back: missed / false alarms"),
+        *("unseen seed: per-frame Dice (%)", "history's gain (points)", "on darkened frames"),
+        *("held-out seed 1: per-frame / pooled (%)", "missed / false alarms"),
+    )
+    return markdown_table(header, [_realism_row(run) for run in loaded.data["runs"]])
+
+
 def _area(figures: Mapping[str, Any]) -> str:
     """Mean / largest lesion area, in pixels, and in mm² where the loop is calibrated."""
     text = f"{figures['mean_area_px']:,.0f} / {figures['largest_area_px']:,.0f} px"
@@ -391,6 +429,7 @@ FRAGMENTS: dict[str, tuple[str, Callable[[Loaded], str | None]]] = {
     "train_bench_recipe": ("train_bench.json", train_bench_recipe_fragment),
     "dicom_examples": ("dicom_examples.json", dicom_fragment),
     "finetune": ("finetune.json", lambda d: fragment(finetune_table(d), d)),
+    "realism": ("realism.json", lambda d: fragment(realism_table(d), d)),
 }
 
 

@@ -81,7 +81,8 @@ def test_a_missing_results_file_is_named_and_the_others_are_rendered(tmp_path: P
         f"{results / 'dicom_examples.json'} (make results), {results / 'speed.jsonl'} "
         f"(make results-speed, on a quiet machine), {results / 'train_bench.json'} "
         f"(make results-speed, on a quiet machine), {results / 'finetune.json'} "
-        "(make results-finetune, on a quiet machine); its tables are not rendered"
+        f"(make results-finetune, on a quiet machine), {results / 'realism.json'} "
+        "(make results-realism, hours on a quiet machine); its tables are not rendered"
     )
     written = sorted(p.name for p in (tmp_path / "docs/generated").iterdir())
     assert written == ["parity.md", "status.md"]
@@ -102,7 +103,8 @@ def test_missing_speed_files_alone_are_a_note_not_an_error(tmp_path: Path) -> No
     assert lines[-1] == (
         f"note: results file missing: {results / 'speed.jsonl'} (make results-speed, on a "
         f"quiet machine), {results / 'train_bench.json'} (make results-speed, on a quiet "
-        f"machine), {results / 'finetune.json'} (make results-finetune, on a quiet machine); "
+        f"machine), {results / 'finetune.json'} (make results-finetune, on a quiet machine), "
+        f"{results / 'realism.json'} (make results-realism, hours on a quiet machine); "
         "its tables are not rendered"
     )
 
