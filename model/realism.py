@@ -65,7 +65,7 @@ def stage3_config(variant: str, row: str, base: Path, data: Path, work: Path) ->
     return load_config(recipe, overrides)
 
 
-def test_sets(work: Path) -> dict[str, Path]:
+def scoring_sets(work: Path) -> dict[str, Path]:
     """The sets every row is scored on, the drawn ones drawn once into ``work``."""
     for data in (TRAINING_DATA, HELD_OUT_DATA):
         if not data.is_dir():
@@ -106,7 +106,7 @@ def score(config: TrainConfig, weights: Path, tests: dict[str, Path]) -> dict[st
 
 def run_row(variant: str, row: str, base: Path, work: Path) -> dict[str, Any]:
     """Train the row (resuming where it stopped) and score it: its results-file record."""
-    tests = test_sets(work)
+    tests = scoring_sets(work)
     if row == SHIPPED_ROW:
         weights = shipped_weights(variant)
         config = stage3_config(variant, row, weights, TRAINING_DATA, work)

@@ -79,9 +79,10 @@ def test_bad_rows_and_a_missing_base_are_refused_in_one_line(tmp_path: Path) -> 
     assert result.exit_code == 2
     assert "unknown row gain: rows are shipped, none, convex" in result.stderr
     missing = tmp_path / "stage2.safetensors"
-    result = CliRunner().invoke(realism.main, ["--rows", "none", "--work", str(tmp_path)])
+    argv = ["--variant", "L", "--rows", "none", "--work", str(tmp_path)]
+    result = CliRunner().invoke(realism.main, argv)  # no BaS-L candidate is committed
     assert result.exit_code == 2
-    assert "no stage-2 weights at model/weights/candidates/bas_s_cpu_stage2" in result.stderr
+    assert "no stage-2 weights at model/weights/candidates/bas_l_cpu_stage2" in result.stderr
     result = CliRunner().invoke(realism.main, ["--base", str(missing)])
     assert result.exit_code == 2 and "does not exist" in result.stderr
     assert not (tmp_path / "kept_back_21").exists()
