@@ -43,6 +43,7 @@ from .synth import (
     BEAM_LINES,
     GENERATOR_FILE,
     ScannerSettings,
+    complex_white,
     draw_spec,
     draw_tissue,
     fan_mapping,
@@ -140,7 +141,7 @@ def render_kept_back(seed: int, index: int, frames: int) -> Iterator[tuple[np.nd
         field = focused_beam(analytic, scanner.beam) * there_and_back * tgc
         if top is None:  # the automatic gain, set on the first frame
             top = np.percentile(np.abs(field), 99.5)
-        thermal = rng.standard_normal(field.shape) + 1j * rng.standard_normal(field.shape)
+        thermal = complex_white(rng, field.shape)
         envelope = np.abs(field + scanner.noise * top * thermal)
         decibels = 20 * np.log10(np.maximum(envelope, 1e-9) / top) + scanner.gain_db
         image = np.clip(1.0 + decibels / scanner.dynamic_range_db, 0.0, 1.0)

@@ -183,7 +183,7 @@ def draw_tissue(rng: np.random.Generator) -> np.ndarray:
     return echo.astype(np.float32)
 
 
-def _complex_white(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
+def complex_white(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
     """Unit complex Gaussian scatterers, one per beam sample."""
     real = rng.standard_normal(shape)
     return real + 1j * rng.standard_normal(shape)
@@ -191,7 +191,7 @@ def _complex_white(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarr
 
 def _complex_speckle(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
     """Band-limited complex Gaussian field; its magnitude is Rayleigh speckle."""
-    white = _complex_white(rng, shape)
+    white = complex_white(rng, shape)
     real = ndimage.gaussian_filter(white.real, (0.9, 1.8))
     imag = ndimage.gaussian_filter(white.imag, (0.9, 1.8))
     field = real + 1j * imag
@@ -330,7 +330,7 @@ def render_video(
     tissue = _rock(draw_tissue(rng), settings.layer_slope)
     focused = settings.focus_depth is not None
     # The same draws either way: a focused beam blurs the scatterers itself, per depth.
-    scatterers = _complex_white(rng, tissue.shape) if focused else None
+    scatterers = complex_white(rng, tissue.shape) if focused else None
     speckle = None if focused else _complex_speckle(rng, tissue.shape)
     coords, valid = fan_mapping(spec, settings)
     depth_axis = np.arange(BEAM_DEPTH, dtype=np.float32)[:, None]
@@ -340,7 +340,7 @@ def render_video(
         offset, lesion = frame_anatomy(spec, t)
         view = tissue[:, offset : offset + BEAM_LINES]
         if focused:  # tissue-locked scatterers, partly renewed each frame, as below
-            fresh = _complex_white(rng, (BEAM_DEPTH, BEAM_LINES))
+            fresh = complex_white(rng, (BEAM_DEPTH, BEAM_LINES))
             mixed = 0.9 * scatterers[:, offset : offset + BEAM_LINES] + 0.436 * fresh
             field = mixed / np.sqrt(2.0)  # unit power, as the classic speckle's
         else:
