@@ -28,7 +28,7 @@ from typing import Any
 
 import click
 
-from .checkpoint import sha256
+from .checkpoint import read_metadata, sha256
 from .data.contact import LostContact
 from .data.kept_back import render_kept_back
 from .data.synth import TRAINING_SEED, WIDENINGS, write_dataset
@@ -176,11 +176,15 @@ def main(variant: str, rows: tuple[str, ...], base: Path | None, work: Path, res
     """Train stage 3 once per scanner change drawn into its data; score each on ultrasound
     no row trains on."""
     base = base or Path(f"model/weights/candidates/bas_{variant.lower()}_cpu_stage2.safetensors")
-    if set(rows) - {SHIPPED_ROW} and not base.is_file():
-        raise ConfigError(
-            f"no stage-2 weights at {base}: `make train-cpu VARIANT={variant}` writes "
-            f"runs/cpu/bas_{variant.lower()}_2/best.safetensors; pass it as --base"
-        )
+    if set(rows) - {SHIPPED_ROW}:  # the base is checked before any set is drawn
+        if not base.is_file():
+            raise ConfigError(
+                f"no stage-2 weights at {base}: `make train-cpu VARIANT={variant}` writes "
+                f"runs/cpu/bas_{variant.lower()}_2/best.safetensors; pass it as --base"
+            )
+        held = read_metadata(base).get("variant", variant)
+        if held != variant:
+            raise ConfigError(f"{base} holds BaS-{held} weights, not BaS-{variant}")
     for row in rows:
         record = run_row(variant, row, base, work)
         add_run(results, record, RUN_KEY)

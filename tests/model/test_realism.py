@@ -85,4 +85,11 @@ def test_bad_rows_and_a_missing_base_are_refused_in_one_line(tmp_path: Path) -> 
     assert "no stage-2 weights at model/weights/candidates/bas_l_cpu_stage2" in result.stderr
     result = CliRunner().invoke(realism.main, ["--base", str(missing)])
     assert result.exit_code == 2 and "does not exist" in result.stderr
+    missing.write_text("junk\n")  # a corrupt base: refused before any set is drawn
+    argv = ["--rows", "none", "--base", str(missing), "--work", str(tmp_path)]
+    result = CliRunner().invoke(realism.main, argv)
+    assert result.exit_code == 2 and "is not a safetensors or PyTorch checkpoint" in result.stderr
+    argv = ["--variant", "L", "--rows", "none", "--base", "model/weights/bas_s.safetensors"]
+    result = CliRunner().invoke(realism.main, [*argv, "--work", str(tmp_path)])
+    assert result.exit_code == 2 and "holds BaS-S weights, not BaS-L" in result.stderr
     assert not (tmp_path / "kept_back_21").exists()
