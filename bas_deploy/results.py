@@ -349,6 +349,8 @@ def _realism_row(run: Mapping[str, Any]) -> list[object]:
         trained = "shipped weights (for reference)"
     else:
         changes = ", ".join(run["widen"]) or "none (the recipe)"
+        if run.get("widen_share", 1.0) < 1.0:
+            changes += f" in {run['widen_share']:.0%} of the videos"
         trained = f"{changes}: {run['epochs']} epochs, {run['training_minutes']:.0f} min"
     kept, unseen, held = run["kept_back"], run["unseen"], run["held_out"]
     return [

@@ -248,6 +248,8 @@ def _made(meta: Mapping[str, str]) -> list[str]:
     if "data_generator" in meta:
         drawn = json.loads(meta["data_generator"])
         widen = ", ".join(drawn.get("widen", [])) or "none"
+        if drawn.get("widen", []) and drawn.get("widen_share", 1.0) < 1.0:
+            widen += f" in {drawn['widen_share']:.0%} of the videos"
         lines.append(
             f"  data drawn by: {drawn.get('generator')}, seed {drawn.get('seed')}, "
             f"{drawn.get('videos')} videos x {drawn.get('frames')} frames, widened: {widen}"

@@ -7,8 +7,8 @@ Each row trains stage 3 of the 2-core recipe (``configs/cpu/bas_{s,l}_3.yml``: T
 gate trained in, one epoch at 160 x 160 and one at 240) from the same stage-2 weights, on
 the recipe's 128 videos of seed 0 drawn with that row's scanner changes
 (``model.data.synth --widen``; ``none`` is the recipe's own set, ``all`` draws every
-change), and scores its best weights, streaming at native resolution, on three sets no
-row trains on:
+change, ``all@0.5`` draws them into half the videos and leaves the rest classic), and
+scores its best weights, streaming at native resolution, on three sets no row trains on:
 
 - **kept back**: video formed another way (``model.data.kept_back``, seed 21), which
   training refuses;
@@ -41,6 +41,7 @@ from .train import TrainConfig, load_config, read_history, train, training_secon
 
 SHIPPED_ROW, CLASSIC_ROW, EVERY_ROW = "shipped", "none", "all"
 ROWS = (SHIPPED_ROW, CLASSIC_ROW, *WIDENINGS, EVERY_ROW)
+SHARE_MARK = "@"  # a widened row on a share of the videos, the rest classic: all@0.5
 KEPT_BACK_SEED, UNSEEN_SEED = 21, 31
 TEST_VIDEOS, TEST_FRAMES = 6, 40
 TRAINING_DATA = Path("data/synth_train")  # make data: 128 videos x 60 frames of seed 0
@@ -53,9 +54,16 @@ TESTS = ("kept_back", "unseen", "held_out")
 
 def widenings_of(row: str) -> frozenset[str]:
     """The scanner changes a row's training set draws."""
-    if row == EVERY_ROW:
+    name = row.partition(SHARE_MARK)[0]
+    if name == EVERY_ROW:
         return frozenset(WIDENINGS)
-    return frozenset() if row in (CLASSIC_ROW, SHIPPED_ROW) else frozenset([row])
+    return frozenset() if name in (CLASSIC_ROW, SHIPPED_ROW) else frozenset([name])
+
+
+def share_of(row: str) -> float:
+    """The share of a row's training videos drawn with its changes (``all@0.5``: half)."""
+    _, mark, share = row.partition(SHARE_MARK)
+    return float(share) if mark else 1.0
 
 
 def stage3_config(variant: str, row: str, base: Path, data: Path, work: Path) -> TrainConfig:
@@ -85,7 +93,15 @@ def training_set(row: str, work: Path) -> Path:
         return TRAINING_DATA
     data = work / f"train_{row}"
     if not data.is_dir():
-        write_dataset(data, TRAINING_VIDEOS, TRAINING_FRAMES, TRAINING_SEED, workers=2, widen=widen)
+        write_dataset(
+            data,
+            TRAINING_VIDEOS,
+            TRAINING_FRAMES,
+            TRAINING_SEED,
+            workers=2,
+            widen=widen,
+            share=share_of(row),
+        )
     return data
 
 
@@ -125,6 +141,7 @@ def run_row(variant: str, row: str, base: Path, work: Path) -> dict[str, Any]:
         "variant": variant,
         "row": row,
         "widen": sorted(widenings_of(row)),
+        "widen_share": share_of(row),
         "weights_sha256": sha256(weights),
         **trained,
         **score(config, weights, tests),
@@ -137,10 +154,24 @@ def _percent(value: float | None) -> str:
 
 def _rows(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[str, ...]:
     names = tuple(name.strip() for name in value.split(",") if name.strip())
-    unknown = [name for name in names if name not in ROWS]
+    unknown = [name for name in names if name.partition(SHARE_MARK)[0] not in ROWS]
     if unknown or not names:
         raise click.BadParameter(f"unknown row {', '.join(unknown)}: rows are {', '.join(ROWS)}")
+    for name in names:
+        if SHARE_MARK in name and not _is_share(name):
+            raise click.BadParameter(
+                f"{name}: a share follows a widened row, above 0 and under 1 ({EVERY_ROW}@0.5)"
+            )
     return names
+
+
+def _is_share(row: str) -> bool:
+    if not widenings_of(row):
+        return False
+    try:
+        return 0.0 < share_of(row) < 1.0
+    except ValueError:
+        return False
 
 
 @command("python -m model.realism")
@@ -150,7 +181,8 @@ def _rows(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[str
     default=",".join(ROWS),
     show_default=True,
     callback=_rows,
-    help="Comma-separated rows to train and score, in this order.",
+    help="Comma-separated rows to train and score, in this order; ROW@SHARE draws a widened "
+    "row's changes into that share of the videos only (all@0.5).",
 )
 @click.option(
     "--base",

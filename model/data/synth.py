@@ -129,11 +129,20 @@ class ScannerSettings:
     layer_slope: float = 0.0  # deep layers' depth change per line (probe rocked heel to toe)
 
 
-def draw_settings(seed: int, index: int, widen: frozenset[str]) -> ScannerSettings:
-    """Video ``index``'s settings with ``widen``'s changes on (all drawn, the rest dropped)."""
+def draw_settings(
+    seed: int, index: int, widen: frozenset[str], share: float = 1.0
+) -> ScannerSettings:
+    """Video ``index``'s settings with ``widen``'s changes on (all drawn, the rest dropped).
+
+    With ``share`` under 1, that share of the videos (drawn per video) takes the changes and
+    the rest keep the classic settings: a training set from several scanners, the classic
+    one among them.
+    """
     unknown = sorted(set(widen) - set(WIDENINGS))
     if unknown:
         raise ProjectError(f"unknown widening {', '.join(unknown)}: one of {', '.join(WIDENINGS)}")
+    if not 0.0 < share <= 1.0:
+        raise ProjectError(f"the widened share of the videos must be in (0, 1], got {share}")
     rng = np.random.default_rng((seed, index, SETTINGS_STREAM))
     convex = rng.random() < 1 / 3  # a third of the videos: linear and sector keep the rest
     radius, half = float(rng.uniform(0.35, 0.7)), float(rng.uniform(0.3, 0.5))
@@ -141,6 +150,8 @@ def draw_settings(seed: int, index: int, widen: frozenset[str]) -> ScannerSettin
     dynamic_range = float(rng.uniform(30, 70))
     slope = float(rng.uniform(-0.35, 0.35))
     settings = ScannerSettings()
+    if rng.random() >= share:  # drawn last: the draws above are the same for any share
+        return settings
     if "convex" in widen and convex:
         settings = replace(settings, convex_radius=radius, convex_half_angle=half)
     if "focus" in widen:
@@ -320,11 +331,11 @@ def frame_anatomy(spec: VideoSpec, t: int) -> tuple[int, np.ndarray]:
 
 
 def render_video(
-    seed: int, index: int, frames: int, widen: frozenset[str] = frozenset()
+    seed: int, index: int, frames: int, widen: frozenset[str] = frozenset(), share: float = 1.0
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield ``frames`` (image uint8 (H, W, 3), mask bool (H, W)) pairs of one video, with
-    ``widen``'s changes (WIDENINGS) on."""
-    settings = draw_settings(seed, index, widen)
+    ``widen``'s changes (WIDENINGS) on if it is among the widened ``share``."""
+    settings = draw_settings(seed, index, widen, share)
     rng = np.random.default_rng((seed, index))
     spec = draw_spec(rng)
     tissue = _rock(draw_tissue(rng), settings.layer_slope)
@@ -415,13 +426,15 @@ def write_dataset(
     mp4: bool = False,
     widen: frozenset[str] = frozenset(),
     render: Render | None = None,
+    share: float = 1.0,
 ) -> Path:
     """Render ``videos`` videos into ``out`` in the BUV layout, atomically (temp dir + rename).
 
     With ``mp4``, each video is also written as ``videos/<name>.mp4`` (MP4_FPS frames a
     second), the form a scanner's recording takes. ``render`` draws each video (default:
-    :func:`render_video` with ``widen``'s changes on); GENERATOR_FILE records which, with
-    the seed and the widenings, so training can say what its data was.
+    :func:`render_video` with ``widen``'s changes on, in the widened ``share`` of the
+    videos); GENERATOR_FILE records which, with the seed, the widenings and their share, so
+    training can say what its data was.
 
     ``workers`` processes render videos side by side; a video depends only on (seed,
     index), so the result is the same for any number of workers.
@@ -431,8 +444,8 @@ def write_dataset(
         raise ProjectError(
             f"need at least one video, frame and worker, got {videos} x {frames}, {workers}"
         )
-    draw_settings(seed, first_index, widen)  # an unknown widening: refused before any work
-    render = render or partial(render_video, widen=frozenset(widen))
+    draw_settings(seed, first_index, widen, share)  # refused before any work
+    render = render or partial(render_video, widen=frozenset(widen), share=share)
     record = {
         "generator": _name_of(render),
         "seed": seed,
@@ -440,6 +453,7 @@ def write_dataset(
         "videos": videos,
         "frames": frames,
         "widen": sorted(widen),
+        "widen_share": share,
     }
     indices = range(first_index, first_index + videos)
     with staged_folder(out) as staging:
@@ -510,6 +524,14 @@ def _widenings(value: str) -> frozenset[str]:
     metavar="NAMES",
     help=f"Comma-separated scanner changes to draw too: {', '.join(WIDENINGS)}, or all.",
 )
+@click.option(
+    "--widen-share",
+    type=click.FloatRange(0.0, 1.0, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="Share of the videos (drawn per video) that take --widen's changes; the rest keep "
+    "the classic settings.",
+)
 def main(
     videos: int,
     frames: int,
@@ -519,10 +541,13 @@ def main(
     workers: int,
     mp4: bool,
     widen: str,
+    widen_share: float,
 ) -> None:
     """Write synthetic breast-ultrasound videos with lesion masks in the BUV layout."""
     changes = _widenings(widen)
-    written = write_dataset(out, videos, frames, seed, first_index, workers, mp4, changes)
+    written = write_dataset(
+        out, videos, frames, seed, first_index, workers, mp4, changes, share=widen_share
+    )
     print(f"wrote {videos} videos x {frames} frames to {written}")
 
 

@@ -12,7 +12,7 @@ from bas_deploy.results import load_json, realism_table
 from model import realism
 from model.checkpoint import sha256
 from model.data.synth import generator_of, write_dataset
-from model.provenance import read_results
+from model.provenance import add_run, read_results
 from model.train import TrainConfig, train
 from tests.support.training import tiny_train_config
 
@@ -21,6 +21,8 @@ def test_rows_draw_their_changes_and_train_stage_3_of_the_recipe(tmp_path: Path)
     assert realism.widenings_of("none") == frozenset()
     assert realism.widenings_of("focus") == {"focus"}
     assert realism.widenings_of("all") == set(realism.WIDENINGS)
+    assert realism.widenings_of("all@0.5") == set(realism.WIDENINGS)
+    assert (realism.share_of("all"), realism.share_of("focus@0.25")) == (1.0, 0.25)
     config = realism.stage3_config("L", "focus", Path("w.safetensors"), Path("d"), tmp_path)
     assert config.variant == "L" and config.temporal_gate and config.epochs == 2
     assert (config.init_weights, config.data) == ("w.safetensors", "d")
@@ -69,15 +71,23 @@ def test_a_row_trains_scores_and_lands_in_the_results_file(
     assert run["provenance"]["command"].startswith("python -m model.realism")
     (row,) = [line for line in realism_table(load_json(results)).splitlines()[2:]]
     assert row.startswith("| BaS-S | focus: 2 epochs, ")
+    assert run["widen_share"] == 1.0
+    add_run(results, {**run, "row": "focus@0.5", "widen_share": 0.5}, realism.RUN_KEY)
+    (_, halved) = realism_table(load_json(results)).splitlines()[2:]
+    assert halved.startswith("| BaS-S | focus in 50% of the videos: 2 epochs, ")
     again = CliRunner().invoke(realism.main, [*argv, "--results", str(results)])
     assert again.exit_code == 0, again.output  # the finished run resumes and is scored again
-    assert len(read_results(results)["runs"]) == 1
+    assert len(read_results(results)["runs"]) == 2
 
 
 def test_bad_rows_and_a_missing_base_are_refused_in_one_line(tmp_path: Path) -> None:
     result = CliRunner().invoke(realism.main, ["--rows", "focus,gain"])
     assert result.exit_code == 2
     assert "unknown row gain: rows are shipped, none, convex" in result.stderr
+    for row in ("none@0.5", "focus@1", "all@half"):
+        result = CliRunner().invoke(realism.main, ["--rows", row])
+        assert result.exit_code == 2
+        assert f"{row}: a share follows a widened row, above 0 and under 1" in result.stderr
     missing = tmp_path / "stage2.safetensors"
     argv = ["--variant", "L", "--rows", "none", "--work", str(tmp_path)]
     result = CliRunner().invoke(realism.main, argv)  # no BaS-L candidate is committed

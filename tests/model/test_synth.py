@@ -141,6 +141,17 @@ def test_each_widening_has_its_own_draws_and_none_is_the_classic_video() -> None
         draw_settings(0, 4, frozenset(["tilt"]))
 
 
+def test_a_share_widens_some_videos_with_their_own_settings_and_leaves_the_rest_classic() -> None:
+    every = frozenset(WIDENINGS)
+    drawn = [draw_settings(0, index, every, share=0.5) for index in range(60)]
+    classic = [settings == ScannerSettings() for settings in drawn]
+    assert 15 < sum(classic) < 45
+    for index, settings in enumerate(drawn):
+        assert settings in (ScannerSettings(), draw_settings(0, index, every))
+    with pytest.raises(ProjectError, match=r"widened share of the videos must be in \(0, 1\]"):
+        draw_settings(0, 4, every, share=0.0)
+
+
 @pytest.mark.parametrize("widening", ["focus", "dynamic-range", "orientation"])
 def test_focus_range_and_orientation_change_the_image_not_the_lesion(widening: str) -> None:
     for (classic, classic_mask), (wide, wide_mask) in zip(
@@ -207,9 +218,16 @@ def test_the_dataset_says_how_it_was_drawn_and_the_command_takes_widenings(
         "videos": 1,
         "frames": 2,
         "widen": ["convex", "focus"],
+        "widen_share": 1.0,
     }
-    result = runner.invoke(main, [*argv, "--widen", "all", "--out", str(tmp_path / "a")])
+    result = runner.invoke(
+        main, [*argv, "--widen", "all", "--widen-share", "0.5", "--out", str(tmp_path / "a")]
+    )
     assert generator_of(tmp_path / "a")["widen"] == sorted(WIDENINGS)
+    assert generator_of(tmp_path / "a")["widen_share"] == 0.5
+    result = runner.invoke(main, [*argv, "--widen-share", "0", "--out", str(tmp_path / "z")])
+    assert result.exit_code == 2 and "--widen-share" in result.stderr
+    assert not (tmp_path / "z").exists()
     result = runner.invoke(main, [*argv, "--widen", "focus,gain", "--out", str(tmp_path / "x")])
     assert result.exit_code == 2
     assert "unknown widening gain: one of convex, focus, dynamic-range, orientation" in (
