@@ -80,7 +80,9 @@ def test_a_row_trains_scores_and_lands_in_the_results_file(
     assert len(read_results(results)["runs"]) == 2
 
 
-def test_bad_rows_and_a_missing_base_are_refused_in_one_line(tmp_path: Path) -> None:
+def test_bad_rows_and_a_missing_base_are_refused_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     result = CliRunner().invoke(realism.main, ["--rows", "focus,gain"])
     assert result.exit_code == 2
     assert "unknown row gain: rows are shipped, none, convex" in result.stderr
@@ -90,7 +92,9 @@ def test_bad_rows_and_a_missing_base_are_refused_in_one_line(tmp_path: Path) -> 
         assert f"{row}: a share follows a widened row, above 0 and under 1" in result.stderr
     missing = tmp_path / "stage2.safetensors"
     argv = ["--variant", "L", "--rows", "none", "--work", str(tmp_path)]
-    result = CliRunner().invoke(realism.main, argv)  # no BaS-L candidate is committed
+    with monkeypatch.context() as elsewhere:  # a checkout without the candidate files
+        elsewhere.chdir(tmp_path)
+        result = CliRunner().invoke(realism.main, argv)
     assert result.exit_code == 2
     assert "no stage-2 weights at model/weights/candidates/bas_l_cpu_stage2" in result.stderr
     result = CliRunner().invoke(realism.main, ["--base", str(missing)])
