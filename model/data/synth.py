@@ -26,6 +26,7 @@ settings for each as with either alone.
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
@@ -412,8 +413,12 @@ def _write_video(staging: Path, render: Render, seed: int, index: int, frames: i
 
 
 def _name_of(render: Render) -> str:
+    """The importable name of ``render``, also when its module runs as ``python -m``."""
     function = render.func if isinstance(render, partial) else render
-    return f"{function.__module__}.{function.__qualname__}"
+    module = function.__module__
+    if module == "__main__":
+        module = getattr(sys.modules["__main__"].__spec__, "name", module)
+    return f"{module}.{function.__qualname__}"
 
 
 def write_dataset(

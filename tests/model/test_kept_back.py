@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -79,6 +81,18 @@ def test_training_refuses_a_kept_back_dataset(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="kept-back scanner video .* never for training"):
         train(tiny_train_config(data, tmp_path / "run"))
     assert not (tmp_path / "run").exists()
+
+
+def test_a_set_drawn_by_python_dash_m_names_its_generator_by_module(tmp_path: Path) -> None:
+    """Run as ``python -m``, the module is ``__main__``; the record still names it, so
+    training still refuses the set."""
+    for module, out in [("model.data.kept_back", "kept"), ("model.data.synth", "classic")]:
+        argv = [sys.executable, "-m", module, "--videos", "1", "--frames", "1"]
+        subprocess.run([*argv, "--out", str(tmp_path / out)], check=True, capture_output=True)
+    assert generator_of(tmp_path / "kept")["generator"] == "model.data.kept_back.render_kept_back"
+    assert generator_of(tmp_path / "classic")["generator"] == "model.data.synth.render_video"
+    with pytest.raises(ConfigError, match="kept-back scanner video .* never for training"):
+        train(tiny_train_config(tmp_path / "kept", tmp_path / "run"))
 
 
 def test_command_line_writes_a_kept_back_dataset(tmp_path: Path) -> None:
