@@ -34,6 +34,19 @@ def held_out(tmp_path_factory: pytest.TempPathFactory):
 RUN_PATHS = {"init_weights", "out"}
 
 
+CANDIDATES = sorted(Path("model/weights/candidates").glob("*.safetensors"))
+
+
+@pytest.mark.parametrize("path", CANDIDATES, ids=lambda path: path.name)
+def test_each_candidate_is_listed_with_its_sha256_and_holds_its_variant(path: Path) -> None:
+    """The candidates' table in the docs is the files': each row names a file and its digest."""
+    rows = [line for line in Path("docs/weights.md").read_text().splitlines() if path.name in line]
+    assert any(sha256(path) in row for row in rows), f"{path.name} is not listed with its sha256"
+    meta = read_metadata(path)
+    assert f"bas_{meta['variant'].lower()}_cpu" in path.name
+    assert json.loads(meta["recipe"])["variant"] == meta["variant"]
+
+
 @pytest.mark.parametrize("variant", ["S", "L"])
 def test_registry_matches_the_files(variant: str) -> None:
     entry = SHIPPED[variant]
