@@ -67,9 +67,11 @@ def share_of(row: str) -> float:
 
 
 def stage3_config(variant: str, row: str, base: Path, data: Path, work: Path) -> TrainConfig:
-    """Stage 3 of the 2-core recipe, from ``base`` on ``data``, in the row's run folder."""
+    """Stage 3 of the 2-core recipe, from ``base`` on ``data``, in the row's run folder (one
+    per variant: the drawn sets are shared, the runs are not)."""
     recipe = Path(f"configs/cpu/bas_{variant.lower()}_3.yml")
-    overrides = [f"data={data}", f"init_weights={base}", f"out={work / f'run_{row}'}"]
+    out = work / f"run_{variant.lower()}_{row}"
+    overrides = [f"data={data}", f"init_weights={base}", f"out={out}"]
     return load_config(recipe, overrides)
 
 

@@ -26,7 +26,7 @@ def test_rows_draw_their_changes_and_train_stage_3_of_the_recipe(tmp_path: Path)
     config = realism.stage3_config("L", "focus", Path("w.safetensors"), Path("d"), tmp_path)
     assert config.variant == "L" and config.temporal_gate and config.epochs == 2
     assert (config.init_weights, config.data) == ("w.safetensors", "d")
-    assert config.out == str(tmp_path / "run_focus")
+    assert config.out == str(tmp_path / "run_l_focus")
 
 
 def test_a_row_trains_scores_and_lands_in_the_results_file(
