@@ -28,7 +28,7 @@ from .bas import BaS
 from .checkpoint import read_metadata, sha256
 from .config import get_config
 from .errors import ProjectError
-from .hub import SHIPPED, resolve_weights
+from .hub import SHIPPED, WEIGHTS_DIR, resolve_weights
 from .layers import BaSBlock
 from .options import command, image_size_option, temporal_window_option, variant_option
 
@@ -236,6 +236,16 @@ def weights_provenance(variant: str, weights: str) -> str:
     return "\n".join(lines)
 
 
+def _weights_named(digest: str) -> str:
+    """The file of ours with that sha256 (a stage-2 candidate, say), with its training time."""
+    for path in sorted(WEIGHTS_DIR.rglob("*.safetensors")):
+        if sha256(path) == digest:
+            seconds = read_metadata(path).get("training_seconds")
+            spent = f", trained {int(seconds) / 60:.1f} min" if seconds else ""
+            return f"{path.relative_to(WEIGHTS_DIR.parents[1])} (sha256 {digest}{spent})"
+    return f"weights with sha256 {digest}"
+
+
 def _made(meta: Mapping[str, str]) -> list[str]:
     """The lines of how the weights were made, from their metadata."""
     lines = []
@@ -257,7 +267,7 @@ def _made(meta: Mapping[str, str]) -> list[str]:
     if "epoch" in meta:
         lines.append(f"  kept: epoch {meta['epoch']}, validation Dice {meta.get('val_dice', '?')}")
     if "init_weights_sha256" in meta:
-        lines.append(f"  started from: weights with sha256 {meta['init_weights_sha256']}")
+        lines.append(f"  started from: {_weights_named(meta['init_weights_sha256'])}")
     if "training_seconds" in meta:
         lines.append(f"  training time: {int(meta['training_seconds']) / 60:.1f} min")
     if "trained_on" in meta:
