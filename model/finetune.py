@@ -25,11 +25,13 @@ from typing import Any
 import click
 
 from .atomic import atomic_path
+from .checkpoint import sha256
 from .data import discover, read_split
 from .data.clips import Augment
 from .data.framing import ScreenAugment
 from .errors import ConfigError
 from .evaluate import headline_scores, optional_difference
+from .host import native_bf16
 from .hub import resolve_weights
 from .options import command, variant_option, weights_option
 from .provenance import add_run, provenance
@@ -92,6 +94,8 @@ def finetune_config(
         split_fractions={"train": 1 - val_fraction, "val": val_fraction},
         minutes=minutes,
         out=str(out),
+        # a time budget buys a tenth of the steps where bf16 runs on reference kernels
+        mixed_precision=RECIPE.mixed_precision if native_bf16() else "no",
     )
     return load_config(None, overrides, base=config)
 
@@ -155,6 +159,7 @@ def finetune(
     report = {
         "variant": config.variant,
         "started_from": config.init_weights,
+        "started_from_sha256": sha256(start),
         "weights": str(best),
         "data": config.data,
         "overrides": list(overrides),

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 import typing
 from collections.abc import Callable
@@ -46,6 +47,7 @@ from .data import (
 from .data.kept_back import refuse_kept_back
 from .data.synth import generator_of
 from .errors import ConfigError
+from .host import cpu_model, native_bf16
 from .hub import build_bas
 from .losses import LossWeights, SegmentationLoss
 from .options import command, config_file_option
@@ -53,6 +55,13 @@ from .provenance import provenance
 from .resume import FILE_NAME as RESUME_FILE
 from .resume import EpochRecord, Progress, read_resume_point, refuse_pickled, write_resume_point
 from .typed import FieldError, from_data
+
+# A run keeps its recipe's precision as written; where that is slow, it says so before it starts.
+SLOW_BF16 = (
+    "warning: bf16 autocast has no fast kernels on this CPU ({cpu}: no AVX-512 or bf16 "
+    "instructions), so each step runs many times slower than in fp32; "
+    "--set mixed_precision=no trains in fp32"
+)
 
 
 @dataclass(frozen=True)
@@ -508,6 +517,8 @@ def _prepared_run(
     # its own. The distributed part of the state (PartialState) is kept.
     AcceleratorState._reset_state()
     accelerator = Accelerator(mixed_precision=config.mixed_precision, dynamo_plugin=dynamo)
+    if config.mixed_precision == "bf16" and accelerator.device.type == "cpu" and not native_bf16():
+        print(SLOW_BF16.format(cpu=cpu_model()), file=sys.stderr)
     if config.threads:
         torch.set_num_threads(config.threads)
     keep_freed_memory()

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from model.checkpoint import read_metadata, read_state_dict, sha256
 from model.data.looks import LOOKS, restyle
 from model.data.synth import write_dataset
-from model.finetune import main
+from model.finetune import finetune_config, main
 from model.hub import shipped_weights
 from model.provenance import read_results
 
@@ -56,6 +56,7 @@ def test_finetune_writes_weights_split_and_a_before_after_table(
     assert stored["tests"] == report["tests"] and stored["provenance"]["command"]
     metadata = read_metadata(run / "best.safetensors")
     assert metadata["init_weights_sha256"] == sha256(shipped_weights("S"))
+    assert stored["started_from_sha256"] == sha256(shipped_weights("S"))
     assert (run / "last.safetensors").is_file()
 
 
@@ -115,3 +116,15 @@ def test_bad_fine_tune_input_is_refused_in_one_line_and_writes_nothing(
     line = result.stderr.strip()
     assert line.startswith("error:") and "\n" not in line and message in line
     assert not run.exists()
+
+
+@pytest.mark.parametrize(("native", "precision"), [(True, "bf16"), (False, "no")])
+def test_the_fine_tune_trains_in_bf16_only_where_the_cpu_has_its_kernels(
+    tmp_path: Path, native: bool, precision: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A time budget buys many times fewer steps where bf16 runs on reference kernels."""
+    monkeypatch.setattr("model.finetune.native_bf16", lambda: native)
+    args = ("S", "shipped", tmp_path, tmp_path / "run", 10.0, 0.25)
+    assert finetune_config(*args, []).mixed_precision == precision
+    chosen = finetune_config(*args, ["mixed_precision=bf16"])
+    assert chosen.mixed_precision == "bf16"  # what the user sets wins

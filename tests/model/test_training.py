@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from model import build_bas
 from model.allocator import keep_freed_memory
-from model.checkpoint import read_metadata, save_weights
+from model.checkpoint import read_metadata, save_weights, sha256
 from model.data import discover, native_frames, split_videos
 from model.data.synth import write_dataset
 from model.evaluate import main as evaluate_main
@@ -101,6 +101,7 @@ def test_trains_resumes_and_the_weights_evaluate(tiny_data: Path, tmp_path: Path
     record = json.loads(out[-1])
     assert record["counts"]["frames"] == 24 and record["counts"]["videos"] == 4
     assert 0.0 <= record["per_frame"]["dice"] <= 1.0
+    assert record["weights_sha256"] == sha256(best)  # which file the figures are of
 
 
 def test_evaluate_reports_bad_input_in_one_line(tiny_data: Path, tmp_path: Path) -> None:
@@ -305,3 +306,16 @@ def test_training_benchmark_rows_and_its_recipe_projection(tiny_data: Path, tmp_
         small = replace(setup, image_size=48)
         timing = time_step(config, small, batch=1, steps=1)
         assert timing.ms_per_frame > 0 and timing.setup == small
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_on_a_cpu_without_its_kernels_is_named_before_the_first_step(
+    tiny_data: Path, tmp_path: Path, native: bool, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """The run keeps its recipe's precision; where bf16 has no fast kernels, it says so."""
+    monkeypatch.setattr("model.train.native_bf16", lambda: native)
+    train(_tiny_config(tiny_data, tmp_path, mixed_precision="bf16"))
+    warned = [line for line in capsys.readouterr().err.splitlines() if "bf16 autocast" in line]
+    assert len(warned) == (0 if native else 1)
+    if warned:
+        assert warned[0].startswith("warning: ") and "--set mixed_precision=no" in warned[0]
