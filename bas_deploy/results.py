@@ -659,6 +659,7 @@ def dicom_examples(artifact: Path, threads: int | None, results_file: Path) -> N
         "target": manifest.target,
         "runtime": session.runtime,
         "threads": threads,
+        "weights_sha256": manifest.weights.sha256,
         "examples": found,
     }
     decoders = ("pylibjpeg", "pylibjpeg-libjpeg", "pylibjpeg-openjpeg", "pylibjpeg-rle")

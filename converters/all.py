@@ -28,10 +28,12 @@ from pathlib import Path
 import click
 
 from model.atomic import atomic_path
+from model.checkpoint import sha256
 from model.cluster import cluster_address, ray_address_option, workers_option
 from model.config import VARIANTS
 from model.errors import ProjectError
 from model.forms import EXPORT_FORMS
+from model.hub import resolve_weights
 from model.options import (
     command,
     existing_path,
@@ -219,6 +221,7 @@ def main(
     with atomic_path(out / "parity.md") as tmp:
         tmp.write_text(f"{table}\n\n{verdict}\n")
     report = {
+        "weights_sha256": {v: sha256(resolve_weights(v, weights)) for v in variants},
         "passed": not bad,
         "summary": verdict,
         "failed": [r.label for r in bad],

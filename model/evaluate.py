@@ -31,10 +31,12 @@ from typing import Any, TypeVar
 import click
 import numpy as np
 
+from .checkpoint import sha256
 from .data import DatasetIndex, discover, native_frames, read_split
 from .data.contact import LostContact
 from .data.framing import SCREENS, Screen
 from .errors import ProjectError
+from .hub import resolve_weights
 from .masks import BaSMasks, MaskStream
 from .metrics import SegmentationMeter, frame_scores, meter_table
 from .options import (
@@ -258,6 +260,7 @@ class Scored:
     runtime: str
     temporal_window: int
     history: bool  # the stream form
+    weights_sha256: str  # of the weights the figures come from (an artifact's: its manifest's)
 
 
 def pytorch_network(request: EvaluationRequest) -> tuple[MaskStream, Scored]:
@@ -265,7 +268,8 @@ def pytorch_network(request: EvaluationRequest) -> tuple[MaskStream, Scored]:
     form = "frame" if request.no_history else "stream"
     variant, weights, window = request.variant, request.weights, request.temporal_window
     masks = BaSMasks.build(variant, weights, form, request.image_size, window)
-    return masks, Scored(variant, weights, masks.runtime, window, not request.no_history)
+    digest = sha256(resolve_weights(variant, weights))
+    return masks, Scored(variant, weights, masks.runtime, window, not request.no_history, digest)
 
 
 def evaluation_options(function: F) -> F:
@@ -352,6 +356,7 @@ def run_evaluation(
     record = {
         "variant": scored.variant,
         "weights": str(scored.weights),
+        "weights_sha256": scored.weights_sha256,
         "temporal_window": scored.temporal_window,
         "history": scored.history,
         "data": str(data),

@@ -37,6 +37,7 @@ def artifact_network(request: EvaluationRequest) -> tuple[MaskStream, Scored]:
         session.runtime,
         manifest.temporal_window,
         manifest.form == "stream",
+        manifest.weights.sha256,
     )
     return session, scored
 
