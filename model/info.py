@@ -251,9 +251,12 @@ def _made(meta: Mapping[str, str]) -> list[str]:
     lines = []
     recipe = json.loads(meta.get("recipe", "{}"))
     if recipe:
+        autocast = recipe.get("mixed_precision", "no")
+        precision = "fp32" if autocast == "no" else f"{autocast} autocast"
         lines.append(
             f"  recipe: {recipe.get('epochs')} epochs at lr {recipe.get('lr')}, batch "
-            f"{recipe.get('batch_size')}, on {recipe.get('data')} (split seed {recipe.get('seed')})"
+            f"{recipe.get('batch_size')}, {precision}, on {recipe.get('data')} "
+            f"(split seed {recipe.get('seed')})"
         )
     if "data_generator" in meta:
         drawn = json.loads(meta["data_generator"])
@@ -276,9 +279,11 @@ def _made(meta: Mapping[str, str]) -> list[str]:
         made = json.loads(meta["provenance"])
         machine = made.get("machine", {})
         lines.append(f"  command: {made.get('command')}")
+        kernels = {True: "bf16 kernels, ", False: "no bf16 kernels, "}
+        bf16 = kernels.get(machine.get("bf16_kernels"), "")  # older files do not say
         lines.append(
             f"  date: {made.get('date')}; machine: {machine.get('cpu')} "
-            f"({machine.get('cores')} cores, {machine.get('os')})"
+            f"({machine.get('cores')} cores, {bf16}{machine.get('os')})"
         )
         commit = made.get("versions", {}).get("git_commit")
         if commit:

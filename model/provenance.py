@@ -26,7 +26,7 @@ import click
 
 from .atomic import atomic_path
 from .errors import ProjectError
-from .host import cores_available, cpu_model
+from .host import cores_available, cpu_model, native_bf16
 
 PROVENANCE_KEYS = ("command", "date", "machine", "versions")
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -85,9 +85,15 @@ def git_commit() -> str | None:
 git_commit()
 
 
-def machine() -> dict[str, str | int]:
-    """The CPU model, the cores this process may use, and the OS."""
-    return {"cpu": cpu_model(), "cores": cores_available(), "os": platform.platform()}
+def machine() -> dict[str, str | int | bool]:
+    """The CPU model, the cores this process may use, whether PyTorch has fast bf16 kernels for
+    it (training's speed turns on them), and the OS."""
+    return {
+        "cpu": cpu_model(),
+        "cores": cores_available(),
+        "bf16_kernels": native_bf16(),
+        "os": platform.platform(),
+    }
 
 
 def provenance(libraries: Iterable[str] = ()) -> dict[str, Any]:

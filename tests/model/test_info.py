@@ -143,6 +143,8 @@ def test_info_shows_the_provenance_training_writes(tmp_path) -> None:
     text = result.stdout
     assert f"weights: {best} (sha256 " in text and "  kept: epoch 1, validation Dice " in text
     assert "  training time: " in text and "  command: " in text and "  date: " in text
+    assert "bf16 kernels, " in text  # whether this CPU ran bf16 fast, or not
+    assert ", batch 1, fp32, on " in text  # the precision it trained in
     drawn = "  data drawn by: model.data.synth.render_video, seed 5, 2 videos x 3 frames"
     assert f"{drawn}, widened: none" in text
     wrong = CliRunner().invoke(main, ["--variant", "S", "--weights", str(best)])
