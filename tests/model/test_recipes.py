@@ -1,5 +1,5 @@
 """The training recipes in configs/: each stage starts from the one before it, the gate comes
-in at stage 3 only, and the 2-core CPU recipe learns what the GPU recipe does."""
+in at stage 3 only, and the 2-core CPU recipe learns what the GPU recipe does (stage 3 on a widened set)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,10 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 # CPU (its fast paths, lower-resolution epochs, loading in-process) and where it writes.
 HOW_IT_RUNS = {"workers", "channels_last", "compile", "low_res", "low_res_epochs"}
 RUN_PATHS = {"init_weights", "out"}
+# And what the CPU recipe's stage 3 trains on: the same videos with every scanner change drawn
+# into half of them (the realism ablation's all@0.5 row, docs/realism.md).
+WIDENED = "data/synth_train_widened"
+MAKEFILE = CONFIGS.parent / "Makefile"
 
 
 def _stages(variant: str) -> dict[str, list[TrainConfig]]:
@@ -35,8 +39,25 @@ def test_each_stage_starts_from_the_last(variant: str, kind: str) -> None:
     for before, stage in zip(stages, later, strict=False):
         assert stage.init_weights == f"{before.out}/best.safetensors"
     assert len({stage.out for stage in stages}) == len(stages)
-    assert {(stage.variant, stage.seed, stage.data) for stage in stages} == {
-        (variant, first.seed, first.data)
+    assert {(stage.variant, stage.seed) for stage in stages} == {(variant, first.seed)}
+    *trunk, last = stages
+    assert {stage.data for stage in trunk} == {"data/synth_train"}
+    assert last.data == (WIDENED if kind == "cpu" else "data/synth_train")
+
+
+def test_the_widened_set_is_the_training_videos_with_changes_in_half() -> None:
+    """make data draws the training set; make data-widened draws the same videos, widened."""
+    make = MAKEFILE.read_text().replace("\\\n", " ")
+    draws = {}
+    for line in make.splitlines():
+        if "-m model.data.synth " in line and "$(PY)" in line:
+            words = line.split("-m model.data.synth ")[1].split()
+            options = dict(zip(words[::2], words[1::2], strict=True))
+            draws[options.pop("--out")] = options
+    assert draws[WIDENED] == {
+        **draws["data/synth_train"],
+        "--widen": "all",
+        "--widen-share": "0.5",
     }
 
 
@@ -53,4 +74,6 @@ def test_the_cpu_recipe_differs_only_in_how_it_runs(variant: str) -> None:
     for gpu, cpu in zip(stages["gpu"], stages["cpu"], strict=True):
         gpu_fields, cpu_fields = asdict(gpu), asdict(cpu)
         differ = {key for key in gpu_fields if gpu_fields[key] != cpu_fields[key]}
-        assert differ <= HOW_IT_RUNS | RUN_PATHS, gpu.out
+        widened = {"data"} if cpu.data == WIDENED else set()
+        assert differ <= HOW_IT_RUNS | RUN_PATHS | widened, gpu.out
+    assert stages["cpu"][-1].data == WIDENED
