@@ -1,5 +1,6 @@
 """The training recipes in configs/: each stage starts from the one before it, the gate comes
-in at stage 3 only, and the 2-core CPU recipe learns what the GPU recipe does (stage 3 on a widened set)."""
+in at stage 3 only, and the 2-core CPU recipe learns what the GPU recipe does, its stage 3
+on a widened set."""
 
 from __future__ import annotations
 
